@@ -1,0 +1,246 @@
+"""Re-check rendered output with the real tools (cloud-init schema, nginx -t, shellcheck, ...).
+
+Used by `bakery validate` and the tests: YAML reload, ``cloud-init schema``, ``py_compile``,
+``bash -n``, shellcheck, ``nginx -t`` and ``systemd-analyze verify``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import py_compile
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bakery.config import Workshop, load_config
+from bakery.credentials import Account, credentials_path, ensure_credentials, preview_accounts
+from bakery.render import NGINX_SITE, STAGES, TLS_DIR, UNIT_DIR, Stage, UserData, render_user_data
+
+Status = Literal["ok", "failed", "missing"]
+# Tools the checks call, and the Debian package that has each.
+TOOLS = {
+    "cloud-init": "cloud-init",
+    "shellcheck": "shellcheck",
+    "nginx": "nginx-light",
+    "systemd-analyze": "systemd",
+    "openssl": "openssl",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome."""
+
+    name: str
+    status: Status
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """All checks of a validation run."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No check failed (a missing tool is reported, not failed)."""
+        return all(c.status != "failed" for c in self.checks)
+
+    def missing_tools(self) -> list[str]:
+        """Checks that could not run because their tool is not installed."""
+        return [c.name for c in self.checks if c.status == "missing"]
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per check (details indented)."""
+        mark = {"ok": "ok  ", "failed": "FAIL", "missing": "skip"}
+        out = []
+        for c in self.checks:
+            out.append(f"{mark[c.status]} {c.name}")
+            out += [f"     {line}" for line in c.detail.splitlines()]
+        return out
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> tuple[int, str]:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None
+    )
+
+
+def _missing(check: str, tool: str) -> Check:
+    return Check(check, "missing", f"`{tool}` not found: apt-get install {TOOLS[tool]}")
+
+
+def _document(ud: UserData) -> dict[str, Any]:
+    raw = gzip.decompress(ud.data) if ud.gzipped else ud.data
+    text = raw.decode("utf-8")
+    if not text.startswith("#cloud-config\n"):
+        raise ValueError("does not start with #cloud-config")
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict):
+        raise ValueError("is not a mapping")
+    return doc
+
+
+def check_cloud_init_schema(path: Path) -> Check:
+    """``cloud-init schema -c PATH`` (cloud-init's own validator)."""
+    name = f"cloud-init schema {path.name}"
+    tool = _tool("cloud-init")
+    if tool is None:
+        return _missing(name, "cloud-init")
+    code, out = _run([tool, "schema", "-c", str(path)])
+    return Check(name, "ok" if code == 0 and "Valid" in out else "failed", "" if code == 0 else out)
+
+
+def check_python(path: Path) -> Check:
+    """``py_compile`` of a rendered Python file."""
+    try:
+        py_compile.compile(str(path), doraise=True, cfile=str(path) + "c")
+    except py_compile.PyCompileError as exc:
+        return Check(f"py_compile {path.name}", "failed", str(exc))
+    return Check(f"py_compile {path.name}", "ok")
+
+
+def check_shell(path: Path) -> list[Check]:
+    """``bash -n`` and shellcheck of a rendered script."""
+    code, out = _run(["bash", "-n", str(path)])
+    checks = [Check(f"bash -n {path.name}", "ok" if code == 0 else "failed", out)]
+    tool = _tool("shellcheck")
+    if tool is None:
+        return [*checks, _missing(f"shellcheck {path.name}", "shellcheck")]
+    code, out = _run([tool, "--shell=bash", str(path)])
+    return [*checks, Check(f"shellcheck {path.name}", "ok" if code == 0 else "failed", out)]
+
+
+def check_nginx(site: str, work: Path) -> Check:
+    """``nginx -t`` on the site inside a minimal nginx.conf, with a throwaway certificate."""
+    name = "nginx -t jupyterhub.conf"
+    nginx, openssl = _tool("nginx"), _tool("openssl")
+    if nginx is None:
+        return _missing(name, "nginx")
+    if openssl is None:
+        return _missing(name, "openssl")
+    tls = work / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    key, cert = str(tls / "key.pem"), str(tls / "cert.pem")
+    subject = ["-subj", "/CN=test", "-keyout", key, "-out", cert]
+    code, out = _run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", *subject])
+    if code:
+        return Check(name, "failed", f"could not make a test certificate: {out}")
+    (work / "site.conf").write_text(site.replace(TLS_DIR, str(tls)))
+    (work / "nginx.conf").write_text(
+        f"pid {work}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  include {work}/site.conf;\n}}\n"
+    )
+    code, out = _run(
+        [nginx, "-t", "-q", "-e", "stderr", "-p", str(work), "-c", str(work / "nginx.conf")]
+    )
+    return Check(name, "ok" if code == 0 else "failed", out if code else "")
+
+
+def check_units(units: dict[str, str], work: Path) -> Check:
+    """``systemd-analyze verify`` of the units, in a scratch root where their commands exist."""
+    name = "systemd-analyze verify " + " ".join(sorted(units))
+    tool = _tool("systemd-analyze")
+    if tool is None:
+        return _missing(name, "systemd-analyze")
+    root = work / "root"
+    unit_dir = root / UNIT_DIR.lstrip("/")
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    system = Path("/lib/systemd/system")
+    if system.is_dir():
+        shutil.copytree(system, root / "lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+    stub = "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/usr/bin/true\n"
+    (unit_dir / "docker.service").write_text(stub)
+    for unit, text in units.items():
+        (unit_dir / unit).write_text(text)
+        for line in text.splitlines():
+            if line.startswith(("ExecStart=", "ExecStartPre=")):
+                exe = root / line.split("=", 1)[1].split()[0].lstrip("-").lstrip("/")
+                exe.parent.mkdir(parents=True, exist_ok=True)
+                exe.write_text("#!/bin/sh\n")
+                exe.chmod(0o755)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/bin/true").write_text("#!/bin/sh\n")
+    (root / "usr/bin/true").chmod(0o755)
+    code, out = _run(
+        [tool, f"--root={root}", "verify", *(str(unit_dir / u) for u in sorted(units))]
+    )
+    # verify exits 0 on some warnings (an unknown key is only "ignoring"): any output is a problem.
+    return Check(name, "ok" if code == 0 and not out else "failed", out)
+
+
+def check_user_data(ud: UserData, work: Path) -> list[Check]:
+    """Every check that applies to one rendered document and the files it carries."""
+    label = f"{ud.stage} stage"
+    try:
+        doc = _document(ud)
+    except (ValueError, yaml.YAMLError, OSError) as exc:
+        return [Check(f"{label}: YAML reload", "failed", str(exc))]
+    checks = [Check(f"{label}: YAML reload ({ud.encoded_size:,} base64 chars)", "ok")]
+    plain = work / f"user-data.{ud.stage}"
+    plain.write_bytes(gzip.decompress(ud.data) if ud.gzipped else ud.data)
+    checks.append(check_cloud_init_schema(plain))
+    units: dict[str, str] = {}
+    for entry in doc.get("write_files", []):
+        path, content = entry["path"], entry["content"]
+        local = work / ud.stage / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(content)
+        if path.endswith(".py"):
+            checks.append(check_python(local))
+        elif path.endswith(".sh"):
+            checks += check_shell(local)
+        elif path == NGINX_SITE:
+            checks.append(check_nginx(content, work / f"nginx-{ud.stage}"))
+        elif path.startswith(UNIT_DIR + "/") and path.endswith(".service"):
+            units[Path(path).name] = content
+    if units:
+        checks.append(check_units(units, work / f"systemd-{ud.stage}"))
+    return [
+        Check(c.name if c.name.startswith(label) else f"{label}: {c.name}", c.status, c.detail)
+        for c in checks
+    ]
+
+
+def check_workshop(
+    cfg: Workshop,
+    accounts: list[Account],
+    *,
+    stages: tuple[Stage, ...] = STAGES,
+    on_check: Callable[[Check], None] | None = None,
+) -> Report:
+    """Render every stage of ``cfg`` and check each document with the real validators."""
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
+        for stage in stages:
+            ud = render_user_data(cfg, stage=stage, accounts=None if stage == "bake" else accounts)
+            for check in check_user_data(ud, Path(tmp)):
+                report.checks.append(check)
+                if on_check:
+                    on_check(check)
+    return report
+
+
+def validate_workshop(*, config_path: Path) -> Report:
+    """`bakery validate`: the config, then every stage's user-data.
+
+    Uses the credentials sheet if there is one; otherwise throwaway passwords (nothing written).
+    """
+    cfg = load_config(config_path)
+    sheet = credentials_path(config_path)
+    accounts = ensure_credentials(cfg, sheet) if sheet.exists() else preview_accounts(cfg)
+    report = check_workshop(cfg, accounts)
+    report.checks.insert(0, Check(f"config {config_path}", "ok"))
+    return report

@@ -1,0 +1,70 @@
+"""`bakery init`: a commented starter workshop.yaml that validates as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bakery import versions
+from bakery.errors import BakeryError
+
+STARTER = """\
+# A bakery workshop: one hub for one class. Every key is optional except `name`;
+# the values shown are the defaults. Check it with: bakery validate {path}
+name: {name}                  # lower-case letters, digits, '-'; used for host name and cloud tags
+
+os: ubuntu-24.04               # ubuntu-24.04 | ubuntu-22.04 | debian-12 (the VM's image)
+
+users:
+  prefix: training             # trainee accounts training01, training02, ...
+  count: 30                    # 1-1000
+  # names: [alice, bob]        # and/or explicit names
+  admins: [instructor]         # hub admins (also log in with a password)
+  password: random             # random (one each) | shared (one for all: discouraged)
+  # Passwords are made once into {sheet} (mode 600);
+  # print the sheet to hand out with: bakery credentials {path}
+
+spawner:
+  kind: docker                 # docker: one container per trainee | systemd: one unit per trainee
+  image: {image}
+  mem_limit: 2G                # per trainee
+  cpu_limit: 1.0               # CPUs per trainee
+  idle_cull_minutes: 60        # stop idle servers (files stay); 0 = never
+  # custom_image:              # extra packages baked into the image on the VM
+  #   apt: [graphviz]
+  #   conda: [r-tidyverse]
+  #   pip: [plotly==5.24.1]
+
+tls:
+  mode: self-signed            # self-signed (made on the VM) | letsencrypt
+  # domain: hub.example.org    # letsencrypt: a DNS name pointing at the VM
+  # email: you@example.org     # letsencrypt: expiry notices
+
+ssh:
+  # login_user: ubuntu         # the only ssh login (default: the image's user); trainees get none
+  authorized_keys: []          # extra public keys for it (the cloud's key pair is added too)
+
+hub:
+  install: venv                # venv (python3-venv + pip) | conda (pinned Miniforge)
+
+packages: []                   # extra apt packages on the VM
+files: []                      # extra files: - {{path: /etc/motd, content: "Welcome!"}}
+"""
+
+
+def write_starter(path: Path, *, name: str | None = None, force: bool = False) -> Path:
+    """Write the starter to ``path`` (never over an existing file unless ``force``)."""
+    if name is None:
+        stem = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")
+        name = stem if re.match(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$", stem) else "my-workshop"
+    if not re.match(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$", name):
+        raise BakeryError(f"--name {name!r}: use 2-40 lower-case letters, digits and '-'")
+    if path.exists() and not force:
+        raise BakeryError(f"{path} already exists; use --force to replace it")
+    sheet = path.with_name(path.stem + ".credentials.csv").name
+    text = STARTER.format(name=name, path=path, sheet=sheet, image=versions.USER_IMAGE)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BakeryError(f"{path}: cannot write: {exc}") from None
+    return path
