@@ -330,7 +330,7 @@ def build_cloud_config(
     return doc
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Safe dumper writing multi-line strings (file contents) as readable ``|`` blocks."""
 
 
@@ -377,11 +377,14 @@ def render_user_data(
     if result.encoded_size > NOVA_USER_DATA_LIMIT:
         n = len(accounts or [])
         how = "even gzipped" if result.gzipped else "(try --gzip)"
+        ways = ["split the trainees over several workshops, fewer accounts each"]
+        if stage == "full":
+            ways.insert(0, "bake a golden image and launch it with the smaller boot stage")
         raise RenderError(
             f"the {stage} user-data is {result.encoded_size:,} base64 characters, over Nova's "
             f"limit of {NOVA_USER_DATA_LIMIT:,} {how}. Each of the {n} accounts adds a password "
-            "hash that does not compress. Ways out: bake a golden image and launch with the "
-            "smaller boot stage; or split the trainees over several workshops/servers (fewer "
-            "users each)."
+            f"hash that does not compress. Way{'s' if len(ways) > 1 else ''} out: "
+            + "; or ".join(ways)
+            + "."
         )
     return result

@@ -1,0 +1,59 @@
+# bakery's developer commands. Quick start: `make demo` then `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BUILD ?= build
+PYTEST_ARGS ?=
+
+.PHONY: demo install test test-e2e test-slow lint typecheck bench golden clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet ".[dev]"
+	touch $@
+
+# The package is installed (not editable) so that the templates load from the installed wheel,
+# exactly as users get them; reinstalled each time so it matches the working tree.
+install: $(VENV)/.deps
+	$(BIN)/pip install --quiet --no-deps --force-reinstall .
+
+# The main job on the bundled example: render every stage into build/ and check it.
+demo: install
+	mkdir -p $(BUILD)
+	cp examples/workshop.yaml $(BUILD)/workshop.yaml
+	$(BIN)/bakery render $(BUILD)/workshop.yaml -o $(BUILD)/user-data
+	$(BIN)/bakery render $(BUILD)/workshop.yaml --stage bake -o $(BUILD)/user-data.bake
+	$(BIN)/bakery render $(BUILD)/workshop.yaml --stage boot -o $(BUILD)/user-data.boot
+	$(BIN)/bakery validate $(BUILD)/workshop.yaml
+	@echo
+	@echo "Rendered $(BUILD)/user-data (full), user-data.bake and user-data.boot;"
+	@echo "trainee passwords: $(BUILD)/workshop.credentials.csv (bakery credentials $(BUILD)/workshop.yaml)"
+
+test: install
+	$(BIN)/pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+test-e2e: install
+	$(BIN)/pytest -m e2e -s $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -m slow -s $(PYTEST_ARGS)
+
+lint: $(VENV)/.deps
+	$(BIN)/ruff check bakery tests
+	$(BIN)/ruff format --check bakery tests
+
+typecheck: $(VENV)/.deps
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/render_bench.py
+
+golden: install
+	BAKERY_REGEN_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
+	git diff --stat tests/golden
+
+clean:
+	rm -rf $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

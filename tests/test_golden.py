@@ -1,0 +1,40 @@
+"""Whole renders of the examples against reviewed golden files (regenerate: make golden)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES
+
+from bakery.config import load_config
+from bakery.credentials import credentials_path, ensure_credentials
+from bakery.render import STAGES, render_user_data
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("BAKERY_REGEN_GOLDEN") == "1"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_examples_match_golden_files(example: Path, tmp_path: Path) -> None:
+    # The sheet is a test fixture (made-up passwords): it pins the salts, so hashes are stable.
+    sheet = GOLDEN / f"{example.stem}.accounts.csv"
+    config = tmp_path / example.name
+    shutil.copy(example, config)
+    if sheet.exists():
+        shutil.copy(sheet, credentials_path(config))
+    cfg = load_config(config)
+    accounts = ensure_credentials(cfg, credentials_path(config))
+    if REGEN:
+        shutil.copy(credentials_path(config), sheet)
+    for stage in STAGES:
+        rendered = render_user_data(
+            cfg, stage=stage, accounts=None if stage == "bake" else accounts, gzip_data=False
+        ).data.decode()
+        golden = GOLDEN / f"{example.stem}.{stage}.yaml"
+        if REGEN:
+            golden.write_text(rendered)
+        assert golden.exists(), f"no golden file {golden.name}: run make golden and review it"
+        assert rendered == golden.read_text(), f"{golden.name} differs: review, then make golden"

@@ -1,0 +1,251 @@
+"""The cloud-config: what each stage carries, no secrets, determinism, and Nova's size limit."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from bakery.config import Workshop
+from bakery.credentials import Account, preview_accounts
+from bakery.errors import RenderError
+from bakery.render import (
+    NOVA_USER_DATA_LIMIT,
+    build_cloud_config,
+    dump_cloud_config,
+    render_user_data,
+)
+
+MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
+
+
+def files_of(doc: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop("name: intro\nusers: {count: 3}\n")
+    doc = build_cloud_config(cfg, stage="full", accounts=accounts)
+    assert {"nginx", "docker.io", "nodejs", "npm", "python3-venv", "iptables"} <= set(
+        doc["packages"]
+    )
+    users = doc["users"]
+    assert users[0] == "default"
+    assert [u["name"] for u in users[1:]] == [
+        "training01",
+        "training02",
+        "training03",
+        "instructor",
+    ]
+    for user, account in zip(users[1:], accounts, strict=True):
+        assert user["passwd"] == account.hash and user["passwd"].startswith("$6$")
+        assert user["lock_passwd"] is False
+    assert doc["chpasswd"] == {"expire": False}
+    assert doc["ssh_pwauth"] is False
+
+    files = files_of(doc)
+    hub = files["/etc/jupyterhub/jupyterhub_config.py"]
+    for needle in [
+        'c.JupyterHub.spawner_class = "dockerspawner.SystemUserSpawner"',
+        "c.SystemUserSpawner.run_as_root = True",
+        "c.DockerSpawner.remove = True",
+        "c.JupyterHub.hub_ip = '0.0.0.0'",
+        "c.JupyterHub.hub_connect_ip = '172.30.0.1'",
+        "c.ConfigurableHTTPProxy.should_start = False",
+        "c.PAMAuthenticator.open_sessions = False",
+        "c.Authenticator.allowed_users = {'instructor', 'training01', 'training02', 'training03'}",
+        "c.Authenticator.admin_users = {'instructor'}",
+        'c.JupyterHub.bind_url = "http://127.0.0.1:8000"',
+        "c.DockerSpawner.mem_limit = '2G'",
+        "jupyterhub_idle_culler",
+        "--timeout=3600",
+    ]:
+        assert needle in hub, needle
+    nginx = files["/etc/nginx/conf.d/jupyterhub.conf"]
+    for needle in [
+        "return 301 https://$host$request_uri;",
+        "listen 443 ssl http2",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "map $http_upgrade $connection_upgrade",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Host $http_host;",
+        "proxy_buffering off;",
+        "/.well-known/acme-challenge/",
+    ]:
+        assert needle in nginx, needle
+    assert "AllowUsers ubuntu\n" in files["/etc/ssh/sshd_config.d/10-bakery.conf"]
+    firewall = files["/usr/local/lib/bakery/firewall.sh"]
+    assert 'DOCKER-USER -d "$METADATA" -j REJECT' in firewall
+    assert "--uid-owner 0" in firewall
+    assert "configurable-http-proxy@4.6.3" in files["/usr/local/lib/bakery/install-hub.sh"]
+    assert "jupyterhub==5.2.1" in files["/usr/local/lib/bakery/install-hub.sh"]
+    proxy_unit = files["/etc/systemd/system/configurable-http-proxy.service"]
+    assert "EnvironmentFile=/etc/jupyterhub/proxy.env" in proxy_unit
+    assert "--ip 127.0.0.1 --port 8000" in proxy_unit
+    assert "Restart=on-failure" in files["/etc/systemd/system/jupyterhub.service"]
+    runcmd = doc["runcmd"]
+    assert runcmd[0] == ["/usr/local/lib/bakery/install-hub.sh"]
+    assert ["systemctl", "restart", "nginx"] in runcmd
+
+
+def test_full_is_bake_then_boot(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop("name: intro\nusers: {count: 2}\n")
+    full = build_cloud_config(cfg, stage="full", accounts=accounts)
+    bake = build_cloud_config(cfg, stage="bake")
+    boot = build_cloud_config(cfg, stage="boot", accounts=accounts)
+    assert full["packages"] == bake["packages"] and "packages" not in boot
+    assert full["write_files"] == bake["write_files"] + boot["write_files"]
+    assert full["runcmd"] == bake["runcmd"] + boot["runcmd"]
+    assert full["users"] == boot["users"] and "users" not in bake
+    # The bake stage enables services but starts nothing; the boot stage starts them.
+    assert not any("--now" in cmd for cmd in bake["runcmd"])
+    assert any("--now" in cmd for cmd in boot["runcmd"])
+    assert not any("tls.sh" in " ".join(cmd) for cmd in bake["runcmd"])
+    assert "/etc/bakery/bake.json" in files_of(bake)
+
+
+@pytest.mark.parametrize("stage", ["full", "bake", "boot"])
+def test_no_secret_in_any_stage(make_workshop: MakeWorkshop, stage: str) -> None:
+    cfg, accounts = make_workshop(
+        "name: intro\nusers: {count: 3}\ntls: {mode: letsencrypt, domain: h.example.org, "
+        "email: a@example.org}\n"
+    )
+    data = render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=False).data  # type: ignore[arg-type]
+    text = data.decode()
+    for account in accounts:
+        assert account.password not in text
+    assert "PRIVATE KEY" not in text
+    assert "CONFIGPROXY_AUTH_TOKEN=" not in text.replace("CONFIGPROXY_AUTH_TOKEN=%s", "")
+    assert "cookie_secret =" not in text
+    if stage == "bake":
+        assert "passwd" not in parse(data)
+        assert "$6$" not in text
+
+
+def test_rendering_is_deterministic(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop("name: intro\nusers: {count: 5}\n")
+    for stage in ("full", "bake", "boot"):
+        one = render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=True)  # type: ignore[arg-type]
+        two = render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=True)  # type: ignore[arg-type]
+        assert one.data == two.data
+
+
+def test_systemd_spawner_and_conda(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop(
+        "name: intro\nos: debian-12\nhub: {install: conda}\nspawner: {kind: systemd}\n"
+    )
+    doc = build_cloud_config(cfg, stage="full", accounts=accounts)
+    assert "docker.io" not in doc["packages"] and "python3-venv" not in doc["packages"]
+    files = files_of(doc)
+    hub = files["/etc/jupyterhub/jupyterhub_config.py"]
+    assert 'spawner_class = "systemdspawner.SystemdSpawner"' in hub
+    assert "c.JupyterHub.hub_ip = '127.0.0.1'" in hub
+    install = files["/usr/local/lib/bakery/install-hub.sh"]
+    assert "sha256sum --check" in install and "Miniforge3-24.11.3-0" in install
+    assert "jupyterlab==" in install and "jupyterhub-systemdspawner==" in install
+    assert "AllowUsers debian\n" in files["/etc/ssh/sshd_config.d/10-bakery.conf"]
+    assert not any(p.endswith("docker-network.sh") for p in files)
+
+
+def test_custom_image_dockerfile(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop(
+        "name: intro\nspawner:\n  custom_image: {apt: [graphviz], conda: [r-base], "
+        "pip: ['plotly>=5,<6']}\n"
+    )
+    files = files_of(build_cloud_config(cfg, stage="bake"))
+    dockerfile = files["/etc/jupyterhub/image/Dockerfile"]
+    assert dockerfile.splitlines()[2] == "FROM quay.io/jupyter/datascience-notebook:2025-03-14"
+    assert '"plotly>=5,<6"' in dockerfile  # exec form: no shell sees the spec
+    assert (
+        "docker build --tag bakery/intro-notebook:" in files["/usr/local/lib/bakery/user-image.sh"]
+    )
+    hub = files_of(build_cloud_config(cfg, stage="boot", accounts=accounts))
+    assert (
+        "c.SystemUserSpawner.image = 'bakery/intro-notebook:"
+        in hub["/etc/jupyterhub/jupyterhub_config.py"]
+    )
+
+
+def test_hostile_file_content_round_trips(make_workshop: MakeWorkshop) -> None:
+    nasty = "quotes ' \" $HOME `id` $(reboot) \\ \n#cloud-config\n- not: yaml\n\ttab\u00e9\n"
+    cfg, accounts = make_workshop(
+        "name: intro\nfiles:\n  - path: /etc/motd\n    content: " + yaml.safe_dump(nasty)
+    )
+    data = render_user_data(cfg, stage="boot", accounts=accounts, gzip_data=False).data
+    written = files_of(parse(data))["/etc/motd"]
+    assert written == nasty
+
+
+@pytest.mark.parametrize(
+    ("users", "stage", "limit"),
+    [(100, "boot", 16 * 1024), (300, "full", NOVA_USER_DATA_LIMIT)],
+)
+def test_size_targets(make_workshop: MakeWorkshop, users: int, stage: str, limit: int) -> None:
+    cfg, _ = make_workshop(f"name: big\nusers: {{count: {users}}}\n")
+    result = render_user_data(cfg, stage=stage, accounts=preview_accounts(cfg), gzip_data=True)  # type: ignore[arg-type]
+    assert result.gzipped
+    assert result.encoded_size <= limit, result.encoded_size
+
+
+def test_auto_gzip_only_when_needed(make_workshop: MakeWorkshop) -> None:
+    small, small_accounts = make_workshop("name: small\nusers: {count: 2}\n")
+    assert not render_user_data(small, stage="full", accounts=small_accounts).gzipped
+    big, _ = make_workshop("name: big\nusers: {count: 300}\n")
+    auto = render_user_data(big, stage="full", accounts=preview_accounts(big))
+    assert auto.gzipped and auto.encoded_size <= NOVA_USER_DATA_LIMIT
+    with pytest.raises(RenderError, match="try --gzip"):
+        render_user_data(big, stage="full", accounts=preview_accounts(big), gzip_data=False)
+
+
+def test_too_many_users_names_the_way_out(make_workshop: MakeWorkshop) -> None:
+    cfg, _ = make_workshop("name: huge\nusers: {count: 1000}\n")
+    with pytest.raises(RenderError) as info:
+        render_user_data(cfg, stage="full", accounts=preview_accounts(cfg))
+    message = str(info.value)
+    assert "even gzipped" in message and "1001 accounts" in message
+    assert "boot stage" in message and "split the trainees" in message
+    with pytest.raises(RenderError, match="Way out: split the trainees") as info:
+        render_user_data(cfg, stage="boot", accounts=preview_accounts(cfg))
+
+
+def test_stage_needs_accounts(make_workshop: MakeWorkshop) -> None:
+    cfg, _ = make_workshop("name: intro\n")
+    with pytest.raises(RenderError, match="pass the credentials"):
+        build_cloud_config(cfg, stage="boot")
+
+
+def test_dump_uses_literal_blocks() -> None:
+    text = dump_cloud_config({"write_files": [{"path": "/x", "content": "a\nb\n"}]})
+    assert "content: |\n    a\n    b\n" in text
+
+
+def test_libyaml_and_pure_python_dumpers_agree(make_workshop: MakeWorkshop) -> None:
+    """Output must not depend on whether PyYAML was built with libyaml."""
+    from bakery import render
+
+    nasty = "tab\there é ü 😀 'q' \"dq\" trailing space \nline2\n  indented\n"
+    cfg, accounts = make_workshop(
+        "name: intro\nfiles:\n  - path: /etc/motd\n    content: " + yaml.safe_dump(nasty)
+    )
+    doc = build_cloud_config(cfg, stage="full", accounts=accounts)
+
+    class Pure(yaml.SafeDumper):
+        pass
+
+    Pure.add_representer(str, render._str)
+    pure = "#cloud-config\n" + yaml.dump(
+        doc, Dumper=Pure, sort_keys=False, default_flow_style=False, width=100
+    )
+    assert dump_cloud_config(doc) == pure
+    assert yaml.safe_load(pure)["write_files"][-1]["content"] == nasty
