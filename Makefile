@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BUILD ?= build
 PYTEST_ARGS ?=
 
-.PHONY: demo install test test-e2e test-slow lint typecheck bench golden clean
+.PHONY: demo install test test-e2e test-cloud test-slow lint typecheck bench golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,14 @@ demo: install
 	@echo "trainee passwords: $(BUILD)/workshop.credentials.csv (bakery credentials $(BUILD)/workshop.yaml)"
 
 test: install
-	$(BIN)/pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
 
 test-e2e: install
 	$(BIN)/pytest -m e2e -s $(PYTEST_ARGS)
+
+# Needs the OpenStack of ../shared/testcloud (sudo ../shared/testcloud/up.sh).
+test-cloud: install
+	$(BIN)/pytest -m testcloud -s $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/pytest -m slow -s $(PYTEST_ARGS)

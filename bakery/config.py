@@ -94,6 +94,16 @@ def _username(value: str) -> str:
 
 Username = Annotated[str, AfterValidator(_username)]
 
+
+def _login_name(value: str) -> str:
+    if not _USERNAME_RE.match(value) or value == "root":
+        raise ValueError(f"{value!r} is not a valid login user (a non-root POSIX user name)")
+    return value
+
+
+# The image's admin user (ubuntu, debian, ...): a system name, so not held to RESERVED_USERNAMES.
+LoginName = Annotated[str, AfterValidator(_login_name)]
+
 # A workshop name becomes a hostname, a resource tag and part of file names: a DNS label.
 WorkshopName = Annotated[
     str,
@@ -232,7 +242,7 @@ class Users(_Model):
     prefix: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,27}$")] = "training"
     count: Annotated[int, Field(ge=1, le=1000)] | None = None
     names: list[Username] = []
-    admins: list[Username] = ["instructor"]
+    admins: Annotated[list[Username], Field(max_length=50)] = ["instructor"]
     password: Literal["random", "shared"] = "random"  # noqa: S105 (a mode, not a password)
     password_length: Annotated[int, Field(ge=8, le=64)] = 12
 
@@ -244,8 +254,8 @@ class Users(_Model):
             if name in seen:
                 raise ValueError(f"user {name!r} is listed twice (trainees and admins together)")
             seen.add(name)
-        if len(seen) > 1000:
-            raise ValueError(f"{len(seen)} accounts is more than the 1000 bakery supports")
+        if len(self.trainees()) > 1000:
+            raise ValueError(f"{len(self.trainees())} trainees is more than the 1000 supported")
         return self
 
     def trainees(self) -> list[str]:
@@ -320,7 +330,7 @@ class Tls(_Model):
 class Ssh(_Model):
     """Who may log in over ssh: only the image's admin login user, by key."""
 
-    login_user: Username | None = None
+    login_user: LoginName | None = None
     authorized_keys: list[
         Annotated[str, StringConstraints(pattern=r"^(ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+$")]
     ] = []
@@ -341,6 +351,119 @@ OsName = Literal["ubuntu-24.04", "ubuntu-22.04", "debian-12"]
 DEFAULT_LOGIN_USER = {"ubuntu-24.04": "ubuntu", "ubuntu-22.04": "ubuntu", "debian-12": "debian"}
 
 
+def _packer_text(value: str) -> str:
+    # Packer escapes nothing for us: bakery writes these as escaped HCL strings, but Packer then
+    # reads "{{" in builder settings as a Go template, so such values are refused outright.
+    if not value or len(value) > 255:
+        raise ValueError("use 1-255 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r}: no control characters or line breaks")
+    if "{{" in value or "}}" in value:
+        raise ValueError(f"{value!r}: '{{{{' and '}}}}' are not allowed (Packer templates)")
+    return value
+
+
+# An OpenStack name or ID (image, flavor, network, security group) or a property value.
+PackerText = Annotated[str, AfterValidator(_packer_text)]
+# Glance image names become file names for the qemu source too: a safe alphabet.
+ImageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+# Glance property keys (os_distro, hw_disk_bus, ...); bakery_* is bakery's own record.
+PropertyKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")]
+NetworkId = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+]
+
+
+def _build_user(value: str) -> str:
+    if not _USERNAME_RE.match(value) or value == "root":
+        raise ValueError(
+            f"{value!r} is not the image's default login user (a Linux user name, not root); "
+            "bakery deletes this user from the image after the bake"
+        )
+    return value
+
+
+BuildUser = Annotated[str, AfterValidator(_build_user)]
+
+
+# OpenStack resource names and IDs: letters, digits and a few separators, no shell or YAML syntax.
+CloudName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+-]{0,254}$")]
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network such as 203.0.113.0/24") from None
+
+
+class OpenStack(_Model):
+    """Where `bakery launch` puts the workshop: an OpenStack cloud from clouds.yaml."""
+
+    cloud: CloudName | None = None  # a clouds.yaml entry; default: $OS_CLOUD
+    flavor: CloudName = "auto"  # a flavor name or ID; auto: the smallest that fits `bakery size`
+    image: CloudName | None = None  # image name or ID (`launch --image` overrides)
+    networks: list[CloudName] = []  # network names or IDs; empty: the project's only network
+    floating_ip_network: CloudName | None = None  # external network; none: no floating IP
+    key_name: CloudName | None = None  # default bakery-<name>; made from public_key if missing
+    public_key: str | None = None  # path to an ssh public key (~ allowed)
+    security_group: CloudName | None = None  # default bakery-<name>
+    admin_cidr: Annotated[str, AfterValidator(_cidr)] = "0.0.0.0/0"  # who may ssh (port 22)
+    count: Annotated[int, Field(ge=1, le=50)] = 1  # servers; trainees are split among them
+    boot_volume: bool = False  # boot from a new Cinder volume (deleted with the server)
+    volume_size: Annotated[int, Field(ge=10, le=16384)] = 40  # GB, with boot_volume
+    metadata: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")],
+        Annotated[str, StringConstraints(max_length=255)],
+    ] = {}
+    hub_timeout_minutes: Annotated[int, Field(ge=1, le=240)] = 45
+    # Sizing rules of `bakery size` (documented in bakery/sizing.py).
+    data_gb_per_user: Annotated[float, Field(ge=0, le=1000)] = 0.05
+    concurrency: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenStack:
+        reserved = sorted(k for k in self.metadata if k.startswith("bakery"))
+        if reserved:
+            raise ValueError(f"metadata: {', '.join(reserved)}: bakery* keys are bakery's own")
+        return self
+
+
+class Bake(_Model):
+    """The golden image `bakery bake` builds with Packer: on OpenStack, or locally with qemu."""
+
+    # The image's name: NAME-YYYYMMDD-hhmm (date, UTC at build), NAME-VERSION-CONFIGHASH, or NAME.
+    image_name: ImageName | None = None  # default: bakery-<workshop name>
+    image_suffix: Literal["date", "version", "none"] = "date"
+    image_visibility: Literal["private", "shared", "community", "public"] = "private"
+    # Extra Glance properties (e.g. os_distro: ubuntu); bakery adds bakery_* keys itself.
+    image_properties: dict[PropertyKey, PackerText] = {}
+    # -- source "openstack" --
+    source_image: PackerText | None = None  # image name or ID; default: a guess from `os`
+    flavor: PackerText = "m1.medium"
+    networks: list[NetworkId] = []  # network UUIDs; empty: the project's only network
+    floating_ip_network: PackerText | None = None  # external network for a floating IP
+    security_groups: list[PackerText] = []  # must allow ssh (22) from where Packer runs
+    ssh_user: BuildUser | None = None  # the source image's default user; default: from `os`
+    volume_backed: bool = False  # boot the builder from a Cinder volume
+    volume_size: Annotated[int, Field(ge=1, le=16384)] | None = None  # GB, with volume_backed
+    # -- source "qemu" (local bake from a qcow2 cloud image with cloud-init's NoCloud) --
+    qemu_base_image: AbsPath | None = None
+    qemu_disk_size: Annotated[int, Field(ge=2, le=2048)] = 20  # GB
+    qemu_memory: Annotated[int, Field(ge=512, le=262144)] = 2048  # MiB
+    qemu_cpus: Annotated[int, Field(ge=1, le=64)] = 2
+    qemu_accelerator: Literal["kvm", "tcg", "hvf", "whpx"] = "kvm"
+
+    @model_validator(mode="after")
+    def _check(self) -> Bake:
+        if self.volume_size is not None and not self.volume_backed:
+            raise ValueError("volume_size needs volume_backed: true")
+        reserved = sorted(k for k in self.image_properties if k.startswith("bakery_"))
+        if reserved:
+            raise ValueError(f"image_properties: {', '.join(reserved)}: bakery_* keys are bakery's")
+        return self
+
+
 class Workshop(_Model):
     """A workshop: one hub on one VM (or several alike) for a class of trainees."""
 
@@ -354,6 +477,8 @@ class Workshop(_Model):
     ssh: Ssh = Ssh()
     packages: list[AptPackage] = []
     files: list[ExtraFile] = []
+    bake: Bake = Bake()
+    openstack: OpenStack = OpenStack()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Workshop:
@@ -448,7 +573,7 @@ def _fields_of(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> str:
-    out = []
+    out: list[tuple[int, str]] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         # Drop pydantic's internal union/function markers from the location.
@@ -464,8 +589,8 @@ def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[Any, ...]
             msg = f"unknown key{hint} (allowed here: {', '.join(allowed)})"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        out.append(f"{where}: {field}: {msg}")
-    return "\n".join(out)
+        out.append((line or 0, f"{where}: {field}: {msg}"))
+    return "\n".join(text for _, text in sorted(out, key=lambda item: item[0]))
 
 
 def parse_config(text: str, path: Path) -> Workshop:

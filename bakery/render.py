@@ -86,8 +86,12 @@ class UserData:
 
 
 def config_digest(cfg: Workshop) -> str:
-    """A stable hash of the workshop config (recorded in golden images)."""
-    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """A stable hash of the workshop config (recorded in golden images).
+
+    Where the image is built and launched (``bake``, ``openstack``) does not change what is in it.
+    """
+    data = cfg.model_dump(mode="json", exclude={"bake", "openstack"})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -1,9 +1,7 @@
-"""Shared fixtures: workshop files in a temporary folder, and tools that CI must have."""
+"""Shared fixtures: workshop files in a temporary folder."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -12,21 +10,6 @@ import pytest
 
 from bakery.config import Workshop, load_config
 from bakery.credentials import Account, credentials_path, ensure_credentials
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; in CI a missing validator fails the test, elsewhere it skips it."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None
-    )
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; .ci/run must install it")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, require_tool
+from helpers import REPO, require_tool
 
 BAKERY = shutil.which("bakery", path=str(Path(sys.executable).parent)) or "bakery"
 

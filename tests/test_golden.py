@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 from bakery.config import load_config
 from bakery.credentials import credentials_path, ensure_credentials

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import require_tool
+from helpers import require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, require_tool
+from helpers import EXAMPLES, require_tool
 
 from bakery.checks import Check, check_nginx, check_units, check_workshop
 from bakery.config import load_config
