@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
@@ -168,6 +169,307 @@ def credentials(
     from bakery.workflow import credentials_sheet
 
     typer.echo(credentials_sheet(config_path=config, as_csv=csv), nl=False)
+
+
+# --- bakery try (local VM; library: bakery/localvm.py) -------------------------------------------
+
+
+class TryStage(str, Enum):
+    """The user-data stages `bakery try` can boot."""
+
+    full = "full"
+    boot = "boot"
+
+
+class AccelChoice(str, Enum):
+    """qemu accelerators: auto uses KVM only when a probe guest runs under it."""
+
+    auto = "auto"
+    kvm = "kvm"
+    tcg = "tcg"
+
+
+@app.command("try")
+@handle_errors
+def try_(
+    config: ConfigArg,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            "--image",
+            help="Base (stage full) or golden (stage boot) qcow2; any Ubuntu/Debian cloud image "
+            "with cloud-init. Never modified: the VM runs on an overlay.",
+        ),
+    ] = None,
+    stage: Annotated[
+        TryStage,
+        typer.Option("--stage", help="full: install in the VM; boot: IMAGE was baked."),
+    ] = TryStage.full,
+    port: Annotated[int, typer.Option("--port", help="Local HTTPS port (HTTP is PORT+1).")] = 8443,
+    ssh_port: Annotated[int, typer.Option("--ssh-port", help="Local ssh port.")] = 2222,
+    memory: Annotated[str, typer.Option("--memory", help="Guest memory.")] = "4G",
+    cpus: Annotated[int, typer.Option("--cpus", min=1, help="Guest CPUs.")] = 2,
+    accel: Annotated[
+        AccelChoice,
+        typer.Option("--accel", help="auto: KVM if a probe guest runs under it, else TCG (slow)."),
+    ] = AccelChoice.auto,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds to wait for the hub (default by stage/accel)."),
+    ] = None,
+    status: Annotated[bool, typer.Option("--status", help="Show the local VM's state.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Shut the local VM down.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="With --stop: keep the overlay disk.")
+    ] = False,
+) -> None:
+    """Boot the workshop in a local qemu VM and wait until its hub answers."""
+    from bakery import localvm
+    from bakery.config import load_config
+
+    run_dir = localvm.run_dir_for(load_config(config).name)
+    if status:
+        typer.echo(localvm.vm_status(run_dir).describe())
+        return
+    if stop:
+        localvm.stop_vm(run_dir, keep=keep, progress=lambda m: _err(f"bakery: {m}"))
+        _err(f"bakery: stopped{' (overlay kept in ' + str(run_dir) + ')' if keep else ''}")
+        return
+    if image is None:
+        raise typer.BadParameter("--image is required to start a VM", param_hint="--image")
+    result = localvm.try_workshop(
+        config,
+        image=image,
+        stage=stage.value,
+        https_port=port,
+        ssh_port=ssh_port,
+        memory=memory,
+        cpus=cpus,
+        accel=accel.value,
+        timeout=timeout,
+        run_dir=run_dir,
+        progress=lambda m: _err(f"bakery: {m}"),
+    )
+    typer.echo(f"hub ready after {result.seconds:.0f} s: {result.url}")
+    typer.echo(f"credentials: {result.credentials}")
+    typer.echo(f"ssh: ssh -p {ssh_port} LOGIN_USER@127.0.0.1    stop: bakery try {config} --stop")
+
+
+# --- bakery packer / bakery bake (golden image with Packer; library: bakery/packer.py) ----------
+
+
+class BakeSource(str, Enum):
+    """The Packer sources `bakery bake --only` can pick."""
+
+    openstack = "openstack"
+    qemu = "qemu"
+
+
+@app.command("packer")
+@handle_errors
+def packer_(
+    config: ConfigArg,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder to write the Packer build into.")
+    ] = Path("build/packer"),
+    packer_version: Annotated[
+        str | None,
+        typer.Option(
+            "--packer-version",
+            help="Write for this Packer (e.g. 1.6.6); default: the installed one, else >= 1.7.",
+        ),
+    ] = None,
+) -> None:
+    """Write the golden image's Packer build (HCL, variables, bake user-data); no credentials."""
+    from bakery.config import load_config
+    from bakery.packer import write_packer
+
+    written = write_packer(load_config(config), out_dir=output, packer_version=packer_version)
+    for path in written:
+        typer.echo(path)
+    _err(f"bakery: wrote {len(written)} files; build with: cd {output} && packer build .")
+
+
+@app.command()
+@handle_errors
+def bake(
+    config: ConfigArg,
+    only: Annotated[
+        BakeSource | None,
+        typer.Option("--only", help="Build one source: openstack, or qemu (local qcow2)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Packer's folder (default: build/packer/NAME)."),
+    ] = None,
+) -> None:
+    """Bake the golden image with Packer, streaming its progress; prints the image made."""
+    from bakery.config import load_config
+    from bakery.packer import bake as bake_image
+
+    results = bake_image(
+        load_config(config),
+        config_path=config,
+        only=only.value if only else None,
+        out_dir=output,
+    )
+    for r in results:
+        where = ", ".join(r.files) if r.files else r.artifact_id
+        typer.echo(f"{r.source}: {r.image_name} {where}")
+
+
+# --- OpenStack: launch, status, destroy, size (library: bakery/cloud.py, bakery/sizing.py) -------
+
+
+@app.command()
+@handle_errors
+def launch(
+    config: ConfigArg,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image name or ID (default: openstack.image in the config)."),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, max=50, help="Servers (default: openstack.count); trainees are split."),
+    ] = None,
+    stage: Annotated[
+        StageChoice | None,
+        typer.Option(
+            help="User-data stage (default: boot for an image bakery baked, else full).",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait until the hub answers on https://IP/hub/health (or cloud-init fails).",
+        ),
+    ] = True,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Minutes to wait for the hub (default: openstack.hub_timeout_minutes)."),
+    ] = None,
+) -> None:
+    """Create (or reuse) security group, key pair, server(s) and floating IPs; print the URL(s).
+
+    Safe to run twice: what exists is reused. A failed boot reports Nova's fault and removes what
+    this run created.
+    """
+    from bakery.cloud import launch as do_launch
+
+    result = do_launch(
+        config_path=config,
+        image=image,
+        count=count,
+        stage=stage.value if stage else None,
+        wait=wait,
+        timeout_minutes=timeout,
+        progress=lambda m: _err(f"bakery: {m}"),
+    )
+    for server in result.servers:
+        hub = "" if not wait else f"  (hub: {server.hub})"
+        typer.echo(f"{server.name}: {server.url or 'no address yet'}{hub}")
+    typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
+
+
+@app.command()
+@handle_errors
+def status(
+    config: ConfigArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show the workshop's servers: state, addresses, hub health, cloud-init progress."""
+    from bakery.cloud import status as get_status
+    from bakery.cloud import status_json
+
+    infos = get_status(config_path=config)
+    if as_json:
+        typer.echo(status_json(infos))
+        return
+    if not infos:
+        typer.echo("no servers")
+        return
+    for s in infos:
+        typer.echo(
+            f"{s.name}  {s.status}  {s.floating_ip or ', '.join(s.addresses) or '-'}  "
+            f"hub: {s.hub}  cloud-init: {s.cloud_init}" + (f"  fault: {s.fault}" if s.fault else "")
+        )
+
+
+@app.command()
+@handle_errors
+def destroy(
+    config: ConfigArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete exactly what bakery created for this workshop (safe to re-run)."""
+    from bakery.cloud import DestroyPlan
+    from bakery.cloud import destroy as do_destroy
+
+    def confirm(plan: DestroyPlan) -> bool:
+        for line in plan.lines():
+            _err(f"  {line}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _err("bakery: not a terminal: pass --yes to delete without asking")
+            return False
+        return typer.confirm(f"Delete these {len(plan.items)} resources?", default=False)
+
+    do_destroy(config_path=config, confirm=confirm, progress=lambda m: _err(f"bakery: {m}"))
+
+
+@app.command()
+@handle_errors
+def size(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A workshop file (or give --users).", show_default=False, metavar="CONFIG"
+        ),
+    ] = None,
+    users: Annotated[int | None, typer.Option(min=1, help="Trainees per server.")] = None,
+    data_gb: Annotated[float, typer.Option(min=0, help="Data each trainee loads, GB.")] = 0.05,
+    concurrency: Annotated[
+        float, typer.Option(min=0.01, max=1, help="Share of trainees active at once.")
+    ] = 1.0,
+    mem_limit: Annotated[str, typer.Option(help="Per-trainee memory limit.")] = "2G",
+    flavors: Annotated[
+        bool, typer.Option("--flavors", help="Also pick the smallest fitting flavor of the cloud.")
+    ] = False,
+) -> None:
+    """Estimate memory, vCPUs and disk for one server (rules: see bakery/sizing.py)."""
+    from bakery import sizing
+    from bakery.config import load_config
+
+    if config is None and users is None:
+        raise typer.BadParameter("give a CONFIG or --users N")
+    cfg = load_config(config) if config is not None else None
+    need = (
+        sizing.estimate_workshop(cfg)
+        if cfg is not None and users is None
+        else sizing.estimate(
+            users or 1, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
+        )
+    )
+    for line in need.lines():
+        typer.echo(line)
+    if flavors:
+        if cfg is None:
+            raise typer.BadParameter("--flavors needs a CONFIG (for its cloud)")
+        from bakery.cloud import choose_flavor, connect
+
+        conn = connect(cfg)
+        auto = cfg.model_copy(
+            update={"openstack": cfg.openstack.model_copy(update={"flavor": "auto"})}
+        )
+        flavor = choose_flavor(conn, auto)
+        typer.echo(
+            f"smallest fitting flavor: {flavor.name} ({flavor.vcpus} vCPUs, "
+            f"{flavor.ram} MiB, {flavor.disk} GB)"
+        )
 
 
 def main() -> None:

@@ -1,0 +1,410 @@
+"""Bake a golden image at native speed: apply a bake-stage cloud-config in a chroot of the image."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bakery.errors import BakeryError
+
+Progress = Callable[[str], None]
+
+# The cloud-config keys this builder applies; anything else is refused rather than ignored.
+SUPPORTED_KEYS = frozenset(
+    {"package_update", "package_upgrade", "packages", "write_files", "runcmd", "bootcmd"}
+)
+# Keys that only matter for a booted instance and are safe to skip in an image build.
+IGNORED_KEYS = frozenset({"final_message", "output"})
+
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# cloud-init's own apt-get options (cloudinit/distros/debian.py).
+APT_GET = [
+    "apt-get",
+    "--option=Dpkg::Options::=--force-confold",
+    "--option=Dpkg::options::=--force-unsafe-io",
+    "--assume-yes",
+    "--quiet",
+]
+
+
+class ChrootError(BakeryError):
+    """The chroot builder could not prepare, apply or finish an image."""
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def _run(cmd: list[str], what: str, *, input: bytes | None = None, tail: int = 40) -> str:
+    """Run ``cmd``; on failure raise ChrootError with the tail of its output."""
+    proc = subprocess.run(
+        cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+    )
+    out = proc.stdout.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        lines = "\n".join("    " + line for line in out.rstrip().splitlines()[-tail:])
+        raise ChrootError(f"{what} failed (exit {proc.returncode}):\n{lines}")
+    return out
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise ChrootError(f"{tool} not found: apt-get install {package}")
+
+
+# --- mounting an image --------------------------------------------------------------------------
+
+
+def _root_partition_offset(raw: Path) -> int:
+    """Byte offset of the image's root filesystem: the largest Linux partition, or 0 if none."""
+    proc = subprocess.run(
+        ["sfdisk", "--json", str(raw)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return 0  # a bare filesystem image
+    table = json.loads(proc.stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    linux = {"83", "0fc63daf-8483-4772-8e79-3d69d8477de4"}
+    parts = [p for p in table.get("partitions", []) if str(p.get("type", "")).lower() in linux]
+    if not parts:
+        raise ChrootError(f"{raw}: no Linux partition found in its partition table")
+    best = max(parts, key=lambda p: int(p["size"]))
+    return int(best["start"]) * sector
+
+
+def _kill_processes_in(root: Path) -> list[int]:
+    """SIGKILL processes whose root directory is inside ``root`` (daemons a package script left)."""
+    killed = []
+    real = os.path.realpath(root)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            proc_root = os.readlink(proc / "root")
+        except OSError:
+            continue
+        if proc_root == real or proc_root.startswith(real + "/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    if killed:
+        time.sleep(1)
+    return killed
+
+
+@contextlib.contextmanager
+def _mounted(raw: Path, mountpoint: Path) -> Iterator[Path]:
+    offset = _root_partition_offset(raw)
+    loop = _run(
+        ["losetup", "--find", "--show", "--offset", str(offset), str(raw)], "losetup"
+    ).strip()
+    try:
+        _run(["mount", loop, str(mountpoint)], f"mounting {loop}")
+        try:
+            yield mountpoint
+        finally:
+            subprocess.run(["fstrim", str(mountpoint)], capture_output=True, check=False)
+            _run(["umount", str(mountpoint)], f"unmounting {mountpoint}")
+    finally:
+        subprocess.run(["losetup", "--detach", loop], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def prepared_root(root: Path) -> Iterator[Path]:
+    """Make ``root`` fit for running package scripts, and undo everything afterwards.
+
+    Binds /proc, /dev and /dev/pts, mounts a tmpfs on /run, copies the host's resolv.conf in
+    and installs a policy-rc.d that exits 101 so no package starts a service. On exit (even
+    after a failure) the mounts go (lazily) and resolv.conf and policy-rc.d are put back.
+    """
+    mounts: list[Path] = []
+    saved: dict[Path, tuple[str, bytes | str | None]] = {}
+
+    def save(path: Path) -> None:
+        if path.is_symlink():
+            saved[path] = ("link", os.readlink(path))
+        elif path.exists():
+            saved[path] = ("file", path.read_bytes())
+        else:
+            saved[path] = ("none", None)
+
+    try:
+        for sub, args in (
+            ("proc", ["--bind", "/proc"]),
+            ("dev", ["--bind", "/dev"]),
+            ("dev/pts", ["--bind", "/dev/pts"]),
+            ("run", ["-t", "tmpfs", "tmpfs"]),
+        ):
+            target = root / sub
+            target.mkdir(parents=True, exist_ok=True)
+            _run(["mount", *args, str(target)], f"mounting {target}")
+            mounts.append(target)
+        resolv = root / "etc/resolv.conf"
+        save(resolv)
+        if resolv.is_symlink() or resolv.exists():
+            resolv.unlink()
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        policy = root / "usr/sbin/policy-rc.d"
+        save(policy)
+        if policy.is_symlink():
+            policy.unlink()
+        policy.write_text("#!/bin/sh\n# bakery chroot build: start no services\nexit 101\n")
+        policy.chmod(0o755)
+        yield root
+    finally:
+        _kill_processes_in(root)
+        for target in reversed(mounts):
+            subprocess.run(["umount", "--lazy", str(target)], capture_output=True, check=False)
+        for path, (kind, value) in saved.items():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            if kind == "link":
+                os.symlink(str(value), path)
+            elif kind == "file":
+                assert isinstance(value, bytes)
+                path.write_bytes(value)
+
+
+def chroot_cmd(root: Path, argv: list[str]) -> list[str]:
+    """The command line that runs ``argv`` inside ``root`` with a clean environment."""
+    return [
+        "chroot", str(root), "env", "-i", f"PATH={CHROOT_PATH}", "DEBIAN_FRONTEND=noninteractive",
+        "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", *argv,
+    ]  # fmt: skip
+
+
+# --- applying the cloud-config ------------------------------------------------------------------
+
+
+def _file_content(item: dict[str, Any]) -> bytes:
+    content = item.get("content", "")
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    encoding = str(item.get("encoding", "text")).lower()
+    if encoding in ("b64", "base64"):
+        return base64.b64decode(data)
+    if encoding in ("gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
+        return gzip.decompress(base64.b64decode(data))
+    if encoding in ("gz", "gzip"):
+        return gzip.decompress(data)
+    if encoding in ("text", "text/plain"):
+        return data
+    raise ChrootError(f"write_files {item.get('path')}: unknown encoding {encoding!r}")
+
+
+def _permissions(item: dict[str, Any]) -> str:
+    perms = item.get("permissions", "0644")
+    mode = perms if isinstance(perms, int) else int(str(perms), 8)
+    return f"{mode:04o}"
+
+
+def write_file(root: Path, item: dict[str, Any]) -> None:
+    """Apply one ``write_files`` entry the way cloud-init does, inside the chroot.
+
+    Writing through the chroot resolves symlinks and ``owner`` names against the image,
+    never against this machine.
+    """
+    path = item.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ChrootError(f"write_files: path must be absolute, got {path!r}")
+    owner = str(item.get("owner", "root:root"))
+    redirect = ">>" if item.get("append") else ">"
+    script = (
+        f'mkdir -p "$(dirname "$1")" && cat {redirect} "$1" && chmod "$2" "$1" && chown "$3" "$1"'
+    )
+    _run(
+        chroot_cmd(root, ["/bin/sh", "-c", script, "sh", path, _permissions(item), owner]),
+        f"write_files {path}",
+        input=_file_content(item),
+    )
+
+
+def _package_names(packages: list[Any]) -> list[str]:
+    names = []
+    for pkg in packages:
+        if isinstance(pkg, str):
+            names.append(pkg)
+        elif isinstance(pkg, list) and len(pkg) == 2:
+            names.append(f"{pkg[0]}={pkg[1]}")
+        else:
+            raise ChrootError(f"packages: cannot apply {pkg!r} (expected NAME or [NAME, VERSION])")
+    return names
+
+
+def _command(item: Any) -> list[str]:
+    """cloud-init's rule: a list is an argv (shell-quoted into its script), a string is shell."""
+    if isinstance(item, list):
+        return ["/bin/sh", "-c", " ".join(shlex.quote(str(a)) for a in item)]
+    if isinstance(item, str):
+        return ["/bin/sh", "-c", item]
+    raise ChrootError(f"runcmd: cannot run {item!r} (expected a string or a list)")
+
+
+def _offline_noop(item: Any) -> bool:
+    """Whether ``item`` only tells a running systemd to reread its units.
+
+    That is meaningless in a chroot (no systemd runs there: the command fails with "System has
+    not been booted with systemd") and unneeded (the image's first boot reads every unit).
+    Commands that would start or stop something are not skipped: they fail loudly.
+    """
+    words = shlex.split(item) if isinstance(item, str) else [str(w) for w in item]
+    return words in (["systemctl", "daemon-reload"], ["/usr/bin/systemctl", "daemon-reload"])
+
+
+def apply_cloud_config(
+    root: Path, config: dict[str, Any], *, progress: Progress = _quiet
+) -> dict[str, float]:
+    """Apply a bake-stage cloud-config to the root filesystem at ``root`` (already prepared).
+
+    Order follows cloud-init's modules: bootcmd, write_files, package_update/upgrade, packages,
+    deferred write_files, runcmd. Each runcmd item runs on its own and must succeed (cloud-init
+    would only log a failure; a bake must not hide one).
+
+    Returns:
+        Seconds spent per step.
+
+    Raises:
+        ChrootError: an unsupported key, or a failing step (with its output's tail).
+    """
+    unknown = sorted(set(config) - SUPPORTED_KEYS - IGNORED_KEYS)
+    if unknown:
+        raise ChrootError(
+            f"the chroot builder cannot apply cloud-config key(s) {', '.join(unknown)}; "
+            f"it supports {', '.join(sorted(SUPPORTED_KEYS))} (bake in a VM with Packer instead)"
+        )
+    timings: dict[str, float] = {}
+
+    def step(name: str, func: Callable[[], object]) -> None:
+        progress(name)
+        start = time.monotonic()
+        func()
+        timings[name] = round(time.monotonic() - start, 1)
+
+    def write_all(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            write_file(root, item)
+
+    def run_all(key: str, items: list[Any]) -> None:
+        for i, item in enumerate(items, 1):
+            shown = item if isinstance(item, str) else shlex.join(map(str, item))
+            if _offline_noop(item):
+                progress(f"{key}[{i}] {shown}: skipped (no systemd runs in an image build)")
+                continue
+            _run(chroot_cmd(root, _command(item)), f"{key}[{i}] {shown[:200]}")
+
+    files = list(config.get("write_files") or [])
+    now = [f for f in files if not f.get("defer")]
+    later = [f for f in files if f.get("defer")]
+    if config.get("bootcmd"):
+        step("bootcmd", lambda: run_all("bootcmd", list(config["bootcmd"])))
+    if now:
+        step("write_files", lambda: write_all(now))
+    packages = _package_names(list(config.get("packages") or []))
+
+    def apt(*args: str) -> Callable[[], object]:
+        return lambda: _run(chroot_cmd(root, [*APT_GET, *args]), f"apt-get {args[0]}")
+
+    if config.get("package_update") or config.get("package_upgrade") or packages:
+        step("apt-get update", apt("update"))
+    if config.get("package_upgrade"):
+        step("apt-get dist-upgrade", apt("dist-upgrade"))
+    if packages:
+        step(f"apt-get install ({len(packages)} packages)", apt("install", *packages))
+    if later:
+        step("write_files (deferred)", lambda: write_all(later))
+    if config.get("runcmd"):
+        step("runcmd", lambda: run_all("runcmd", list(config["runcmd"])))
+    return timings
+
+
+def clean_for_first_boot(root: Path) -> None:
+    """Remove what would make every VM from this image share an identity or skip first-boot setup.
+
+    cloud-init instance state and logs, machine-id (emptied: systemd makes one at boot), ssh
+    host keys, apt lists and caches, pip/npm caches, shell history, temporary files.
+    """
+    for pattern in (
+        "var/lib/cloud/*", "var/log/cloud-init*.log", "etc/ssh/ssh_host_*",
+        "var/lib/dbus/machine-id", "var/lib/apt/lists/*", "var/cache/apt/*.bin",
+        "var/cache/apt/archives/*.deb", "root/.cache", "root/.npm", "root/.bash_history",
+        "tmp/*", "var/tmp/*", "var/lib/systemd/random-seed",
+    ):  # fmt: skip
+        for path in root.glob(pattern):
+            if path.name == "partial":
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    machine_id = root / "etc/machine-id"
+    if machine_id.exists() or machine_id.is_symlink():
+        machine_id.unlink()
+    machine_id.write_text("")
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    leftovers = sorted(str(p.relative_to(root)) for p in root.glob("etc/ssh/ssh_host_*"))
+    if leftovers:
+        raise ChrootError(f"ssh host keys left in the image: {', '.join(leftovers)}")
+
+
+def bake_chroot(
+    user_data: dict[str, Any],
+    *,
+    base: Path,
+    output: Path,
+    progress: Progress = _quiet,
+    workdir: Path | None = None,
+) -> dict[str, float]:
+    """Produce the golden image ``output`` (qcow2) from ``base`` with a bake-stage cloud-config.
+
+    ``base`` is only read: it is converted to a raw copy, whose root partition is loop-mounted,
+    prepared (`prepared_root`), changed (`apply_cloud_config`), cleaned (`clean_for_first_boot`),
+    unmounted and converted back. Needs root, qemu-img, losetup, sfdisk.
+
+    Returns:
+        Seconds per step (``convert``, each apply step, ``clean``, ``convert back``).
+
+    Raises:
+        ChrootError: not root, a tool is missing, or a step failed; nothing is left mounted.
+    """
+    if os.geteuid() != 0:
+        raise ChrootError("the chroot builder needs root (loop devices, mount, chroot)")
+    for tool, pkg in (("qemu-img", "qemu-utils"), ("losetup", "mount"), ("sfdisk", "fdisk")):
+        _need(tool, pkg)
+    base, output = Path(base), Path(output)
+    if not base.is_file():
+        raise ChrootError(f"{base}: no such base image")
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(
+        prefix="bakery-chroot-", dir=workdir or output.parent
+    ) as tmp_name:
+        tmp = Path(tmp_name)
+        raw, mnt = tmp / "disk.raw", tmp / "root"
+        mnt.mkdir()
+        start = time.monotonic()
+        progress(f"converting {base} to a raw working copy")
+        _run(["qemu-img", "convert", "-O", "raw", str(base), str(raw)], "qemu-img convert")
+        timings["convert"] = round(time.monotonic() - start, 1)
+        with _mounted(raw, mnt) as root:
+            with prepared_root(root):
+                timings |= apply_cloud_config(root, user_data, progress=progress)
+            start = time.monotonic()
+            clean_for_first_boot(root)
+            timings["clean"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        progress(f"writing {output}")
+        partial = output.with_name(output.name + ".partial")
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], "qemu-img convert")
+        os.replace(partial, output)
+        timings["convert back"] = round(time.monotonic() - start, 1)
+    return timings

@@ -1,0 +1,208 @@
+"""`bakery launch/status/destroy` against the real all-in-one OpenStack of ../shared/testcloud.
+
+Run by .ci/run after `up.sh` (marker ``testcloud``). The ``tinyguest`` image is not cloud-init: it
+prints the user_data it received on its console and answers plain HTTP on 22/80/443, which proves
+what reached the guest. So the hub wait is skipped (``wait=False``), or must time out cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from bakery import cloud
+from bakery.config import load_config
+from bakery.errors import BakeryError
+
+pytestmark = pytest.mark.testcloud
+
+STATE = Path(os.environ.get("TESTCLOUD_STATE", "/var/tmp/testcloud"))
+CLOUDS = STATE / "clouds.yaml"
+NAME = "bakery-ci"
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[Any]:
+    if not CLOUDS.exists():
+        message = f"{CLOUDS} missing: run ../shared/testcloud/up.sh first"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(CLOUDS)
+    import openstack
+
+    connection = openstack.connect(cloud="testcloud")
+    yield connection
+    connection.close()
+
+
+def counts(conn: Any, name: str) -> dict[str, int]:
+    """What exists of workshop ``name``, counted through the API."""
+    marker = f"bakery:workshop={name}"
+    return {
+        "servers": sum(
+            1
+            for s in conn.compute.servers(details=True)
+            if (s.metadata or {}).get("bakery_workshop") == name
+        ),
+        "floating_ips": sum(1 for ip in conn.network.ips() if marker in (ip.description or "")),
+        "security_groups": sum(
+            1 for g in conn.network.security_groups() if g.name == f"bakery-{name}"
+        ),
+        "keypairs": sum(1 for k in conn.compute.keypairs() if k.name == f"bakery-{name}"),
+    }
+
+
+@pytest.fixture
+def workshop(tmp_path: Path, conn: Any) -> Iterator[Path]:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "workshop.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            name: {NAME}
+            users: {{count: 2}}
+            openstack:
+              cloud: testcloud
+              image: tinyguest
+              flavor: m1.tiny
+              networks: [private]
+              floating_ip_network: public
+              public_key: {key}.pub
+              hub_timeout_minutes: 1
+            """
+        )
+    )
+    yield config
+    # Whatever a test left behind goes, so the next run starts clean.
+    try:
+        cloud.destroy(config_path=config)
+    except BakeryError as exc:
+        print(f"cleanup: {exc}")
+
+
+def console(conn: Any, server_id: str, needle: str, timeout: float = 240) -> str:
+    start = time.monotonic()
+    while True:
+        out = conn.compute.get_server_console_output(server_id).get("output", "")
+        if needle in out or time.monotonic() - start > timeout:
+            return str(out)
+        time.sleep(5)
+
+
+def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
+    timings: dict[str, float] = {}
+    assert counts(conn, NAME) == dict.fromkeys(
+        ("servers", "floating_ips", "security_groups", "keypairs"), 0
+    )
+
+    start = time.monotonic()
+    result = cloud.launch(config_path=workshop, wait=False, progress=print)
+    timings["launch"] = time.monotonic() - start
+    assert len(result.servers) == 1
+    server = result.servers[0]
+    assert server.status == "ACTIVE" and server.floating_ip
+    assert server.url == f"https://{server.floating_ip}/"
+    assert set(result.created) == {
+        f"security group bakery-{NAME}",
+        f"key pair bakery-{NAME}",
+        f"server {NAME}-1",
+        f"floating IP {server.floating_ip}",
+    }
+    assert counts(conn, NAME) == {
+        "servers": 1,
+        "floating_ips": 1,
+        "security_groups": 1,
+        "keypairs": 1,
+    }
+
+    # The floating IP answers on 443 (tinyguest speaks plain HTTP there), through the group.
+    start = time.monotonic()
+    while True:
+        try:
+            answer = requests.get(f"http://{server.floating_ip}:443/", timeout=5)
+            break
+        except requests.RequestException:
+            assert time.monotonic() - start < 180, "floating IP never answered on 443"
+            time.sleep(3)
+    timings["floating IP answers"] = time.monotonic() - start
+    assert answer.status_code == 200
+
+    # bakery's user-data reached the guest (printed by tinyguest between markers).
+    out = console(conn, server.id, "USER_DATA END")
+    assert "USER_DATA BEGIN" in out
+    body = out.split("USER_DATA BEGIN", 1)[1]
+    assert "#cloud-config" in body and "training01" in body
+    assert f"bakery: {NAME} full stage done" in body
+
+    infos = cloud.status(config_path=workshop)
+    assert [(i.name, i.status, i.floating_ip) for i in infos] == [
+        (f"{NAME}-1", "ACTIVE", server.floating_ip)
+    ]
+    assert infos[0].hub != "ok"  # tinyguest is no hub
+
+    before = counts(conn, NAME)
+    again = cloud.launch(config_path=workshop, wait=False, progress=print)
+    assert again.created == []
+    assert counts(conn, NAME) == before
+    assert again.servers[0].id == server.id
+
+    start = time.monotonic()
+    plan = cloud.destroy(config_path=workshop, progress=print)
+    timings["destroy"] = time.monotonic() - start
+    assert len(plan.items) == 4
+    assert counts(conn, NAME) == dict.fromkeys(
+        ("servers", "floating_ips", "security_groups", "keypairs"), 0
+    )
+    assert cloud.destroy(config_path=workshop).items == []  # safe to re-run
+    print("timings:", {k: round(v, 1) for k, v in timings.items()})
+
+
+def test_hub_wait_times_out_and_cleans_up(conn: Any, workshop: Path) -> None:
+    with pytest.raises(cloud.CloudError, match="did not answer within 1 min"):
+        cloud.launch(config_path=workshop, wait=True, progress=print)
+    assert counts(conn, NAME) == dict.fromkeys(
+        ("servers", "floating_ips", "security_groups", "keypairs"), 0
+    )
+
+
+def test_failed_boot_is_cleaned_up(conn: Any, workshop: Path, tmp_path: Path) -> None:
+    """An image that needs more disk than the flavor has: Nova refuses, nothing stays behind."""
+    base = conn.image.find_image("tinyguest")
+    data = b"".join(conn.image.download_image(base, stream=True).iter_content(1 << 20))
+    image = conn.image.create_image(
+        name=f"{NAME}-too-big",
+        data=data,
+        disk_format=base.disk_format,
+        container_format=base.container_format,
+        min_disk=50,
+    )
+    try:
+        workshop.write_text(workshop.read_text().replace("image: tinyguest", f"image: {image.id}"))
+        with pytest.raises(cloud.CloudError, match=r"(?i)disk|too small"):
+            cloud.launch(config_path=workshop, wait=False, progress=print)
+        assert counts(conn, NAME) == dict.fromkeys(
+            ("servers", "floating_ips", "security_groups", "keypairs"), 0
+        )
+    finally:
+        conn.image.delete_image(image, ignore_missing=True)
+
+
+def test_user_data_arrives_base64_within_nova_limit(conn: Any, workshop: Path) -> None:
+    cfg = load_config(workshop)
+    from bakery.credentials import preview_accounts
+
+    big = cfg.model_copy(update={"users": cfg.users.model_copy(update={"count": 300})})
+    payload = cloud.user_data_b64(big, preview_accounts(big), "full")
+    assert len(payload) <= 65535
+    assert base64.b64decode(payload)[:2] == b"\x1f\x8b"  # gzipped to fit
