@@ -35,8 +35,9 @@ demo: install
 test: install
 	$(BIN)/pytest -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
 
+# Boots real VMs under qemu (root: chroot bake, loop devices); ~8 min, most of it TCG.
 test-e2e: install
-	$(BIN)/pytest -m e2e -s $(PYTEST_ARGS)
+	$(BIN)/pytest -m "e2e and not slow" -s $(PYTEST_ARGS)
 
 # Needs the OpenStack of ../shared/testcloud (sudo ../shared/testcloud/up.sh).
 test-cloud: install

@@ -76,7 +76,8 @@ def handle_errors(func: F) -> F:
             _err(f"bakery: error: {exc}")
             raise typer.Exit(1) from None
         except Exception as exc:
-            if _state["debug"]:
+            # typer.Exit, Abort and BadParameter are click's own control flow: let them through.
+            if _state["debug"] or type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
             _err(f"bakery: internal error: {type(exc).__name__}: {exc}")
             _err("bakery: this is a bug; rerun with --debug for the traceback and report it")
@@ -236,7 +237,10 @@ def try_(
         _err(f"bakery: stopped{' (overlay kept in ' + str(run_dir) + ')' if keep else ''}")
         return
     if image is None:
-        raise typer.BadParameter("--image is required to start a VM", param_hint="--image")
+        raise localvm.TryUsageError(
+            f"--image is required to start a VM: bakery try {config} --image BASE.qcow2 "
+            "(or --status / --stop)"
+        )
     result = localvm.try_workshop(
         config,
         image=image,
@@ -252,7 +256,8 @@ def try_(
     )
     typer.echo(f"hub ready after {result.seconds:.0f} s: {result.url}")
     typer.echo(f"credentials: {result.credentials}")
-    typer.echo(f"ssh: ssh -p {ssh_port} LOGIN_USER@127.0.0.1    stop: bakery try {config} --stop")
+    login = result.state.extra.get("login_user", "LOGIN_USER")
+    typer.echo(f"ssh: ssh -p {ssh_port} {login}@127.0.0.1    stop: bakery try {config} --stop")
 
 
 # --- bakery packer / bakery bake (golden image with Packer; library: bakery/packer.py) ----------
@@ -284,10 +289,23 @@ def packer_(
     from bakery.config import load_config
     from bakery.packer import write_packer
 
-    written = write_packer(load_config(config), out_dir=output, packer_version=packer_version)
+    written = write_packer(
+        load_config(config),
+        out_dir=output,
+        packer_version=packer_version,
+        config_dir=Path(config).parent,
+    )
     for path in written:
         typer.echo(path)
     _err(f"bakery: wrote {len(written)} files; build with: cd {output} && packer build .")
+
+
+class BakeBuilder(str, Enum):
+    """How `bakery bake` builds the image."""
+
+    packer = "packer"
+    openstacksdk = "openstacksdk"
+    chroot = "chroot"
 
 
 @app.command()
@@ -302,11 +320,36 @@ def bake(
         Path | None,
         typer.Option("-o", "--output", help="Packer's folder (default: build/packer/NAME)."),
     ] = None,
+    builder: Annotated[
+        BakeBuilder,
+        typer.Option(
+            "--builder",
+            help="packer; openstacksdk: no Packer (boot a builder server, let it seal itself, "
+            "snapshot it); chroot: install into bake.qemu_base_image's filesystem at native "
+            "speed (root; -o names the golden qcow2).",
+        ),
+    ] = BakeBuilder.packer,
 ) -> None:
-    """Bake the golden image with Packer, streaming its progress; prints the image made."""
+    """Bake the golden image (Packer by default), streaming progress; prints the image made."""
     from bakery.config import load_config
     from bakery.packer import bake as bake_image
 
+    if builder == BakeBuilder.openstacksdk:
+        if only == BakeSource.qemu:
+            raise typer.BadParameter("--only qemu needs --builder packer", param_hint="--only")
+        from bakery.cloud import bake_image as bake_with_sdk
+
+        image_id = bake_with_sdk(config_path=config, progress=lambda m: _err(f"bakery: {m}"))
+        typer.echo(f"openstack: {image_id}")
+        return
+    if builder == BakeBuilder.chroot:
+        from bakery.chroot import bake_golden
+
+        golden = bake_golden(
+            config_path=config, output=output, progress=lambda m: _err(f"bakery: {m}")
+        )
+        typer.echo(f"chroot: {golden}")
+        return
     results = bake_image(
         load_config(config),
         config_path=config,

@@ -94,6 +94,9 @@ def api(what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                 raise QuotaError(f"{what}: quota exceeded: {detail}") from None
             if status not in TRANSIENT or delay is None:
                 raise CloudError(f"{what}: {detail}") from None
+        except (ks.ClientException, os_exc.SDKException) as exc:
+            # Not HTTP: discovery failures, ResourceTimeout of wait_for_delete, ... (no retry).
+            raise CloudError(f"{what}: {exc}") from None
         time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -118,7 +121,8 @@ def connect(cfg: Workshop) -> Connection:
             f"cannot load cloud {cloud or '(default)'}: {exc}; set openstack.cloud in the config "
             "or OS_CLOUD, with credentials in clouds.yaml"
         ) from None
-    api("authenticate", conn.authorize)
+    # Not conn.authorize(): it turns keystoneauth's Unauthorized into a bare SDKException.
+    api("authenticate", conn.session.get_token)
     return conn
 
 
@@ -306,7 +310,7 @@ def choose_flavor(conn: Connection, cfg: Workshop) -> Any:
         for f in flavors
         if cfg.openstack.boot_volume or f.disk
     ]
-    best = smallest_flavor(table, need)
+    best = smallest_flavor(table, need, boot_volume=cfg.openstack.boot_volume)
     if best is None:
         raise BakeryError(
             f"no flavor fits {need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB; "
@@ -394,10 +398,11 @@ def _cleanup_on_failure(conn: Connection, progress: Progress) -> Iterator[list[t
 def _delete_all(conn: Connection, items: list[tuple[str, Any]], progress: Progress) -> list[str]:
     """Delete (kind, resource) pairs; servers first and awaited; collect failures."""
     errors: list[str] = []
-    servers = [r for k, r in items if k == "server"]
-    for server in servers:
+    servers = []
+    for server in [r for k, r in items if k == "server"]:
         try:
             api(f"delete server {server.name}", conn.compute.delete_server, server)
+            servers.append(server)  # only these are awaited: a failed delete never completes
         except BakeryError as exc:
             errors.append(str(exc))
     for server in servers:
@@ -600,16 +605,17 @@ def launch(
     state = _load_state(state_file)
     created: list[str] = []
     with _cleanup_on_failure(conn, progress) as made:
-        group, sg_created = ensure_security_group(conn, cfg, progress)
-        if sg_created:
-            made.append(("sg", group))
-            created.append(f"security group {group.name}")
+        # The key pair first: a key that differs is refused before anything is created.
         keyname, key_created = ensure_keypair(conn, cfg, progress)
         if key_created:
             made.append(("keypair", keyname))
             created.append(f"key pair {keyname}")
             state["keypair"] = keyname
             _save_state(state_file, state)
+        group, sg_created = ensure_security_group(conn, cfg, progress)
+        if sg_created:
+            made.append(("sg", group))
+            created.append(f"security group {group.name}")
         flavor = choose_flavor(conn, cfg)
         networks = _network_ids(conn, cfg)
         existing = {s.name: s for s in workshop_servers(conn, cfg)}
@@ -662,7 +668,9 @@ def launch(
             info.url = f"https://{ip}/" if ip else None
             infos.append(info)
         if wait:
-            minutes = timeout_minutes or cfg.openstack.hub_timeout_minutes
+            minutes = (
+                cfg.openstack.hub_timeout_minutes if timeout_minutes is None else timeout_minutes
+            )
             _wait_hub(conn, cfg, infos, raw, minutes * 60, progress)
     return LaunchResult(infos, created, sheet)
 
@@ -759,3 +767,165 @@ def destroy(
         )
     _save_state(state_path(config_path), {})
     return plan
+
+
+# --- bake without Packer: boot a builder, let it seal itself, snapshot it -------------------------
+
+SEAL_SCRIPT = "/usr/local/lib/bakery/seal.sh"
+SEAL_OK = "bakery-seal: sealed"
+SEAL_FAILED = "bakery-seal: FAILED"
+
+
+def _seal_script(build_user: str) -> str:
+    # Runs outside cloud-init (a transient systemd unit): waits for cloud-init to finish, then
+    # cleans the instance for reuse and powers it off. Its verdict goes to the serial console,
+    # which bakery reads through Nova's console log; Nova serves no console log of a stopped
+    # server, so the verdict stays up for 30 s before the power-off.
+    return f"""#!/bin/sh
+# Written by bakery: seal this builder into a golden image, then power off.
+set -u
+say() {{ for c in /dev/ttyS0 /dev/console; do [ -w "$c" ] && echo "$*" > "$c"; done; true; }}
+cloud-init status --wait >/dev/null 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
+    say "{SEAL_FAILED}: cloud-init status $rc"
+    cloud-init status --long 2>&1 | while read -r line; do say "  $line"; done
+    sleep 30
+    poweroff
+    exit 1
+fi
+if BAKERY_BUILD_USER={build_user} BAKERY_SOURCE=openstack /usr/local/lib/bakery/clean.sh; then
+    rm -f "$0"
+    say "{SEAL_OK}"
+else
+    say "{SEAL_FAILED}: clean.sh failed"
+fi
+sync
+sleep 30
+poweroff
+"""
+
+
+def builder_user_data(
+    cfg: Workshop, bake_doc: dict[str, Any] | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """The bake stage plus the seal (clean for reuse, power off once cloud-init is done), and
+    the bake record of the bake stage."""
+    from bakery import packer
+    from bakery.render import build_cloud_config, dump_cloud_config
+
+    doc = dict(bake_doc or build_cloud_config(cfg, stage="bake"))
+    record = packer.bake_record(cfg, dump_cloud_config(doc).encode())
+    doc["write_files"] = [
+        *doc.get("write_files", []),
+        {"path": "/tmp/bakery-image.json", "content": json.dumps(record, indent=2) + "\n"},  # noqa: S108
+        {
+            "path": "/usr/local/lib/bakery/clean.sh",
+            "content": packer.clean_script(),
+            "permissions": "0755",
+        },
+        {"path": SEAL_SCRIPT, "content": _seal_script(cfg.login_user), "permissions": "0755"},
+    ]
+    doc["runcmd"] = [
+        *doc.get("runcmd", []),
+        ["systemd-run", "--unit=bakery-seal", "--on-active=5", SEAL_SCRIPT],
+    ]
+    return dump_cloud_config(doc).encode(), record
+
+
+def bake_image(
+    *,
+    config_path: Path,
+    bake_doc: dict[str, Any] | None = None,
+    timeout_minutes: float = 120,
+    progress: Progress = lambda m: None,
+) -> str:
+    """Bake the golden image with openstacksdk alone; returns the new image's ID.
+
+    Boots a builder from ``bake.source_image`` with the bake-stage user-data, waits until it has
+    sealed itself (cloud-init done, cleaned for reuse, powered off), snapshots it with the
+    ``bakery_*`` properties, and deletes the builder whatever happens.
+    """
+    from bakery import packer
+
+    cfg = load_config(config_path)
+    if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
+        raise BakeryError(
+            "spawner.image_archive: the openstacksdk builder cannot copy a file into its builder "
+            "(it only passes user-data, far too small for an image): use --builder packer, which "
+            "uploads the archive over ssh, or --builder chroot"
+        )
+    b = cfg.bake
+    conn = connect(cfg)
+    source = _image(conn, b.source_image or packer.SOURCE_IMAGE_NAMES[cfg.os])
+    flavor = api(f"find flavor {b.flavor}", conn.compute.find_flavor, b.flavor)
+    if flavor is None:
+        raise BakeryError(f"bake.flavor {b.flavor!r} not found")
+    data, record = builder_user_data(cfg, bake_doc)
+    payload = base64.b64encode(data).decode()
+    if len(payload) > 65535:
+        raise BakeryError(f"the builder's user-data is {len(payload):,} base64 chars, over 65,535")
+    name = f"{cfg.name}-builder"
+    attrs: dict[str, Any] = {
+        "name": name,
+        "image_id": source.id,
+        "flavor_id": flavor.id,
+        "user_data": payload,
+        "metadata": {META_KEY: cfg.name, "bakery_role": "builder"},
+    }
+    if b.networks:
+        attrs["networks"] = [{"uuid": n} for n in b.networks]
+    if b.security_groups:
+        attrs["security_groups"] = [{"name": g} for g in b.security_groups]
+    server = api(f"create builder {name}", conn.compute.create_server, **attrs)
+    progress(f"builder {name}: creating from {source.name} ({flavor.name})")
+    try:
+        server = _wait_active(conn, server, 900, progress)
+        start = time.monotonic()
+        out = ""
+        while True:
+            server = api(f"get {name}", conn.compute.get_server, server.id)
+            if server.status == "ACTIVE":
+                try:
+                    console = api(
+                        "read console", conn.compute.get_server_console_output, server, length=200
+                    )
+                    out = str(console.get("output", "")) or out
+                except CloudError:
+                    pass  # powering off: Nova has no console log of a stopped guest; keep the last
+            if SEAL_FAILED in out:
+                tail = [ln for ln in out.splitlines() if "bakery-seal" in ln or ln.startswith("  ")]
+                raise CloudError(f"the bake failed on {name}:\n  " + "\n  ".join(tail[-20:]))
+            if server.status == "SHUTOFF":
+                break
+            if server.status == "ERROR":
+                raise CloudError(f"builder {name} failed: {_fault(server)}")
+            if time.monotonic() - start > timeout_minutes * 60:
+                raise CloudError(f"builder {name} still baking after {timeout_minutes:.0f} min")
+            time.sleep(5)
+        if SEAL_OK not in out:
+            raise CloudError(f"builder {name} powered off without sealing; see its console log")
+        progress(f"builder {name}: sealed after {time.monotonic() - start:.0f} s; snapshotting")
+        image_name = packer.image_name(cfg)
+        if b.image_suffix == "date":
+            image_name += time.strftime("-%Y%m%d-%H%M", time.gmtime())
+        image = api(
+            f"snapshot {name}",
+            conn.compute.create_server_image,
+            server,
+            image_name,
+            metadata=packer.image_metadata(cfg, record),
+            wait=True,
+            timeout=3600,
+        )
+        if b.image_visibility != "private":
+            api("set visibility", conn.image.update_image, image, visibility=b.image_visibility)
+        progress(f"image {image_name}: {image.id}")
+        return str(image.id)
+    finally:
+        try:
+            api(f"delete builder {name}", conn.compute.delete_server, server)
+            api(f"wait for {name} to go", conn.compute.wait_for_delete, server, wait=300)
+            progress(f"builder {name}: deleted")
+        except BakeryError as exc:
+            progress(f"builder {name}: could not delete it: {exc}")

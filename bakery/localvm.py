@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import json
 import os
 import re
@@ -33,6 +35,12 @@ AFTER_FINISH_GRACE = 120.0
 
 class LocalVmError(BakeryError):
     """A local VM could not be started, did not come up, or could not be stopped."""
+
+
+class TryUsageError(LocalVmError):
+    """`bakery try` was called with options that do not fit together."""
+
+    exit_code = 2
 
 
 class LocalVmToolMissing(LocalVmError):
@@ -254,25 +262,13 @@ def make_seed_iso(path: Path, user_data: bytes, meta_data: str) -> Path:
             "or pycdlib (pip install pycdlib)"
         ) from None
     iso = pycdlib.PyCdlib()
-    iso.new(interchange=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
     for name, blob in (("user-data", user_data), ("meta-data", meta_data.encode())):
         iso_name = "/" + name.replace("-", "_").upper() + ".;1"
-        iso.add_fp(_BytesReader(blob), len(blob), iso_name, rr_name=name, joliet_path="/" + name)
+        iso.add_fp(io.BytesIO(blob), len(blob), iso_name, rr_name=name, joliet_path="/" + name)
     iso.write(str(path))
     iso.close()
     return path
-
-
-class _BytesReader:
-    """A minimal file-like object for pycdlib (it seeks and reads)."""
-
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        self._buf = io.BytesIO(data)
-        self.read = self._buf.read
-        self.seek = self._buf.seek
-        self.tell = self._buf.tell
 
 
 # --- process and QMP helpers --------------------------------------------------------------------
@@ -437,7 +433,7 @@ def start_vm(
     Raises:
         LocalVmError: a tool is missing, a port is taken, a VM already runs there, or qemu fails.
     """
-    qemu = _need("qemu-system-x86_64", "qemu-system-x86")
+    _need("qemu-system-x86_64", "qemu-system-x86")
     qemu_img = _need("qemu-img", "qemu-utils")
     image = Path(image).resolve()
     if not image.is_file():
@@ -476,7 +472,6 @@ def start_vm(
         https_port=https_port, http_port=http_port, ssh_port=ssh_port,
         memory_mb=_memory_mb(memory), cpus=cpus,
     )  # fmt: skip
-    _ = qemu
     boot_vm(state)
     return state
 
@@ -537,15 +532,8 @@ def _https_status(port: int, path: str = "/hub/login", timeout: float = 5.0) -> 
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-    except (OSError, ssl.SSLError, http_client_errors()):
+    except (OSError, http.client.HTTPException):  # includes ssl.SSLError and timeouts
         return None
-
-
-def http_client_errors() -> type[Exception]:
-    """The base exception of http.client (a protocol hiccup while the guest's nginx starts)."""
-    import http.client
-
-    return http.client.HTTPException
 
 
 def wait_for_hub(
@@ -617,7 +605,8 @@ def _failure_report(state: VmState, scan: ConsoleScan, headline: str) -> str:
     parts.append(
         f"Full console log: {run / 'serial.log'}; inside the VM: "
         "/var/log/cloud-init-output.log, journalctl -u jupyterhub "
-        f"(ssh -p {state.ssh_port} LOGIN_USER@127.0.0.1). Stop it with bakery try --stop."
+        f"(ssh -p {state.ssh_port} {state.extra.get('login_user', 'LOGIN_USER')}@127.0.0.1). "
+        "Stop it with bakery try --stop."
     )
     return "\n".join(parts)
 
@@ -640,8 +629,8 @@ class VmStatus:
             f"VM: {'running' if self.running else 'not running'} (pid {st.pid}, {st.accel}, "
             f"{st.memory_mb} MB, {st.cpus} CPUs), run dir {st.run_dir}",
             f"hub: {st.url} -> {self.hub_status if self.hub_status is not None else 'no answer'}",
-            f"ssh: ssh -p {st.ssh_port} LOGIN_USER@127.0.0.1",
-            f"cloud-init: {', '.join(self.stages) or 'not started'}"
+            f"ssh: ssh -p {st.ssh_port} {st.extra.get('login_user', 'LOGIN_USER')}@127.0.0.1",
+            f"cloud-init: {', '.join(dict.fromkeys(self.stages)) or 'not started'}"
             + (" (finished)" if self.finished else ""),
         ]
         if st.credentials:
@@ -706,14 +695,6 @@ def stop_vm(
             (run / name).unlink(missing_ok=True)
 
 
-def restart_vm(run_dir: Path, *, timeout: float = 120.0, progress: Progress = _quiet) -> VmState:
-    """Power the VM off cleanly and boot it again from the same overlay (a cold reboot)."""
-    stop_vm(run_dir, keep=True, timeout=timeout, progress=progress)
-    state = VmState.load(Path(run_dir))
-    boot_vm(state)
-    return state
-
-
 # --- the `bakery try` orchestration -------------------------------------------------------------
 
 
@@ -756,7 +737,7 @@ def try_workshop(
 
     config_path = Path(config_path)
     cfg = load_config(config_path)
-    creds = credentials_path(config_path)
+    creds = credentials_path(config_path).resolve()
     accounts = ensure_credentials(cfg, creds)
     user_data = render_user_data(cfg, stage=stage, accounts=accounts).data
     run = run_dir or run_dir_for(cfg.name)
@@ -774,6 +755,7 @@ def try_workshop(
     final = str(build_cloud_config(cfg, stage=stage, accounts=accounts).get("final_message", ""))
     marker = final.split("$", 1)[0].strip()
     state.extra["final_marker"] = marker
+    state.extra["login_user"] = cfg.login_user
     state.save()
     seconds = wait_for_hub(state, timeout=timeout, progress=progress, final_marker=marker)
     return TryResult(url=state.url, credentials=creds, state=state, seconds=seconds)

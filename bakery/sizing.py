@@ -82,18 +82,20 @@ def estimate_workshop(cfg: Workshop) -> Estimate:
     )
 
 
-def smallest_flavor(flavors: list[dict[str, Any]], need: Estimate) -> dict[str, Any] | None:
+def smallest_flavor(
+    flavors: list[dict[str, Any]], need: Estimate, *, boot_volume: bool = False
+) -> dict[str, Any] | None:
     """The cheapest flavor (fewest vCPUs, then RAM, then disk) that fits ``need``.
 
-    ``flavors`` are dicts with ``name``, ``ram`` (MiB), ``vcpus`` and ``disk`` (GB; 0 means the
-    flavor boots from a volume, which fits any disk size).
+    ``flavors`` are dicts with ``name``, ``ram`` (MiB), ``vcpus`` and ``disk`` (GB). With
+    ``boot_volume`` the root disk is a volume, so the flavor's disk does not matter.
     """
     fitting = [
         f
         for f in flavors
         if f["ram"] >= need.memory_mib
         and f["vcpus"] >= need.vcpus
-        and (f["disk"] == 0 or f["disk"] >= need.disk_gb)
+        and (boot_volume or f["disk"] >= need.disk_gb)
     ]
     if not fitting:
         return None
