@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BUILD ?= build
 PYTEST_ARGS ?=
 
-.PHONY: demo install test test-e2e test-cloud test-slow lint typecheck bench golden clean
+.PHONY: demo install test test-e2e test-cloud test-slow lint typecheck bench bench-e2e golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ typecheck: $(VENV)/.deps
 
 bench: install
 	$(BIN)/python bench/render_bench.py
+
+# Phase timings of the end-to-end run (image build, bake, boot to login page, login to kernel
+# answer), written to $(BUILD)/e2e-timings.json.
+bench-e2e: install
+	mkdir -p $(BUILD)
+	BAKERY_E2E_TIMINGS=$(abspath $(BUILD))/e2e-timings.json $(BIN)/pytest -m "e2e and not slow" -q
+	cat $(BUILD)/e2e-timings.json
 
 golden: install
 	BAKERY_REGEN_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -357,6 +358,111 @@ def clean_for_first_boot(root: Path) -> None:
         raise ChrootError(f"ssh host keys left in the image: {', '.join(leftovers)}")
 
 
+def copy_into(root: Path, files: dict[str, Path]) -> None:
+    """Copy host files into the image (image path -> host path), root-owned, mode 0600.
+
+    For what cannot ride in user-data (a user image archive); the target's parent directories
+    are made inside the image, and a symlink at the target is refused.
+    """
+    for target, source in files.items():
+        if not target.startswith("/") or ".." in Path(target).parts:
+            raise ChrootError(f"copy into the image: {target!r} must be absolute, without '..'")
+        dest = root / target.lstrip("/")
+        if dest.is_symlink():
+            raise ChrootError(f"copy into the image: {target} is a symlink in the image")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        os.chown(dest, 0, 0)
+        dest.chmod(0o600)
+
+
+def _apply_to_raw(
+    raw: Path,
+    mnt: Path,
+    user_data: dict[str, Any],
+    progress: Progress,
+    copies: dict[str, Path] | None = None,
+) -> dict[str, float]:
+    """Mount ``raw``'s root, copy ``copies`` in, apply ``user_data``, clean, flush, unmount."""
+    with _mounted(raw, mnt) as root:
+        timings: dict[str, float] = {}
+        if copies:
+            start = time.monotonic()
+            progress(f"copying {', '.join(copies)} into the image")
+            copy_into(root, copies)
+            timings["copy in"] = round(time.monotonic() - start, 1)
+        with prepared_root(root):
+            timings |= apply_cloud_config(root, user_data, progress=progress)
+        start = time.monotonic()
+        clean_for_first_boot(root)
+        subprocess.run(["sync", "-f", str(root)], check=False)
+        timings["clean"] = round(time.monotonic() - start, 1)
+    return timings
+
+
+def _apply_isolated(
+    raw: Path,
+    mnt: Path,
+    user_data: dict[str, Any],
+    tmp: Path,
+    progress: Progress,
+    copies: dict[str, Path] | None = None,
+) -> dict[str, float]:
+    """Run `_apply_to_raw` in a private mount namespace (``unshare --mount``).
+
+    Mounts made in the host's namespace propagate into other namespaces (services with their
+    own), which then keep the filesystem alive after our umount: the image would be converted
+    while its journal still needs recovery. In a private namespace nobody else sees them.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return _apply_to_raw(raw, mnt, user_data, progress, copies)
+    (tmp / "user-data.json").write_text(json.dumps(user_data))
+    (tmp / "copies.json").write_text(json.dumps({k: str(v) for k, v in (copies or {}).items()}))
+    cmd = [unshare, "--mount", "--propagation", "private", sys.executable, "-m", "bakery.chroot",
+           str(raw), str(mnt), str(tmp / "user-data.json"), str(tmp / "timings.json"),
+           str(tmp / "copies.json")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        progress(line.rstrip("\n"))
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        raise ChrootError(err.strip() or f"the chroot worker failed (exit {proc.returncode})")
+    data = json.loads((tmp / "timings.json").read_text())
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def _check_clean(raw: Path) -> None:
+    """Fail when the image's filesystem was not cleanly unmounted (journal needs recovery)."""
+    with raw.open("rb") as fh:
+        fh.seek(_root_partition_offset(raw) + 1024)
+        sb = fh.read(1024)
+    ext_magic = int.from_bytes(sb[0x38:0x3A], "little")
+    incompat = int.from_bytes(sb[0x60:0x64], "little")
+    if ext_magic == 0xEF53 and incompat & 0x4:  # EXT3_FEATURE_INCOMPAT_RECOVER
+        raise ChrootError(
+            f"{raw}: the filesystem was not cleanly unmounted (journal needs recovery); "
+            "something outside the build still holds it"
+        )
+
+
+def _worker(argv: list[str]) -> int:
+    """``python -m bakery.chroot RAW MNT USER_DATA_JSON TIMINGS_JSON [COPIES_JSON]``."""
+    raw, mnt, doc, out = (Path(a) for a in argv[:4])
+    extra = json.loads(Path(argv[4]).read_text()) if len(argv) > 4 else {}
+    copies = {str(k): Path(v) for k, v in extra.items()}
+    try:
+        timings = _apply_to_raw(
+            raw, mnt, json.loads(doc.read_text()), lambda m: print(m, flush=True), copies
+        )
+    except ChrootError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    out.write_text(json.dumps(timings))
+    return 0
+
+
 def bake_chroot(
     user_data: dict[str, Any],
     *,
@@ -364,8 +470,11 @@ def bake_chroot(
     output: Path,
     progress: Progress = _quiet,
     workdir: Path | None = None,
+    copies: dict[str, Path] | None = None,
 ) -> dict[str, float]:
     """Produce the golden image ``output`` (qcow2) from ``base`` with a bake-stage cloud-config.
+
+    ``copies`` (image path -> host file) are copied in before the cloud-config applies.
 
     ``base`` is only read: it is converted to a raw copy, whose root partition is loop-mounted,
     prepared (`prepared_root`), changed (`apply_cloud_config`), cleaned (`clean_for_first_boot`),
@@ -384,6 +493,9 @@ def bake_chroot(
     base, output = Path(base), Path(output)
     if not base.is_file():
         raise ChrootError(f"{base}: no such base image")
+    for target, source in (copies or {}).items():
+        if not Path(source).is_file():
+            raise ChrootError(f"{source}: no such file (to copy into the image at {target})")
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(
         prefix="bakery-chroot-", dir=workdir or output.parent
@@ -395,12 +507,8 @@ def bake_chroot(
         progress(f"converting {base} to a raw working copy")
         _run(["qemu-img", "convert", "-O", "raw", str(base), str(raw)], "qemu-img convert")
         timings["convert"] = round(time.monotonic() - start, 1)
-        with _mounted(raw, mnt) as root:
-            with prepared_root(root):
-                timings |= apply_cloud_config(root, user_data, progress=progress)
-            start = time.monotonic()
-            clean_for_first_boot(root)
-            timings["clean"] = round(time.monotonic() - start, 1)
+        timings |= _apply_isolated(raw, mnt, user_data, tmp, progress, copies)
+        _check_clean(raw)
         start = time.monotonic()
         progress(f"writing {output}")
         partial = output.with_name(output.name + ".partial")
@@ -408,3 +516,47 @@ def bake_chroot(
         os.replace(partial, output)
         timings["convert back"] = round(time.monotonic() - start, 1)
     return timings
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(sys.argv[1:]))
+
+
+def bake_golden(
+    *, config_path: Path, output: Path | None = None, progress: Progress = _quiet
+) -> Path:
+    """`bakery bake --builder chroot`: the workshop's bake stage into a golden qcow2.
+
+    The base is ``bake.qemu_base_image``; the output defaults to ``build/NAME-golden.qcow2``
+    beside the config.
+    """
+    from bakery.config import load_config
+    from bakery.render import USER_IMAGE_ARCHIVE, build_cloud_config
+
+    cfg = load_config(config_path)
+    if cfg.bake.qemu_base_image is None:
+        raise ChrootError(
+            f"{config_path}: bake.qemu_base_image: the chroot builder needs a base qcow2 cloud "
+            "image with cloud-init"
+        )
+    copies: dict[str, Path] = {}
+    if cfg.spawner.kind == "docker":
+        if cfg.spawner.image_archive is None:
+            raise ChrootError(
+                "the chroot builder cannot pull the user image (no Docker daemon runs in a "
+                "chroot): set spawner.image_archive (loaded at first boot), use --builder packer "
+                "or openstacksdk, or spawner.kind: systemd"
+            )
+        # No daemon in a chroot: bakery-user-image.service loads the archive at first boot.
+        copies[USER_IMAGE_ARCHIVE] = cfg.spawner.image_archive.source(Path(config_path).parent)
+    out = output or Path(config_path).parent / "build" / f"{cfg.name}-golden.qcow2"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    timings = bake_chroot(
+        build_cloud_config(cfg, stage="bake"),
+        base=Path(cfg.bake.qemu_base_image),
+        output=out,
+        progress=progress,
+        copies=copies,
+    )
+    progress(f"baked in {sum(timings.values()):.0f} s")
+    return out

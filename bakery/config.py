@@ -277,12 +277,64 @@ class CustomImage(_Model):
     pip: list[PackageSpec] = []
 
 
+def _archive_path(value: str) -> str:
+    if not value or "\n" in value or "\0" in value or not re.match(r"^[A-Za-z0-9_./@+~-]+$", value):
+        raise ValueError(
+            f"{value!r}: use only letters, digits and _ . / @ + ~ - in the archive's path"
+        )
+    return value
+
+
+# A path on the machine that bakes: absolute, ~/..., or relative to workshop.yaml's folder.
+ArchivePath = Annotated[str, AfterValidator(_archive_path)]
+# ENTRYPOINT/CMD words and ENV values restated for `docker import --change` (no line breaks).
+_ImportWord = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,1000}$")]
+_EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+_EnvValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./:,+=@%-]{0,4000}$")]
+
+
+class ImageArchive(_Model):
+    """A local user image, copied into the golden image and loaded there instead of a pull.
+
+    ``docker-save``: a ``docker save`` tarball (``docker load``; tagged ``spawner.image`` if it
+    holds one image under another name). ``rootfs``: a root filesystem tarball (``docker
+    import``), which carries no image settings: ``entrypoint``, ``cmd`` and ``env`` restore them.
+    """
+
+    path: ArchivePath
+    format: Literal["docker-save", "rootfs"] = "docker-save"
+    entrypoint: list[_ImportWord] = []
+    cmd: list[_ImportWord] = []
+    env: dict[_EnvName, _EnvValue] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageArchive:
+        given = [f for f in ("entrypoint", "cmd", "env") if getattr(self, f)]
+        if self.format == "docker-save" and given:
+            raise ValueError(
+                f"{', '.join(given)}: only for format: rootfs (a docker save archive keeps the "
+                "image's own settings)"
+            )
+        if self.format == "rootfs" and not self.cmd:
+            raise ValueError(
+                "format rootfs needs cmd (e.g. [jupyterhub-singleuser]): docker import keeps no "
+                "CMD, and the spawner starts the image's CMD"
+            )
+        return self
+
+    def source(self, config_dir: Path) -> Path:
+        """The archive on this machine: ``path`` with ``~`` expanded, relative to ``config_dir``."""
+        return config_dir / Path(self.path).expanduser()
+
+
 class Spawner(_Model):
     """Where each trainee's notebook server runs."""
 
     kind: Literal["docker", "systemd"] = "docker"
     image: ImageRef = versions.USER_IMAGE
     custom_image: CustomImage | None = None
+    # Load the image from this archive (shipped in the golden image) instead of pulling it.
+    image_archive: ImageArchive | None = None
     mem_limit: MemSize = "2G"
     cpu_limit: Annotated[float, Field(gt=0, le=256)] = 1.0
     idle_cull_minutes: Annotated[int, Field(ge=0, le=10080)] = 60
@@ -300,6 +352,8 @@ class Spawner(_Model):
             raise ValueError("network_subnet must be a private IPv4 network of /28 or larger")
         if self.kind == "systemd" and self.custom_image is not None:
             raise ValueError("custom_image needs spawner.kind: docker")
+        if self.kind == "systemd" and self.image_archive is not None:
+            raise ValueError("image_archive needs spawner.kind: docker")
         return self
 
     @property

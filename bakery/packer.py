@@ -188,7 +188,9 @@ def image_metadata(cfg: Workshop, record: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
-def _variables(cfg: Workshop, record: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+def _variables(
+    cfg: Workshop, record: dict[str, Any], config_dir: Path
+) -> dict[str, tuple[str, Any]]:
     """The variables file's entries: name -> (comment, value)."""
     b = cfg.bake
     source = b.source_image or SOURCE_IMAGE_NAMES[cfg.os]
@@ -219,6 +221,12 @@ def _variables(cfg: Workshop, record: dict[str, Any]) -> dict[str, tuple[str, An
             "qemu_cpus": ("bake.qemu_cpus", b.qemu_cpus),
             "qemu_accelerator": ("bake.qemu_accelerator", b.qemu_accelerator),
         }
+    archive = cfg.spawner.image_archive
+    if cfg.spawner.kind == "docker" and archive is not None:
+        variables["user_image_archive"] = (
+            f"spawner.image_archive ({archive.format}), on this machine",
+            str(archive.source(config_dir).absolute()),
+        )
     return variables
 
 
@@ -274,6 +282,27 @@ def _write(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
     return path
 
 
+def _clean_context() -> dict[str, Any]:
+    """What clean.sh needs: where the bake record goes, which files must not exist."""
+    return {
+        "bakery_version": __version__,
+        "user_traces": _USER_TRACES,
+        "record_dir": str(Path(IMAGE_RECORD).parent),
+        "record_path": IMAGE_RECORD,
+        "secret_paths": [
+            f"{render.STATE_DIR}/jupyterhub_cookie_secret",
+            f"{render.STATE_DIR}/jupyterhub.sqlite",
+            render.PROXY_ENV,
+            f"{render.TLS_DIR}/key.pem",
+        ],
+    }
+
+
+def clean_script() -> str:
+    """The clean-for-reuse script (``packer/clean.sh.j2``), also used by the openstacksdk bake."""
+    return render_template("packer/clean.sh.j2", **_clean_context())
+
+
 def write_packer(
     cfg: Workshop,
     *,
@@ -281,6 +310,7 @@ def write_packer(
     packer_version: str | None = None,
     bake_user_data: bytes | None = None,
     ssh_public_key: str | None = None,
+    config_dir: str | Path = ".",
 ) -> list[Path]:
     """Write the Packer build of ``cfg``'s golden image into ``out_dir``.
 
@@ -296,6 +326,8 @@ def write_packer(
             or a current one (>= 1.7) when Packer is not installed.
         bake_user_data: the builder's user-data; None renders the workshop's bake stage.
         ssh_public_key: the qemu build user's key (``bake`` makes a throwaway one).
+        config_dir: the folder of workshop.yaml (a relative ``spawner.image_archive.path`` is
+            relative to it).
 
     Returns:
         The files written.
@@ -308,7 +340,7 @@ def write_packer(
     record = bake_record(cfg, bake_user_data)
     qemu = cfg.bake.qemu_base_image is not None
     ctx: dict[str, Any] = {
-        "bakery_version": __version__,
+        **_clean_context(),
         "workshop": cfg.name,
         "qemu": qemu,
         "sources": [s for s in SOURCES if s == "openstack" or qemu],
@@ -317,15 +349,16 @@ def write_packer(
             f"sudo sh -c 'userdel -f -r {QEMU_BUILD_USER}; rm -f {_USER_TRACES}; shutdown -P now'"
         ),
         "plugins": PLUGINS,
-        "variables": _variables(cfg, record),
-        "user_traces": _USER_TRACES,
-        "record_dir": str(Path(IMAGE_RECORD).parent),
-        "record_path": IMAGE_RECORD,
-        "secret_paths": [
-            f"{render.STATE_DIR}/jupyterhub_cookie_secret",
-            f"{render.STATE_DIR}/jupyterhub.sqlite",
-            render.PROXY_ENV,
-            f"{render.TLS_DIR}/key.pem",
+        "variables": _variables(cfg, record, Path(config_dir)),
+        "user_image_archive": (
+            cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None
+        ),
+        "archive_upload": "/tmp/bakery-user-image.tar",  # noqa: S108 (the build user's upload)
+        "archive_commands": [
+            "sudo install -D -o root -g root -m 0600 /tmp/bakery-user-image.tar "
+            + render.USER_IMAGE_ARCHIVE,
+            "sudo rm -f /tmp/bakery-user-image.tar",
+            f"sudo {render.SCRIPT_DIR}/user-image.sh",
         ],
     }
     written = [
@@ -468,6 +501,7 @@ def bake(
             packer_version=version,
             bake_user_data=bake_user_data,
             ssh_public_key=public_key,
+            config_dir=Path(config_path).parent,
         )
         stream.write(f"bakery: Packer {version}, files in {folder}\n")
         if needs_plugins(version):

@@ -41,6 +41,8 @@ TLS_DIR = "/etc/jupyterhub/tls"
 PROXY_ENV = "/etc/jupyterhub/proxy.env"
 SCRIPT_DIR = "/usr/local/lib/bakery"
 IMAGE_DIR = "/etc/jupyterhub/image"
+# Where a bake puts spawner.image_archive; user-image.sh loads it into docker, then deletes it.
+USER_IMAGE_ARCHIVE = "/var/lib/bakery/user-image.tar"
 ACME_ROOT = "/var/www/letsencrypt"
 BAKE_RECORD = "/etc/bakery/bake.json"
 UNIT_DIR = "/etc/systemd/system"
@@ -88,9 +90,10 @@ class UserData:
 def config_digest(cfg: Workshop) -> str:
     """A stable hash of the workshop config (recorded in golden images).
 
-    Where the image is built and launched (``bake``, ``openstack``) does not change what is in it.
+    Only what the bake stage depends on counts: users, ssh keys, extra files, the host name and
+    where the image is built or launched do not change what is in it.
     """
-    data = cfg.model_dump(mode="json", exclude={"bake", "openstack"})
+    data = cfg.model_dump(mode="json", include={"name", "os", "hub", "spawner", "tls", "packages"})
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -116,8 +119,21 @@ def _dockerfile(cfg: Workshop) -> str:
     )
 
 
+def import_changes(cfg: Workshop) -> list[str]:
+    """The ``docker import --change`` instructions restoring a rootfs archive's image settings."""
+    archive = cfg.spawner.image_archive
+    if archive is None or archive.format != "rootfs":
+        return []
+    changes = [f"ENV {name}={value}" for name, value in archive.env.items()]
+    if archive.entrypoint:
+        changes.append(f"ENTRYPOINT {json.dumps(archive.entrypoint)}")
+    changes.append(f"CMD {json.dumps(archive.cmd)}")
+    return changes
+
+
 def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, Any]:
     docker = cfg.spawner.kind == "docker"
+    archive = cfg.spawner.image_archive
     cull = cfg.spawner.idle_cull_minutes * 60
     v = cfg.hub.versions
     pip_specs = [
@@ -163,11 +179,18 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "docker_subnet": cfg.spawner.network_subnet,
         "image": custom_image_tag(cfg) or cfg.spawner.image,
         "custom_tag": custom_image_tag(cfg),
+        "base_image": cfg.spawner.image,
+        "image_archive": USER_IMAGE_ARCHIVE if archive else None,
+        "archive_format": archive.format if archive else None,
+        "import_changes": import_changes(cfg),
         "mem_limit": cfg.spawner.mem_limit,
         "cpu_limit": cfg.spawner.cpu_limit,
         "default_url": cfg.spawner.default_url,
         "cull_seconds": cull,
         "cull_every": max(30, min(300, cull // 4)),
+        # Servers report activity to the hub every 300 s by default: with a shorter idle timeout
+        # the culler would stop servers in use. Report at least 4 times per timeout.
+        "activity_interval": max(10, min(300, cull // 4)),
         "allowed_users": [a.username for a in accounts or []] or cfg.users.all_names(),
         "admin_users": sorted(admins),
         "letsencrypt": cfg.tls.mode == "letsencrypt",
@@ -187,10 +210,23 @@ def _unit(name: str, ctx: dict[str, Any]) -> VmFile:
     return VmFile(f"{UNIT_DIR}/{name}", render(f"cloudinit/{name}.j2", **ctx))
 
 
-def units(cfg: Workshop) -> list[str]:
-    """The systemd units bakery installs, in the order they start."""
-    names = ["jupyterhub-secrets.service", "configurable-http-proxy.service", "jupyterhub.service"]
-    return ["bakery-firewall.service", *names]
+# The systemd units bakery installs, in the order they start.
+UNITS = (
+    "bakery-firewall.service",
+    "bakery-tls.service",
+    "jupyterhub-secrets.service",
+    "configurable-http-proxy.service",
+    "jupyterhub.service",
+)
+# Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
+USER_IMAGE_UNIT = "bakery-user-image.service"
+
+
+def units(cfg: Workshop) -> tuple[str, ...]:
+    """The units of ``cfg``: :data:`UNITS`, plus the image loader with an image archive."""
+    if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
+        return (*UNITS[:-1], USER_IMAGE_UNIT, UNITS[-1])
+    return UNITS
 
 
 def bake_files(cfg: Workshop) -> list[VmFile]:
@@ -216,7 +252,15 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
             "configurable-http-proxy": cfg.hub.versions.configurable_http_proxy,
             "jupyterhub-idle-culler": cfg.hub.versions.idle_culler,
             **(
-                {"dockerspawner": cfg.hub.versions.dockerspawner, "user-image": ctx["image"]}
+                {
+                    "dockerspawner": cfg.hub.versions.dockerspawner,
+                    "user-image": ctx["image"],
+                    **(
+                        {"user-image-archive": cfg.spawner.image_archive.format}
+                        if cfg.spawner.image_archive
+                        else {}
+                    ),
+                }
                 if cfg.spawner.kind == "docker"
                 else {"jupyterhub-systemdspawner": cfg.hub.versions.systemdspawner}
             ),
@@ -233,7 +277,9 @@ def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmF
         VmFile(
             f"{CONFIG_DIR}/jupyterhub_config.py", render("cloudinit/jupyterhub_config.py.j2", **ctx)
         ),
-        VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx)),
+        # Deferred (written after packages): on a stock image nginx must install and start with
+        # its own default site, before this one (whose certificate comes later) exists.
+        VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
     ]
     files += [
@@ -259,14 +305,13 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
     cmds = [[f"{SCRIPT_DIR}/install-hub.sh"]]
     if cfg.spawner.kind == "docker":
         cmds.append([f"{SCRIPT_DIR}/user-image.sh"])
-    cmds.append(["systemctl", "daemon-reload"])
+    # `enable` only makes symlinks (no daemon-reload: it also has to work in a chroot bake).
     cmds.append(["systemctl", "enable", *units(cfg)])
     return cmds
 
 
 def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
     cmds = [
-        [f"{SCRIPT_DIR}/tls.sh"],
         ["rm", "-f", "/etc/nginx/sites-enabled/default"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "try-reload-or-restart", "ssh"],

@@ -121,3 +121,22 @@ def test_readme_quick_start_commands_exist() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert "\ndemo:" in makefile and "\ntest:" in makefile
     assert os.access(REPO / ".ci" / "run", os.X_OK)
+
+
+def test_validate_reports_a_failed_check_with_exit_1(tmp_path: Path) -> None:
+    require_tool("shellcheck")
+    (tmp_path / "w.yaml").write_text(
+        "name: ok\nfiles:\n  - {path: /usr/local/bin/broken.sh, content: 'if then fi', "
+        "permissions: '0755'}\n"
+    )
+    result = run("validate", "w.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL boot stage: bash -n broken.sh" in result.stdout
+    assert "internal error" not in result.stderr
+
+
+def test_size_needs_a_config_or_users(tmp_path: Path) -> None:
+    result = run("size", cwd=tmp_path)
+    assert result.returncode == 2 and "give a CONFIG or --users N" in result.stderr
+    ok = run("size", "--users", "30", cwd=tmp_path)
+    assert ok.returncode == 0 and "vCPUs: 8" in ok.stdout

@@ -80,6 +80,21 @@ BAD = [
     ("name: ok\nspawner: {network_subnet: 8.8.8.0/24}\n", 2, ["private IPv4"]),
     ("name: ok\nspawner: {kind: systemd, custom_image: {pip: [x]}}\n", 2, ["needs spawner.kind"]),
     ("name: ok\nspawner: {custom_image: {pip: ['x @ https://evil']}}\n", 2, ["pip.0"]),
+    (
+        "name: ok\nspawner: {kind: systemd, image_archive: {path: a.tar}}\n",
+        2,
+        ["image_archive needs spawner.kind: docker"],
+    ),
+    ("name: ok\nspawner: {image_archive: {path: 'a b.tar'}}\n", 2, ["archive's path"]),
+    ("name: ok\nspawner: {image_archive: {path: a.tar, format: zip}}\n", 2, ["format"]),
+    ("name: ok\nspawner: {image_archive: {path: a.tar, format: rootfs}}\n", 2, ["needs cmd"]),
+    ("name: ok\nspawner: {image_archive: {path: a.tar, cmd: [x]}}\n", 2, ["only for format"]),
+    (
+        "name: ok\nspawner: {image_archive: {path: a.tar, format: rootfs, cmd: [x], "
+        "env: {PATH: '/bin; reboot'}}}\n",
+        2,
+        ["image_archive.env.PATH"],
+    ),
     ("name: ok\nname: again\n", 2, ["duplicate key 'name'", "first on line 1"]),
     ("name: ok\nusers: [1, 2\n", 3, ["invalid YAML"]),
     ("- just\n- a list\n", 1, ["expected a mapping"]),

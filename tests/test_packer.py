@@ -596,3 +596,30 @@ def test_qemu_bake_end_to_end(tmp_path: Path) -> None:
             subprocess.run(["umount", str(root)], check=True)
     finally:
         subprocess.run(["losetup", "-d", loop], check=True)
+
+
+def test_image_archive_is_uploaded_and_loaded(
+    write_config: Callable[[str], Path], tmp_path: Path, os_env: dict[str, str]
+) -> None:
+    """spawner.image_archive: a file provisioner uploads it, user-image.sh loads it; valid HCL."""
+    hcl2 = _hcl2()
+    path = write_config(
+        "name: offline\nspawner:\n  image_archive: {path: images/nb.tar}\n"
+        "bake:\n  qemu_base_image: /var/lib/images/base.qcow2\n"
+    )
+    (path.parent / "images").mkdir()
+    (path.parent / "images" / "nb.tar").write_bytes(b"not really a tarball")
+    out = tmp_path / "p"
+    packer.write_packer(load_config(path), out_dir=out, packer_version=OLD, config_dir=path.parent)
+    build = hcl2.loads((out / "bakery.pkr.hcl").read_text())["build"][0]
+    kinds = [next(iter(p)) for p in build["provisioner"]]
+    assert kinds == ['"shell"', '"file"', '"file"', '"shell"', '"shell"']
+    upload = build["provisioner"][2]['"file"']
+    assert upload["source"] == "${var.user_image_archive}"
+    load = build["provisioner"][3]['"shell"']["inline"]
+    assert load[-1] == '"sudo /usr/local/lib/bakery/user-image.sh"'
+    assert "/var/lib/bakery/user-image.tar" in load[0]
+    variables = hcl2.loads((out / "bakery.auto.pkrvars.hcl").read_text())
+    assert variables["user_image_archive"] == f'"{path.parent / "images" / "nb.tar"}"'
+    _packer("validate", ".", cwd=out, env=os_env)
+    _packer("fmt", "-check", ".", cwd=out)

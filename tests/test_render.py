@@ -177,6 +177,87 @@ def test_custom_image_dockerfile(make_workshop: MakeWorkshop) -> None:
     )
 
 
+ROOTFS_ARCHIVE = (
+    "name: intro\nspawner:\n  image: bakery/nb:1\n  image_archive:\n    path: nb.tar\n"
+    "    format: rootfs\n    entrypoint: [/start.sh]\n    cmd: [jupyterhub-singleuser]\n"
+    "    env: {PATH: /opt/nb/bin:/usr/bin:/bin}\n"
+)
+
+
+def test_image_archive_loads_instead_of_pulling(make_workshop: MakeWorkshop) -> None:
+    cfg, accounts = make_workshop(ROOTFS_ARCHIVE)
+    doc = build_cloud_config(cfg, stage="bake")
+    files = files_of(doc)
+    script = files["/usr/local/lib/bakery/user-image.sh"]
+    assert "docker pull" not in script
+    assert (
+        "docker import --change 'ENV PATH=/opt/nb/bin:/usr/bin:/bin' "
+        "--change 'ENTRYPOINT [\"/start.sh\"]' --change 'CMD [\"jupyterhub-singleuser\"]' \\\n"
+        '        "$ARCHIVE" bakery/nb:1\n'
+    ) in script
+    assert 'rm -f "$ARCHIVE"' in script
+    unit = files["/etc/systemd/system/bakery-user-image.service"]
+    assert "ConditionPathExists=/var/lib/bakery/user-image.tar" in unit
+    assert "Before=jupyterhub.service" in unit and "Requires=docker.service" in unit
+    enable = doc["runcmd"][-1]
+    assert enable[:2] == ["systemctl", "enable"]
+    assert enable.index("bakery-user-image.service") < enable.index("jupyterhub.service")
+    boot = build_cloud_config(cfg, stage="boot", accounts=accounts)
+    assert "bakery-user-image.service" in boot["runcmd"][3]
+    hub = files_of(boot)["/etc/jupyterhub/jupyterhub_config.py"]
+    assert "c.SystemUserSpawner.image = 'bakery/nb:1'" in hub
+
+
+def test_docker_save_archive_tags_its_one_image(make_workshop: MakeWorkshop) -> None:
+    cfg, _ = make_workshop("name: intro\nspawner: {image_archive: {path: /srv/nb.tar}}\n")
+    script = files_of(build_cloud_config(cfg, stage="bake"))["/usr/local/lib/bakery/user-image.sh"]
+    assert 'docker load --input "$ARCHIVE"' in script
+    assert 'docker tag "$loaded" quay.io/jupyter/datascience-notebook:2025-03-14' in script
+    assert "docker pull" not in script and "docker import" not in script
+
+
+def test_without_archive_the_base_image_is_pulled(make_workshop: MakeWorkshop) -> None:
+    cfg, _ = make_workshop("name: intro\nspawner:\n  custom_image: {pip: [plotly]}\n")
+    doc = build_cloud_config(cfg, stage="bake")
+    script = files_of(doc)["/usr/local/lib/bakery/user-image.sh"]
+    # The base is pulled; the custom tag is only ever built here, never pulled.
+    assert "docker pull --quiet quay.io/jupyter/datascience-notebook:2025-03-14" in script
+    assert "docker pull --quiet bakery/" not in script
+    assert "bakery-user-image.service" not in str(doc)
+
+
+@pytest.mark.parametrize(("minutes", "interval"), [(1, "15"), (10, "150"), (60, None)])
+def test_short_idle_timeouts_shorten_activity_reports(
+    make_workshop: MakeWorkshop, minutes: int, interval: str | None
+) -> None:
+    cfg, accounts = make_workshop(f"name: intro\nspawner: {{idle_cull_minutes: {minutes}}}\n")
+    hub = files_of(build_cloud_config(cfg, stage="boot", accounts=accounts))[
+        "/etc/jupyterhub/jupyterhub_config.py"
+    ]
+    ns: dict[str, Any] = {}
+    exec(compile(hub, "jupyterhub_config.py", "exec"), {"get_config": lambda: _Cfg(ns)})
+    env = ns.get("Spawner.environment", {})
+    assert env.get("JUPYTERHUB_ACTIVITY_INTERVAL") == interval
+    culler = ns["JupyterHub.services"][0]["command"]
+    assert f"--timeout={minutes * 60}" in culler
+
+
+class _Cfg:
+    """A stand-in for traitlets' config: records ``c.Section.key = value`` as ``ns[...]``."""
+
+    def __init__(self, ns: dict[str, Any]) -> None:
+        object.__setattr__(self, "_ns", ns)
+
+    def __getattr__(self, section: str) -> Any:
+        ns = object.__getattribute__(self, "_ns")
+
+        class _Section:
+            def __setattr__(self, key: str, value: Any) -> None:
+                ns[f"{section}.{key}"] = value
+
+        return _Section()
+
+
 def test_hostile_file_content_round_trips(make_workshop: MakeWorkshop) -> None:
     nasty = "quotes ' \" $HOME `id` $(reboot) \\ \n#cloud-config\n- not: yaml\n\ttab\u00e9\n"
     cfg, accounts = make_workshop(
