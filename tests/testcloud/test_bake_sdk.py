@@ -7,11 +7,10 @@ under TCG); the builder, the seal, the clean-for-reuse script and the snapshot a
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +23,12 @@ import baseimage
 
 pytestmark = pytest.mark.testcloud
 
-STATE = Path(os.environ.get("TESTCLOUD_STATE", "/var/tmp/testcloud"))
-CLOUDS = STATE / "clouds.yaml"
 NAME = "bakery-sdk-bake"
 
 
 @pytest.fixture(scope="module")
-def clouds() -> Iterator[tuple[Any, Any]]:
-    if not CLOUDS.exists():
-        message = f"{CLOUDS} missing: run ../shared/testcloud/up.sh first"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(CLOUDS)
-    import openstack
-
-    demo, admin = openstack.connect(cloud="testcloud"), openstack.connect(cloud="testcloud-admin")
-    yield demo, admin
-    demo.close()
-    admin.close()
+def clouds(cloud_connect: Callable[[str], Any]) -> tuple[Any, Any]:
+    return cloud_connect("testcloud"), cloud_connect("testcloud-admin")
 
 
 @pytest.fixture(scope="module")

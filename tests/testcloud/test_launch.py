@@ -8,11 +8,10 @@ what reached the guest. So the hub wait is skipped (``wait=False``), or must tim
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,12 @@ from bakery.errors import BakeryError
 
 pytestmark = pytest.mark.testcloud
 
-STATE = Path(os.environ.get("TESTCLOUD_STATE", "/var/tmp/testcloud"))
-CLOUDS = STATE / "clouds.yaml"
 NAME = "bakery-ci"
 
 
 @pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    if not CLOUDS.exists():
-        message = f"{CLOUDS} missing: run ../shared/testcloud/up.sh first"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(CLOUDS)
-    import openstack
-
-    connection = openstack.connect(cloud="testcloud")
-    yield connection
-    connection.close()
+def conn(cloud_connect: Callable[[str], Any]) -> Any:
+    return cloud_connect("testcloud")
 
 
 def counts(conn: Any, name: str) -> dict[str, int]:

@@ -1,0 +1,130 @@
+"""Fixtures of the end-to-end tests: base image, chroot-baked golden image, a booted workshop VM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import baseimage
+import pytest
+from e2e_harness import (
+    TIMINGS,
+    Workshop,
+    build_golden,
+    dump_console,
+    e2e_ssh_key,
+    record,
+    require,
+    with_stop,
+    workshop_for,
+    write_config,
+)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TIMINGS:
+        return
+    terminalreporter.section("e2e phase timings")
+    for phase, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{phase:<40} {seconds:8.1f} s")
+    out = os.environ.get("BAKERY_E2E_TIMINGS")
+    if out:
+        Path(out).write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def e2e_tools() -> None:
+    for tool, pkg in (
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-img", "qemu-utils"),
+        ("genisoimage", "genisoimage"),
+        ("debootstrap", "debootstrap"),
+        ("sfdisk", "fdisk"),
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+    ):
+        require(shutil.which(tool) is not None, f"{tool} not installed (apt-get install {pkg})")
+    require(os.geteuid() == 0, "needs root (debootstrap, loop devices, chroot)")
+    require((baseimage.VMIMAGE_DIR / "build-base.sh").is_file(), "vmimage/build-base.sh missing")
+
+
+@pytest.fixture(scope="session")
+def base_image(e2e_tools: None) -> Path:
+    cached = baseimage.cached_image_path().is_file()
+    start = time.monotonic()
+    path = baseimage.ensure_base_image()
+    record("base image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
+    return path
+
+
+@pytest.fixture(scope="session")
+def workshop_files(tmp_path_factory: pytest.TempPathFactory, e2e_tools: None) -> Workshop:
+
+    # BAKERY_E2E_ATTACH=DIR reuses the workshop dir (and running VM) of a run kept with
+    # BAKERY_E2E_KEEP_VM=1: for iterating on the tests without booting again.
+    attach = os.environ.get("BAKERY_E2E_ATTACH")
+    d = Path(attach) if attach else tmp_path_factory.mktemp("workshop")
+    key = e2e_ssh_key()
+    config = d / "workshop.yaml"
+    if not attach:
+        write_config(config, "e2e-workshop", key.with_suffix(".pub").read_text().strip())
+    return workshop_for(
+        config,
+        key=key,
+        https_port=int(os.environ.get("BAKERY_E2E_PORT", "18443")),
+        ssh_port=int(os.environ.get("BAKERY_E2E_SSH_PORT", "12222")),
+    )
+
+
+@pytest.fixture(scope="session")
+def golden_image(base_image: Path, workshop_files: Workshop) -> Path:
+    """The bake stage applied in a chroot to the base image."""
+    return build_golden(
+        base_image, workshop_files.config, force=bool(os.environ.get("BAKERY_E2E_REBAKE"))
+    )
+
+
+@pytest.fixture(scope="session")
+def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
+    """The workshop booted from the golden image with the boot stage, hub answering."""
+    from bakery import localvm
+
+    if os.environ.get("BAKERY_E2E_ATTACH"):
+        assert localvm.vm_status(workshop_files.run_dir).hub_status == 200
+        yield workshop_files
+        return
+    accel = os.environ.get("BAKERY_E2E_ACCEL", "auto")
+    assert accel in ("auto", "kvm", "tcg")
+    start = time.monotonic()
+    try:
+        result = localvm.try_workshop(
+            workshop_files.config,
+            image=golden_image,
+            stage="boot",
+            https_port=workshop_files.https_port,
+            ssh_port=workshop_files.ssh_port,
+            memory="3G",
+            cpus=2,
+            accel=accel,  # type: ignore[arg-type]
+            run_dir=workshop_files.run_dir,
+            progress=lambda m: print(f"[try] {m}", file=sys.stderr),
+        )
+    except Exception:
+        dump_console(workshop_files.run_dir)
+        with_stop(workshop_files.run_dir)
+        raise
+    record(f"boot to login page ({result.state.accel})", time.monotonic() - start)
+    assert result.url == f"https://127.0.0.1:{workshop_files.https_port}/"
+    assert result.credentials.is_file()
+    yield workshop_files
+    if os.environ.get("BAKERY_E2E_KEEP_VM"):
+        print(f"[e2e] VM left running: {workshop_files.run_dir}", file=sys.stderr)
+        return
+    start = time.monotonic()
+    with_stop(workshop_files.run_dir)
+    record("clean shutdown", time.monotonic() - start)

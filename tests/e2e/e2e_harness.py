@@ -1,0 +1,199 @@
+"""Shared helpers of the end-to-end tests: timings, the e2e workshop, golden image, VM cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+GOLDEN_CACHE = Path(os.environ.get("BAKERY_GOLDEN_CACHE", "/var/cache/bakery/golden"))
+# Phase name -> seconds, printed at the end of the session (and written to BAKERY_E2E_TIMINGS).
+TIMINGS: dict[str, float] = {}
+
+
+def record(phase: str, seconds: float) -> None:
+    """Remember a phase timing and show it at once (visible with -s)."""
+    TIMINGS[phase] = round(seconds, 1)
+    print(f"[e2e timing] {phase}: {seconds:.1f} s", file=sys.stderr)
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip when something this machine lacks is missing; in CI (env CI set) fail instead."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"e2e prerequisite missing in CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@dataclass
+class Workshop:
+    """The e2e workshop: its files, accounts and the booted VM."""
+
+    dir: Path
+    config: Path
+    name: str
+    passwords: dict[str, str]
+    trainees: list[str]
+    admin: str
+    login_user: str
+    ssh_key: Path
+    https_port: int
+    http_port: int
+    ssh_port: int
+    run_dir: Path
+
+
+CONFIG = """\
+name: {name}
+os: debian-12
+users:
+  count: 2
+  admins: [teacher]
+spawner:
+  kind: systemd
+  idle_cull_minutes: 0
+tls:
+  mode: self-signed
+ssh:
+  authorized_keys:
+    - {key}
+"""
+
+
+def e2e_ssh_key() -> Path:
+    """The e2e runs' throwaway admin key (private key path), made once and kept with the images."""
+    key = GOLDEN_CACHE / "e2e-ssh-key" / "id_ed25519"
+    if not key.is_file():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-e2e", "-f", str(key)],
+            check=True,
+        )
+    return key
+
+
+def workshop_for(config: Path, *, key: Path, https_port: int, ssh_port: int) -> Workshop:
+    """The Workshop record of a written config: its accounts (sheet made beside it) and ports."""
+    from bakery.config import load_config
+    from bakery.credentials import credentials_path, ensure_credentials
+
+    cfg = load_config(config)
+    accounts = ensure_credentials(cfg, credentials_path(config))
+    return Workshop(
+        dir=config.parent,
+        config=config,
+        name=cfg.name,
+        passwords={a.username: a.password for a in accounts},
+        trainees=cfg.users.trainees(),
+        admin=cfg.users.admins[0],
+        login_user=cfg.login_user,
+        ssh_key=key,
+        https_port=https_port,
+        http_port=https_port + 1,
+        ssh_port=ssh_port,
+        run_dir=config.parent / "vm",
+    )
+
+
+def write_config(path: Path, name: str, pubkey: str) -> None:
+    """Write the e2e workshop config (the bake document does not depend on the key)."""
+    path.write_text(CONFIG.format(name=name, key=pubkey))
+
+
+def golden_copies(config: Path) -> dict[str, Path]:
+    """Files the chroot builder copies into the image for ``config`` (its image archive)."""
+    from bakery.config import load_config
+    from bakery.render import USER_IMAGE_ARCHIVE
+
+    archive = load_config(config).spawner.image_archive
+    return {USER_IMAGE_ARCHIVE: archive.source(config.parent)} if archive else {}
+
+
+def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]]:
+    """Where the golden image for ``config`` lives: keyed by base, bake document, builder code
+    and the files copied in (by path and size: the user image's path holds its recipe hash)."""
+    from bakery import chroot
+    from bakery.config import load_config
+    from bakery.render import build_cloud_config
+
+    doc = build_cloud_config(load_config(config), stage="bake")
+    key = hashlib.sha256()
+    key.update(base_image.parent.name.encode())
+    key.update(json.dumps(doc, sort_keys=True).encode())
+    key.update(Path(chroot.__file__).read_bytes())
+    for target, source in sorted(golden_copies(config).items()):
+        key.update(f"{target}={source}:{source.stat().st_size}".encode())
+    return GOLDEN_CACHE / key.hexdigest()[:24] / "golden.qcow2", doc
+
+
+def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path:
+    """Bake (or reuse) the golden image of ``config`` with the chroot builder."""
+    from bakery import chroot
+
+    out, doc = golden_path(base_image, config)
+    if out.is_file() and not force:
+        record("bake (cached golden image)", 0.0)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    steps = chroot.bake_chroot(
+        doc,
+        base=base_image,
+        output=out,
+        progress=lambda m: print(f"[bake] {m}", file=sys.stderr),
+        copies=golden_copies(config),
+    )
+    record("bake (chroot)", time.monotonic() - start)
+    for step, seconds in steps.items():
+        record(f"  bake: {step}", seconds)
+    return out
+
+
+def with_stop(run_dir: Path) -> None:
+    from bakery import localvm
+
+    try:
+        localvm.stop_vm(run_dir, timeout=90)
+    except localvm.LocalVmError as exc:
+        print(f"[e2e] stop: {exc}", file=sys.stderr)
+
+
+def dump_console(run_dir: Path) -> None:
+    log = run_dir / "serial.log"
+    if log.exists():
+        text = log.read_bytes().decode(errors="replace").splitlines()
+        print("[e2e] serial console tail:\n" + "\n".join(text[-80:]), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def mounted_readonly(image: Path, workdir: Path) -> Iterator[Path]:
+    """Mount a raw copy of ``image``'s root partition read-only (the image itself is untouched)."""
+    from bakery import chroot
+
+    raw, mnt = workdir / "inspect.raw", workdir / "inspect"
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+    offset = chroot._root_partition_offset(raw)
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", "--read-only", "--offset", str(offset), str(raw)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        subprocess.run(["mount", "-o", "ro", loop, str(mnt)], check=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=False)
+        raw.unlink(missing_ok=True)

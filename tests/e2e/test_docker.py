@@ -1,0 +1,438 @@
+"""End to end, docker spawner: per-trainee containers from a local image archive, in a real VM.
+
+The user image is built here without a registry (``userimage.py``: a debootstrap rootfs with
+jupyterhub + jupyterlab), shipped as ``spawner.image_archive`` (format rootfs), copied into the
+golden image by the chroot builder and ``docker import``-ed at first boot. Then: each trainee's
+server is its own container, as the trainee's UID, /home/NAME mounted read-write; files outlive
+the container and a reboot; the metadata service is refused and the hub API reachable from the
+container; mem_limit kills the kernel, not the VM; the idle culler stops an idle server.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shlex
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import userimage
+from e2e_harness import (
+    Workshop,
+    build_golden,
+    dump_console,
+    e2e_ssh_key,
+    mounted_readonly,
+    record,
+    with_stop,
+    workshop_for,
+)
+from test_try import base, login, open_server, run_cell, session, ssh, xsrf_for
+
+requests = pytest.importorskip("requests")
+websocket = pytest.importorskip("websocket")
+
+pytestmark = pytest.mark.e2e
+
+NAME = "e2e-docker"
+MEM_LIMIT = 256 * 2**20
+KERNEL_FILE = "from-kernel.txt"
+KERNEL_TEXT = f"written in the container {uuid.uuid4()}"
+
+CONFIG = """\
+name: {name}
+os: debian-12
+users:
+  count: 2
+  admins: [teacher]
+spawner:
+  kind: docker
+  image: {image}
+  mem_limit: 256M
+  cpu_limit: 1
+  idle_cull_minutes: 1
+  image_archive: {archive}
+tls:
+  mode: self-signed
+ssh:
+  authorized_keys:
+    - {key}
+"""
+
+
+@pytest.fixture(scope="module")
+def user_image(e2e_tools: None) -> Path:
+    start = time.monotonic()
+    cached = userimage.cached_archive_path().is_file()
+    path = userimage.ensure_user_image()
+    record("user image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
+    """The docker workshop's files (its own ports: the systemd e2e VM may be up too)."""
+
+    attach = os.environ.get("BAKERY_E2E_DOCKER_ATTACH")
+    d = Path(attach) if attach else tmp_path_factory.mktemp("docker-workshop")
+    key = e2e_ssh_key()
+    config = d / "workshop.yaml"
+    archive = {"path": str(user_image), "format": "rootfs", **userimage.IMPORT_SETTINGS}
+    if not attach:
+        config.write_text(
+            CONFIG.format(
+                name=NAME,
+                # Tagged by its recipe: a rebuilt image is a new tag.
+                image=f"bakery/e2e-notebook:{user_image.parent.name[:12]}",
+                archive=json.dumps(archive),
+                key=key.with_suffix(".pub").read_text().strip(),
+            )
+        )
+    return workshop_for(
+        config,
+        key=key,
+        https_port=int(os.environ.get("BAKERY_E2E_DOCKER_PORT", "18463")),
+        ssh_port=int(os.environ.get("BAKERY_E2E_DOCKER_SSH_PORT", "12242")),
+    )
+
+
+@pytest.fixture(scope="module")
+def docker_golden(base_image: Path, dws: Workshop) -> Path:
+    return build_golden(base_image, dws.config, force=bool(os.environ.get("BAKERY_E2E_REBAKE")))
+
+
+@pytest.fixture(scope="module")
+def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
+    from bakery import localvm
+
+    if os.environ.get("BAKERY_E2E_DOCKER_ATTACH"):
+        yield dws
+        return
+    start = time.monotonic()
+    try:
+        result = localvm.try_workshop(
+            dws.config,
+            image=docker_golden,
+            stage="boot",
+            https_port=dws.https_port,
+            ssh_port=dws.ssh_port,
+            memory="3G",
+            cpus=2,
+            accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
+            run_dir=dws.run_dir,
+            progress=lambda m: print(f"[try docker] {m}", file=sys.stderr),
+        )
+    except Exception:
+        dump_console(dws.run_dir)
+        with_stop(dws.run_dir)
+        raise
+    record(f"docker: boot to login page ({result.state.accel})", time.monotonic() - start)
+    yield dws
+    if os.environ.get("BAKERY_E2E_KEEP_VM"):
+        print(f"[e2e] docker VM left running: {dws.run_dir}", file=sys.stderr)
+        return
+    with_stop(dws.run_dir)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def root_sh(w: Workshop, command: str) -> str:
+    """Run ``command`` as root on the VM (ssh as the login user, sudo); return its stdout."""
+    r = ssh(w, w.login_user, f"sudo -n sh -c {shlex.quote(command)}")
+    assert r.returncode == 0, f"{command}: exit {r.returncode}: {r.stderr[-1000:]}"
+    return str(r.stdout)
+
+
+def image_tag(w: Workshop) -> str:
+    from bakery.config import load_config
+
+    return load_config(w.config).spawner.image
+
+
+def token(w: Workshop, user: str) -> str:
+    r = session().post(
+        f"{base(w)}/hub/api/users/{user}/tokens",
+        json={"auth": {"username": user, "password": w.passwords[user]}, "note": "e2e"},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), f"token: {r.status_code} {r.text[:300]}"
+    return str(r.json()["token"])
+
+
+def servers(w: Workshop, user: str, tok: str) -> dict[str, Any]:
+    r = session().get(
+        f"{base(w)}/hub/api/users/{user}", headers={"Authorization": f"token {tok}"}, timeout=60
+    )
+    assert r.status_code == 200, f"user model: {r.status_code} {r.text[:300]}"
+    return dict(r.json().get("servers") or {})
+
+
+def containers(w: Workshop) -> list[str]:
+    return root_sh(w, "docker ps -a --format '{{.Names}}'").split()
+
+
+def execute(
+    w: Workshop, s: Any, user: str, code: str, timeout: float = 240
+) -> list[dict[str, Any]]:
+    """Run ``code`` in a new kernel; return its iopub/shell messages until the cell ends or the
+    kernel dies (state ``restarting``/``dead``) or the websocket closes."""
+    api = f"{base(w)}/user/{user}/api"
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    r = s.post(
+        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
+    )
+    assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
+    kernel_id = r.json()["id"]
+    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    ws = websocket.create_connection(
+        f"wss://127.0.0.1:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
+        header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
+        sslopt={"cert_reqs": 0, "check_hostname": False},
+        timeout=timeout,
+    )
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
+        "msg_type": "execute_request", "version": "5.3",
+        "date": datetime.now(timezone.utc).isoformat(),
+    }  # fmt: skip
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+    ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                        "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
+    msgs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketConnectionClosedException:
+                msgs.append({"msg_type": "websocket closed"})
+                break
+            kind = msg.get("msg_type") or msg["header"]["msg_type"]
+            state = msg.get("content", {}).get("execution_state")
+            if kind == "status" and state in ("restarting", "dead"):
+                msgs.append(msg)
+                break
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            msgs.append(msg)
+            if kind == "execute_reply":
+                break
+        else:
+            pytest.fail(f"the cell did not end within {timeout:.0f} s: {msgs[-3:]}")
+    finally:
+        ws.close()
+        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
+    return msgs
+
+
+def wait_for_hub(w: Workshop, deadline: float) -> None:
+    s = session()
+    while True:
+        try:
+            if s.get(f"{base(w)}/hub/login", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the hub did not answer in time"
+        time.sleep(3)
+
+
+# --- the tests, in order (they share one VM) ----------------------------------------------------
+
+
+def test_0_golden_image_carries_the_archive_unloaded(
+    docker_golden: Path, user_image: Path, tmp_path: Path
+) -> None:
+    with mounted_readonly(docker_golden, tmp_path) as root:
+        archive = root / "var/lib/bakery/user-image.tar"
+        assert archive.is_file(), "the image archive was not copied in"
+        assert archive.stat().st_size == user_image.stat().st_size
+        assert archive.stat().st_mode & 0o777 == 0o600
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        for unit in ("bakery-user-image.service", "jupyterhub.service", "docker.service"):
+            assert (wants / unit).is_symlink(), f"{unit} not enabled"
+        script = (root / "usr/local/lib/bakery/user-image.sh").read_text()
+        assert "docker pull" not in script and "docker import" in script
+        # Nothing was loaded in the chroot (no daemon ran): no image layers in the image.
+        layers = root / "var/lib/docker/overlay2"
+        assert not layers.exists() or not [p for p in layers.iterdir() if p.name != "l"]
+
+
+def test_1_image_loaded_at_first_boot(dvm: Workshop) -> None:
+    tag = image_tag(dvm)
+    state = root_sh(dvm, "systemctl show -p Result -p ActiveState bakery-user-image.service")
+    assert "Result=success" in state and "ActiveState=active" in state, state
+    conf = json.loads(root_sh(dvm, f"docker image inspect -f '{{{{json .Config}}}}' {tag}"))
+    assert conf["Entrypoint"] == userimage.IMPORT_SETTINGS["entrypoint"]
+    assert conf["Cmd"] == userimage.IMPORT_SETTINGS["cmd"]
+    assert f"PATH={userimage.IMPORT_SETTINGS['env']['PATH']}" in conf["Env"]
+    assert root_sh(
+        dvm, "test -e /var/lib/bakery/user-image.tar && echo left || echo gone"
+    ).split() == ["gone"]
+
+
+@pytest.fixture(scope="module")
+def t1(dvm: Workshop) -> tuple[str, Any]:
+    user = dvm.trainees[0]
+    s, resp = login(dvm, user, dvm.passwords[user])
+    assert resp.status_code == 302, f"login: {resp.status_code}"
+    start = time.monotonic()
+    open_server(dvm, s, user)
+    record("docker: server spawn (login to lab page)", time.monotonic() - start)
+    return user, s
+
+
+def test_2_server_in_its_own_container_as_the_trainee(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    user, s = t1
+    name = f"jupyter-{user}"
+    running = root_sh(dvm, "docker ps --format '{{.Names}} {{.Image}}'").splitlines()
+    assert f"{name} {image_tag(dvm)}" in running, running
+    info = json.loads(root_sh(dvm, f"docker inspect {name}"))[0]
+    mounts = [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]]
+    assert (f"/home/{user}", f"/home/{user}", True) in mounts, mounts
+    assert info["HostConfig"]["Memory"] == MEM_LIMIT
+    host = info["HostConfig"]
+    # dockerspawner sets cpu_limit as a CFS quota (1 CPU: quota == period).
+    assert host["CpuPeriod"] > 0 and host["CpuQuota"] == host["CpuPeriod"], host
+    assert list(info["NetworkSettings"]["Networks"]) == ["jupyterhub"]
+    uid, gid = root_sh(dvm, f"id -u {user}; id -g {user}").split()
+    status = root_sh(dvm, f"docker exec {name} cat /proc/1/status")
+    uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+    assert set(uids) == {uid}, f"the server runs as {uids}, not {user}'s {uid}"
+    start = time.monotonic()
+    code = (
+        "import os\n"
+        f"open(os.path.expanduser('~/{KERNEL_FILE}'), 'w').write({KERNEL_TEXT!r})\n"
+        "(os.getuid(), os.getgid(), os.getcwd())"
+    )
+    answer = run_cell(dvm, s, user, code)
+    record("docker: kernel start + cell answer", time.monotonic() - start)
+    assert answer == f"({uid}, {gid}, '/home/{user}')", answer
+    host = root_sh(
+        dvm, f"stat -c '%u %g' /home/{user}/{KERNEL_FILE}; cat /home/{user}/{KERNEL_FILE}"
+    )
+    assert host.splitlines() == [f"{uid} {gid}", KERNEL_TEXT], host
+
+
+def test_3_metadata_refused_hub_api_reachable(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    from bakery.config import load_config
+
+    user, s = t1
+    gateway = load_config(dvm.config).spawner.gateway
+    code = f"""
+import os, socket, time, urllib.request
+def probe(host, port, wait):
+    start = time.monotonic()
+    try:
+        socket.create_connection((host, port), timeout=wait).close()
+        result = "open"
+    except ConnectionRefusedError:
+        result = "refused"
+    except socket.timeout:
+        result = "timeout"
+    except OSError as exc:
+        result = f"errno {{exc.errno}}"
+    return result, round(time.monotonic() - start, 1)
+api = os.environ["JUPYTERHUB_API_URL"]
+with urllib.request.urlopen(api, timeout=20) as r:
+    hub = (r.status, r.read(200).decode())
+(probe("169.254.169.254", 80, 10), probe({gateway!r}, 8001, 3), api, hub)
+"""
+    answer = run_cell(dvm, s, user, code)
+    metadata, proxy_api, api, hub = ast.literal_eval(answer)
+    # REJECT answers at once; a missing rule would reach the host's network (open or timeout).
+    assert metadata[0] in ("refused", "errno 113"), f"metadata service: {metadata}"
+    assert metadata[1] < 5, metadata
+    assert proxy_api[0] != "open", f"the proxy API port is open to containers: {proxy_api}"
+    assert api == f"http://{gateway}:8081/hub/api", api
+    assert hub[0] == 200 and '"version"' in hub[1], hub
+
+
+def test_4_mem_limit_kills_the_kernel_not_the_vm(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    user, s = t1
+    start = time.monotonic()
+    msgs = execute(dvm, s, user, "x = b'x' * (600 * 2**20)\nlen(x)")
+    record("docker: memory bomb to kernel death", time.monotonic() - start)
+    kinds = [m.get("msg_type") for m in msgs]
+    states = [m.get("content", {}).get("execution_state") for m in msgs]
+    assert "execute_result" not in kinds, f"600 MiB fit under a 256 MiB limit: {kinds}"
+    died = {"restarting", "dead"} & set(states) or "websocket closed" in kinds
+    assert died, f"the kernel was not killed: {kinds} {states}"
+    events = root_sh(dvm, f"docker exec jupyter-{user} cat /sys/fs/cgroup/memory.events")
+    oom_kills = int(next(ln.split()[1] for ln in events.splitlines() if ln.startswith("oom_kill ")))
+    assert oom_kills >= 1, events
+    # The hub, the VM and the trainee's server live on: a new kernel answers.
+    assert session().get(f"{base(dvm)}/hub/login", timeout=30).status_code == 200
+    assert (
+        root_sh(dvm, f"docker inspect -f '{{{{.State.Running}}}}' jupyter-{user}").strip() == "true"
+    )
+    assert run_cell(dvm, s, user, "6 * 7") == "42"
+
+
+def test_5_stopped_server_removes_its_container_not_the_files(
+    dvm: Workshop, t1: tuple[str, Any]
+) -> None:
+    user, _ = t1
+    tok = token(dvm, user)
+    r = session().delete(
+        f"{base(dvm)}/hub/api/users/{user}/server",
+        headers={"Authorization": f"token {tok}"},
+        timeout=120,
+    )
+    assert r.status_code in (202, 204), f"stop: {r.status_code} {r.text[:300]}"
+    deadline = time.monotonic() + 180
+    while servers(dvm, user, tok) or f"jupyter-{user}" in containers(dvm):
+        assert time.monotonic() < deadline, "the server or its container is still there"
+        time.sleep(3)
+    assert root_sh(dvm, f"cat /home/{user}/{KERNEL_FILE}") == KERNEL_TEXT
+
+
+def test_6_idle_server_is_culled(dvm: Workshop) -> None:
+    user = dvm.trainees[1]
+    s, resp = login(dvm, user, dvm.passwords[user])
+    assert resp.status_code == 302
+    open_server(dvm, s, user)
+    assert f"jupyter-{user}" in containers(dvm)
+    tok = token(dvm, user)
+    start = time.monotonic()
+    # idle_cull_minutes 1: --timeout=60 --cull-every=30; reading the hub API is not activity.
+    while servers(dvm, user, tok):
+        assert time.monotonic() - start < 300, "the idle server was not culled within 5 min"
+        time.sleep(5)
+    elapsed = time.monotonic() - start
+    record("docker: idle server culled after (s)", elapsed)
+    assert elapsed > 20, f"stopped after {elapsed:.0f} s: too soon for a 60 s idle timeout"
+    assert f"jupyter-{user}" not in containers(dvm)
+    log = root_sh(dvm, "journalctl -u jupyterhub --no-pager -o cat | grep -i cull || true")
+    assert f"Culling server {user}" in log, log[-2000:]
+
+
+def test_7_files_survive_a_reboot(dvm: Workshop) -> None:
+    serial = dvm.run_dir / "serial.log"
+    boots = serial.read_bytes().count(b"Linux version")
+    start = time.monotonic()
+    ssh(dvm, dvm.login_user, "sudo systemctl reboot")
+    deadline = time.monotonic() + 900
+    while serial.read_bytes().count(b"Linux version") <= boots:
+        assert time.monotonic() < deadline, "the VM did not reboot"
+        time.sleep(2)
+    wait_for_hub(dvm, deadline)
+    record("docker: reboot to login page", time.monotonic() - start)
+    # The image stays loaded; the loader has nothing left to do.
+    root_sh(dvm, f"docker image inspect {image_tag(dvm)} >/dev/null")
+    user = dvm.trainees[0]
+    s, resp = login(dvm, user, dvm.passwords[user])
+    assert resp.status_code == 302
+    open_server(dvm, s, user)
+    code = f"import os\nopen(os.path.expanduser('~/{KERNEL_FILE}')).read()"
+    assert run_cell(dvm, s, user, code) == repr(KERNEL_TEXT)

@@ -1,0 +1,371 @@
+"""End to end: bake a golden image in a chroot, boot it with `bakery try`, use it as trainees."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_harness import Workshop, mounted_readonly, record, with_stop
+
+requests = pytest.importorskip("requests")
+websocket = pytest.importorskip("websocket")
+
+pytestmark = pytest.mark.e2e
+
+SAVED_FILE = "persist-check.txt"
+SAVED_TEXT = f"saved by the e2e test {uuid.uuid4()}\n"
+
+
+# --- HTTP helpers -------------------------------------------------------------------------------
+
+
+def session() -> Any:
+    s = requests.Session()
+    s.trust_env = False  # the host's REQUESTS_CA_BUNDLE / proxies must not apply to 127.0.0.1
+    s.verify = False
+    return s
+
+
+def base(w: Workshop) -> str:
+    return f"https://127.0.0.1:{w.https_port}"
+
+
+def login(w: Workshop, user: str, password: str) -> tuple[Any, Any]:
+    """Log in through the hub's form; return the session and the final response."""
+    s = session()
+    page = s.get(f"{base(w)}/hub/login", timeout=30)
+    assert page.status_code == 200, page.text[:500]
+    m = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+    data = {"username": user, "password": password}
+    if m:
+        data["_xsrf"] = m.group(1)
+    resp = s.post(f"{base(w)}/hub/login?next=", data=data, allow_redirects=False, timeout=60)
+    return s, resp
+
+
+def xsrf_for(s: Any, path_prefix: str) -> str:
+    """The ``_xsrf`` cookie whose path covers ``path_prefix`` (hub and server each set one)."""
+    best = ""
+    for cookie in s.cookies:
+        covers = path_prefix.startswith(cookie.path.rstrip("/") or "/")
+        if cookie.name == "_xsrf" and covers and len(cookie.path) >= len(best.split("|", 1)[0]):
+            best = f"{cookie.path}|{cookie.value}"
+    assert best, f"no _xsrf cookie for {path_prefix}: {[(c.name, c.path) for c in s.cookies]}"
+    return best.split("|", 1)[1]
+
+
+def open_server(w: Workshop, s: Any, user: str, timeout: float = 600) -> None:
+    """Start (if needed) and open the user's server until its HTML page answers 200.
+
+    The first GET of an HTML page of the server does the OAuth hand-off that sets its cookie;
+    only then does /user/NAME/api/... answer 200.
+    """
+    deadline = time.monotonic() + timeout
+    last = ""
+    started = False
+    while time.monotonic() < deadline:
+        if not started:
+            # An HTML GET starts the server (no options form); the hub's POST API would need
+            # the session-bound xsrf token of a hub page.
+            r = s.get(f"{base(w)}/hub/spawn/{user}", timeout=120)
+            assert r.status_code == 200, f"spawn: {r.status_code} {r.url} {r.text[:300]}"
+            started = True
+        r = s.get(f"{base(w)}/user/{user}/lab", timeout=60)
+        if r.status_code == 200 and f"/user/{user}/lab" in r.url:
+            return
+        last = f"{r.status_code} {r.url} {r.text[:200]!r}"
+        time.sleep(3)
+    pytest.fail(f"{user}'s server did not open within {timeout:.0f} s; last: {last}")
+
+
+def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) -> str:
+    """Start a kernel, run ``code`` over its websocket, return the text/plain execute_result."""
+    api = f"{base(w)}/user/{user}/api"
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    r = s.post(
+        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
+    )
+    assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
+    kernel_id = r.json()["id"]
+    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    ws = websocket.create_connection(
+        f"wss://127.0.0.1:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
+        header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
+        sslopt={"cert_reqs": 0, "check_hostname": False},
+        timeout=timeout,
+    )
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "username": user,
+                        "session": uuid.uuid4().hex,
+                        "msg_type": "execute_request",
+                        "version": "5.3",
+                        "date": datetime.now(timezone.utc).isoformat(),
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg.get("msg_type") or msg["header"]["msg_type"]
+            if kind == "execute_result":
+                return str(msg["content"]["data"]["text/plain"])
+            if kind == "error":
+                pytest.fail(
+                    f"cell raised: {msg['content'].get('ename')}: {msg['content'].get('evalue')}"
+                )
+        pytest.fail("no execute_result within the timeout")
+    finally:
+        ws.close()
+        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
+    raise AssertionError("unreachable")
+
+
+# --- ssh helpers --------------------------------------------------------------------------------
+
+
+def ssh(w: Workshop, user: str, command: str, *, password: str | None = None) -> Any:
+    opts = [
+        "-p", str(w.ssh_port), "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    if password is None:
+        opts += ["-i", str(w.ssh_key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+    else:
+        askpass = w.dir / "askpass.sh"
+        askpass.write_text("#!/bin/sh\nprintf '%s\\n' \"$BAKERY_E2E_PW\"\n")
+        askpass.chmod(0o700)
+        env |= {
+            "SSH_ASKPASS": str(askpass),
+            "SSH_ASKPASS_REQUIRE": "force",
+            "BAKERY_E2E_PW": password,
+        }
+        opts += ["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
+    return subprocess.run(
+        ["ssh", *opts, f"{user}@127.0.0.1", command],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False,
+    )  # fmt: skip
+
+
+# --- the tests, in order (they share one VM) ----------------------------------------------------
+
+
+def test_0_golden_image_is_fresh_and_holds_no_secrets(golden_image: Path, tmp_path: Path) -> None:
+    with mounted_readonly(golden_image, tmp_path) as root:
+        assert (root / "opt/jupyterhub/bin/jupyterhub").is_file()
+        assert (root / "usr/local/bin/configurable-http-proxy").exists()
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        for unit in ("jupyterhub.service", "configurable-http-proxy.service", "nginx.service"):
+            assert (wants / unit).is_symlink(), f"{unit} not enabled"
+        assert (root / "etc/machine-id").read_text() == ""
+        assert not list((root / "etc/ssh").glob("ssh_host_*"))
+        assert not list(root.glob("var/lib/cloud/*"))
+        assert not (root / "usr/sbin/policy-rc.d").exists()
+        for secret in (
+            "srv/jupyterhub/jupyterhub_cookie_secret",
+            "srv/jupyterhub/jupyterhub.sqlite",
+            "etc/jupyterhub/proxy.env",
+            "etc/jupyterhub/tls/key.pem",
+        ):
+            assert not (root / secret).exists(), f"/{secret} is in the golden image"
+        homes = sorted(p.name for p in (root / "home").iterdir())
+        assert homes == [], f"user homes in the golden image: {homes}"
+        shadow = (root / "etc/shadow").read_text()
+        assert not [line for line in shadow.splitlines() if line.split(":")[1].startswith("$")]
+
+
+def test_a_redirect_login_page_and_wrong_password(vm: Workshop) -> None:
+    s = session()
+    r = s.get(f"http://127.0.0.1:{vm.http_port}/hub/login", allow_redirects=False, timeout=30)
+    assert r.status_code in (301, 302, 307, 308), r.status_code
+    assert r.headers["Location"].startswith("https://"), r.headers["Location"]
+    assert r.headers["Location"].endswith("/hub/login")
+    page = s.get(f"{base(vm)}/hub/login", timeout=30)
+    assert page.status_code == 200
+    assert 'name="password"' in page.text
+    trainee = vm.trainees[0]
+    # The login form answers a wrong password with its page again (JupyterHub 5: status 200),
+    # an error message and no login cookie; the password API answers 403.
+    for user, password in ((trainee, vm.passwords[trainee] + "x"), ("nosuchuser", "whatever1")):
+        s, resp = login(vm, user, password)
+        assert resp.status_code != 302, resp.headers.get("Location")
+        assert "Invalid username or password" in resp.text
+        assert not [c.name for c in s.cookies if c.name.startswith("jupyterhub-hub-login")]
+        api = session().post(
+            f"{base(vm)}/hub/api/users/{user}/tokens",
+            json={"auth": {"username": user, "password": password}},
+            timeout=60,
+        )
+        assert api.status_code == 403, api.status_code
+    good = session().post(
+        f"{base(vm)}/hub/api/users/{trainee}/tokens",
+        json={"auth": {"username": trainee, "password": vm.passwords[trainee]}},
+        timeout=60,
+    )
+    assert good.status_code in (200, 201), f"right password: {good.status_code} {good.text[:200]}"
+
+
+@pytest.fixture(scope="module")
+def trainee_session(vm: Workshop) -> Any:
+    trainee = vm.trainees[0]
+    start = time.monotonic()
+    s, resp = login(vm, trainee, vm.passwords[trainee])
+    assert resp.status_code == 302, f"login: {resp.status_code} {resp.text[:300]}"
+    record("trainee login", time.monotonic() - start)
+    return s
+
+
+def test_b_trainee_runs_code_and_opens_a_terminal(vm: Workshop, trainee_session: Any) -> None:
+    s, user = trainee_session, vm.trainees[0]
+    start = time.monotonic()
+    open_server(vm, s, user)
+    record("server spawn (login to lab page)", time.monotonic() - start)
+    status = s.get(f"{base(vm)}/user/{user}/api/status", timeout=60)
+    assert status.status_code == 200, status.status_code
+    start = time.monotonic()
+    answer = run_cell(vm, s, user, "import getpass, os\n(getpass.getuser(), os.getcwd(), 6 * 7)")
+    record("kernel start + cell answer", time.monotonic() - start)
+    assert answer == f"('{user}', '/home/{user}', 42)", answer
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    r = s.post(f"{base(vm)}/user/{user}/api/terminals", headers={"X-XSRFToken": xsrf}, timeout=60)
+    assert r.status_code == 200, f"terminal: {r.status_code} {r.text[:300]}"
+    name = r.json()["name"]
+    listed = s.get(f"{base(vm)}/user/{user}/api/terminals", timeout=60).json()
+    assert name in [t["name"] for t in listed]
+    # Save a file for the reboot check.
+    r = s.put(
+        f"{base(vm)}/user/{user}/api/contents/{SAVED_FILE}",
+        json={"type": "file", "format": "text", "content": SAVED_TEXT},
+        headers={"X-XSRFToken": xsrf},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), f"save: {r.status_code} {r.text[:300]}"
+
+
+def test_c_other_trainee_cannot_open_the_first_ones_server(
+    vm: Workshop, trainee_session: Any
+) -> None:
+    owner, other = vm.trainees[0], vm.trainees[1]
+    s, resp = login(vm, other, vm.passwords[other])
+    assert resp.status_code == 302, resp.status_code
+    for path in (f"/user/{owner}/lab", f"/user/{owner}/api/contents/{SAVED_FILE}"):
+        r = s.get(f"{base(vm)}{path}", timeout=120)
+        assert r.status_code in (403, 404), f"{other} got {r.status_code} for {path} ({r.url})"
+        assert SAVED_TEXT.strip() not in r.text
+    r = s.get(f"{base(vm)}/hub/api/users/{owner}", timeout=60)
+    assert r.status_code in (403, 404), r.status_code
+
+
+def test_d_ssh_only_for_the_admin_login_user(vm: Workshop) -> None:
+    trainee = vm.trainees[0]
+    refused = ssh(vm, trainee, "true", password=vm.passwords[trainee])
+    assert refused.returncode == 255, refused
+    assert "Permission denied" in refused.stderr, refused.stderr
+    refused_key = ssh(vm, trainee, "true")
+    assert refused_key.returncode == 255, refused_key
+    ok = ssh(vm, vm.login_user, "id -un && sudo -n true && echo sudo-ok")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == [vm.login_user, "sudo-ok"], ok.stdout
+    # An admin of the hub is a hub admin, not an ssh user.
+    refused_admin = ssh(vm, vm.admin, "true", password=vm.passwords[vm.admin])
+    assert refused_admin.returncode == 255
+
+
+def test_e_hub_and_files_survive_a_reboot(vm: Workshop) -> None:
+    serial = vm.run_dir / "serial.log"
+    boots = serial.read_bytes().count(b"Linux version")
+    start = time.monotonic()
+    ssh(vm, vm.login_user, "sudo systemctl reboot")
+    deadline = time.monotonic() + 900
+    while serial.read_bytes().count(b"Linux version") <= boots:
+        assert time.monotonic() < deadline, "the VM did not reboot"
+        time.sleep(2)
+    s = session()
+    while True:
+        try:
+            if s.get(f"{base(vm)}/hub/login", timeout=10).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the hub did not come back after the reboot"
+        time.sleep(3)
+    record("reboot to login page", time.monotonic() - start)
+    user = vm.trainees[0]
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    open_server(vm, s, user)
+    r = s.get(f"{base(vm)}/user/{user}/api/contents/{SAVED_FILE}", timeout=60)
+    assert r.status_code == 200, r.status_code
+    assert r.json()["content"] == SAVED_TEXT
+
+
+def test_status_and_stop_report_the_vm(vm: Workshop) -> None:
+    from bakery import localvm
+
+    st = localvm.vm_status(vm.run_dir)
+    assert st.running
+    assert st.hub_status == 200
+    assert "running" in st.describe()
+    assert Path(st.state.credentials).is_file()
+
+
+@pytest.mark.slow
+def test_full_stage_in_the_vm(base_image: Path, workshop_files: Workshop) -> None:
+    """The stock-image path: the whole full stage installs inside the VM (very slow under TCG)."""
+    from bakery import localvm
+
+    run_dir = workshop_files.dir / "vm-full"
+    start = time.monotonic()
+    try:
+        localvm.try_workshop(
+            workshop_files.config,
+            image=base_image,
+            stage="full",
+            https_port=workshop_files.https_port + 10,
+            ssh_port=workshop_files.ssh_port + 10,
+            memory="3G",
+            accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
+            run_dir=run_dir,
+            progress=lambda m: print(f"[try full] {m}"),
+        )
+        record("full stage in the VM: boot to login page", time.monotonic() - start)
+        w = dataclasses.replace(
+            workshop_files, https_port=workshop_files.https_port + 10, run_dir=run_dir
+        )
+        user = w.trainees[1]
+        s, resp = login(w, user, w.passwords[user])
+        assert resp.status_code == 302
+        open_server(w, s, user)
+        assert run_cell(w, s, user, "6 * 7") == "42"
+    finally:
+        with_stop(run_dir)
