@@ -601,6 +601,9 @@ def launch(
     )
     # Render every server's user-data before creating anything: a size error costs nothing.
     payloads = {p.hostname: user_data_b64(p, accounts, stage) for p in parts}
+    # Look-ups that can fail on a typo come before anything is created.
+    flavor = choose_flavor(conn, cfg)
+    networks = _network_ids(conn, cfg)
     state_file = state_path(config_path)
     state = _load_state(state_file)
     created: list[str] = []
@@ -616,8 +619,6 @@ def launch(
         if sg_created:
             made.append(("sg", group))
             created.append(f"security group {group.name}")
-        flavor = choose_flavor(conn, cfg)
-        networks = _network_ids(conn, cfg)
         existing = {s.name: s for s in workshop_servers(conn, cfg)}
         raw: dict[str, Any] = {}
         for part in parts:

@@ -916,8 +916,9 @@ def test_a_cloud_that_stays_down_gives_up_and_cleans_up(
 
     assert len(fake.calls("GET", r"/v2\.0/networks/private$")) == 1 + len(cloud.RETRY_DELAYS)
     assert sleeps == list(cloud.RETRY_DELAYS)
-    # The key pair and group made before the outage are removed again.
-    assert len(fake.calls("POST", r"/os-keypairs$")) == 1
+    # The network is looked up before anything is made: nothing was created, nothing is left.
+    assert fake.calls("POST", r"/os-keypairs$") == []
+    assert fake.calls("POST", r"/security-groups$") == []
     assert fake.keypairs == {} and fake.groups == {}
 
 
