@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from e2e_harness import (
     with_stop,
     workshop_for,
 )
-from test_try import base, login, open_server, run_cell, session, ssh, xsrf_for
+from test_try import base, kernel_cell, login, open_server, run_cell, session, ssh
 
 requests = pytest.importorskip("requests")
 websocket = pytest.importorskip("websocket")
@@ -184,33 +183,9 @@ def execute(
 ) -> list[dict[str, Any]]:
     """Run ``code`` in a new kernel; return its iopub/shell messages until the cell ends or the
     kernel dies (state ``restarting``/``dead``) or the websocket closes."""
-    api = f"{base(w)}/user/{user}/api"
-    xsrf = xsrf_for(s, f"/user/{user}/")
-    r = s.post(
-        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
-    )
-    assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
-    kernel_id = r.json()["id"]
-    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
-    ws = websocket.create_connection(
-        f"wss://127.0.0.1:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
-        header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
-        sslopt={"cert_reqs": 0, "check_hostname": False},
-        timeout=timeout,
-    )
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
-        "msg_type": "execute_request", "version": "5.3",
-        "date": datetime.now(timezone.utc).isoformat(),
-    }  # fmt: skip
-    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-               "allow_stdin": False, "stop_on_error": True}  # fmt: skip
-    ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                        "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
     msgs: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
+    with kernel_cell(w, s, user, code, timeout) as (ws, msg_id):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 msg = json.loads(ws.recv())
@@ -229,9 +204,6 @@ def execute(
                 break
         else:
             pytest.fail(f"the cell did not end within {timeout:.0f} s: {msgs[-3:]}")
-    finally:
-        ws.close()
-        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
     return msgs
 
 

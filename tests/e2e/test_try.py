@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -87,8 +89,14 @@ def open_server(w: Workshop, s: Any, user: str, timeout: float = 600) -> None:
     pytest.fail(f"{user}'s server did not open within {timeout:.0f} s; last: {last}")
 
 
-def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) -> str:
-    """Start a kernel, run ``code`` over its websocket, return the text/plain execute_result."""
+@contextlib.contextmanager
+def kernel_cell(
+    w: Workshop, s: Any, user: str, code: str, timeout: float
+) -> Iterator[tuple[Any, str]]:
+    """Start a kernel of ``user``'s server and send ``code`` over its websocket.
+
+    Yields (websocket, msg_id of the execute_request); closes the socket and deletes the kernel.
+    """
     api = f"{base(w)}/user/{user}/api"
     xsrf = xsrf_for(s, f"/user/{user}/")
     r = s.post(
@@ -105,32 +113,24 @@ def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) ->
     )
     try:
         msg_id = uuid.uuid4().hex
-        ws.send(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "username": user,
-                        "session": uuid.uuid4().hex,
-                        "msg_type": "execute_request",
-                        "version": "5.3",
-                        "date": datetime.now(timezone.utc).isoformat(),
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {
-                        "code": code,
-                        "silent": False,
-                        "store_history": True,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                        "stop_on_error": True,
-                    },
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
+        header = {
+            "msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
+            "msg_type": "execute_request", "version": "5.3",
+            "date": datetime.now(timezone.utc).isoformat(),
+        }  # fmt: skip
+        content = {"code": code, "silent": False, "store_history": False,
+                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                            "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
+        yield ws, msg_id
+    finally:
+        ws.close()
+        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
+
+
+def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) -> str:
+    """Start a kernel, run ``code`` over its websocket, return the text/plain execute_result."""
+    with kernel_cell(w, s, user, code, timeout) as (ws, msg_id):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = json.loads(ws.recv())
@@ -144,9 +144,6 @@ def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) ->
                     f"cell raised: {msg['content'].get('ename')}: {msg['content'].get('evalue')}"
                 )
         pytest.fail("no execute_result within the timeout")
-    finally:
-        ws.close()
-        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
     raise AssertionError("unreachable")
 
 
