@@ -72,7 +72,8 @@ def _run(argv: list[str], cwd: Path | None = None) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
 
-def _tool(name: str) -> str | None:
+def find_tool(name: str) -> str | None:
+    """The path of ``name`` on PATH or in /usr/sbin, /sbin (not on a normal user's PATH)."""
     return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None
     )
@@ -96,7 +97,7 @@ def _document(ud: UserData) -> dict[str, Any]:
 def check_cloud_init_schema(path: Path) -> Check:
     """``cloud-init schema -c PATH`` (cloud-init's own validator)."""
     name = f"cloud-init schema {path.name}"
-    tool = _tool("cloud-init")
+    tool = find_tool("cloud-init")
     if tool is None:
         return _missing(name, "cloud-init")
     code, out = _run([tool, "schema", "-c", str(path)])
@@ -116,7 +117,7 @@ def check_shell(path: Path) -> list[Check]:
     """``bash -n`` and shellcheck of a rendered script."""
     code, out = _run(["bash", "-n", str(path)])
     checks = [Check(f"bash -n {path.name}", "ok" if code == 0 else "failed", out)]
-    tool = _tool("shellcheck")
+    tool = find_tool("shellcheck")
     if tool is None:
         return [*checks, _missing(f"shellcheck {path.name}", "shellcheck")]
     code, out = _run([tool, "--shell=bash", str(path)])
@@ -126,7 +127,7 @@ def check_shell(path: Path) -> list[Check]:
 def check_nginx(site: str, work: Path) -> Check:
     """``nginx -t`` on the site inside a minimal nginx.conf, with a throwaway certificate."""
     name = "nginx -t jupyterhub.conf"
-    nginx, openssl = _tool("nginx"), _tool("openssl")
+    nginx, openssl = find_tool("nginx"), find_tool("openssl")
     if nginx is None:
         return _missing(name, "nginx")
     if openssl is None:
@@ -152,7 +153,7 @@ def check_nginx(site: str, work: Path) -> Check:
 def check_units(units: dict[str, str], work: Path) -> Check:
     """``systemd-analyze verify`` of the units, in a scratch root where their commands exist."""
     name = "systemd-analyze verify " + " ".join(sorted(units))
-    tool = _tool("systemd-analyze")
+    tool = find_tool("systemd-analyze")
     if tool is None:
         return _missing(name, "systemd-analyze")
     root = work / "root"
