@@ -11,14 +11,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet ".[dev]"
+# `make demo` installs bakery alone (what an instructor runs); `make test` adds the test and dev
+# tools. Editable installs: the templates are read from the source tree (bakery/templates.py).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# The package is installed (not editable) so that the templates load from the installed wheel,
-# exactly as users get them; reinstalled each time so it matches the working tree.
-install: $(VENV)/.deps
-	$(BIN)/pip install --quiet --no-deps --force-reinstall .
+$(VENV)/.deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
 
 # The main job on the bundled example: render every stage into build/ and check it.
 demo: install
@@ -32,18 +35,18 @@ demo: install
 	@echo "Rendered $(BUILD)/user-data (full), user-data.bake and user-data.boot;"
 	@echo "trainee passwords: $(BUILD)/workshop.credentials.csv (bakery credentials $(BUILD)/workshop.yaml)"
 
-test: install
+test: $(VENV)/.deps
 	$(BIN)/pytest -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
 
 # Boots real VMs under qemu (root: chroot bake, loop devices); ~8 min, most of it TCG.
-test-e2e: install
+test-e2e: $(VENV)/.deps
 	$(BIN)/pytest -m "e2e and not slow" -s $(PYTEST_ARGS)
 
 # Needs the OpenStack of ../shared/testcloud (sudo ../shared/testcloud/up.sh).
-test-cloud: install
+test-cloud: $(VENV)/.deps
 	$(BIN)/pytest -m testcloud -s $(PYTEST_ARGS)
 
-test-slow: install
+test-slow: $(VENV)/.deps
 	$(BIN)/pytest -m slow -s $(PYTEST_ARGS)
 
 lint: $(VENV)/.deps
@@ -58,12 +61,12 @@ bench: install
 
 # Phase timings of the end-to-end run (image build, bake, boot to login page, login to kernel
 # answer), written to $(BUILD)/e2e-timings.json.
-bench-e2e: install
+bench-e2e: $(VENV)/.deps
 	mkdir -p $(BUILD)
 	BAKERY_E2E_TIMINGS=$(abspath $(BUILD))/e2e-timings.json $(BIN)/pytest -m "e2e and not slow" -q
 	cat $(BUILD)/e2e-timings.json
 
-golden: install
+golden: $(VENV)/.deps
 	BAKERY_REGEN_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
 	git diff --stat tests/golden
 

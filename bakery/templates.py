@@ -1,8 +1,9 @@
-"""The one strict Jinja2 environment, loading templates shipped inside the installed package.
+"""The one strict Jinja2 environment, loading the templates bakery ships.
 
 Templates live in the repository's top-level ``cloudinit/`` and ``packer/`` folders and are
-installed as ``bakery/templates/{cloudinit,packer}`` (see pyproject.toml); they are read with
-``importlib.resources``, never from the checkout.
+installed as ``bakery/templates/{cloudinit,packer}`` (see pyproject.toml), read with
+``importlib.resources``. An editable install (``pip install -e .``) has no such package data: there
+the templates are read from the source tree beside the package, still never imported as packages.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ import json
 import shlex
 from functools import cache
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jinja2
+
+from bakery.errors import TemplateMissing
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 def _pystr(value: Any) -> str:
@@ -38,24 +45,36 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+FOLDERS = ("cloudinit", "packer")
+
+
+def template_root() -> Traversable:
+    """Where the template folders are: the installed package data, else the source tree."""
+    installed = resources.files("bakery").joinpath("templates")
+    if installed.is_dir():
+        return installed
+    source = Path(__file__).resolve().parent.parent
+    if all((source / folder).is_dir() for folder in FOLDERS):
+        return source
+    raise TemplateMissing(
+        f"bakery's templates are missing: neither {installed} (a built install) nor "
+        f"{source}/cloudinit (a source checkout) exists; reinstall bakery"
+    )
+
+
 class _Loader(jinja2.BaseLoader):
-    """Loads ``<folder>/<name>`` from the installed ``bakery/templates`` package data."""
+    """Loads ``<folder>/<name>`` from :func:`template_root`."""
 
     def get_source(
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str | None, Any]:
-        ref = resources.files("bakery").joinpath("templates", *template.split("/"))
+        ref = template_root().joinpath(*template.split("/"))
         if not ref.is_file():
-            raise jinja2.TemplateNotFound(template)
+            raise TemplateMissing(
+                f"template {template} is missing from {template_root()}: a broken install or a "
+                "bug; reinstall bakery"
+            )
         return ref.read_text(encoding="utf-8"), None, lambda: True
-
-    def list_templates(self) -> list[str]:
-        root = resources.files("bakery").joinpath("templates")
-        found: list[str] = []
-        for folder in root.iterdir():
-            if folder.is_dir():
-                found += [f"{folder.name}/{f.name}" for f in folder.iterdir() if f.is_file()]
-        return sorted(found)
 
 
 @cache
@@ -80,6 +99,3 @@ def render(template: str, /, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
-def template_names(folder: str) -> list[str]:
-    """The templates shipped in ``folder`` (``cloudinit`` or ``packer``)."""
-    return [n for n in environment().list_templates() if n.startswith(folder + "/")]
