@@ -9,6 +9,7 @@ the templates are read from the source tree beside the package, still never impo
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from functools import cache
 from importlib import resources
@@ -17,32 +18,65 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from bakery.errors import TemplateMissing
+from bakery.errors import RenderError, TemplateMissing
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 
-def _pystr(value: Any) -> str:
+class Quoted(str):
+    """Text a filter made safe for the language of the file it goes into (shell, Python, JSON).
+
+    Only a ``Quoted`` value, a number, or a string in :data:`PLAIN` may be printed by ``{{ }}``:
+    the environment's ``finalize`` refuses everything else, so a template that forgets to quote a
+    free string cannot render, whatever the config model happens to allow.
+    """
+
+
+# Characters that mean nothing special to a shell, Python, nginx, systemd, HCL or a Dockerfile
+# when printed bare: paths, versions, host names, ports, image references.
+PLAIN = re.compile(r"[A-Za-z0-9_./:,=@%+-]*")
+
+
+def _finalize(value: Any) -> Any:
+    """Let through what is safe to print bare; refuse free strings (see :class:`Quoted`)."""
+    if isinstance(value, Quoted) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    ):
+        return value
+    if isinstance(value, str) and PLAIN.fullmatch(value):
+        return value
+    raise RenderError(
+        f"the value {value!r} would reach a rendered file unquoted; quote it with the filter for "
+        "the file's language (|sh, |shwords, |py, |pyset, |json)"
+    )
+
+
+def _pystr(value: Any) -> Quoted:
     """A Python literal of ``value`` (str, int, float, bool, None, lists/dicts of them)."""
     if isinstance(value, (set, frozenset)):
         raise TypeError("sets have no stable order; pass a sorted list to |pyset")
-    return repr(value)
+    return Quoted(repr(value))
 
 
-def _pyset(values: Any) -> str:
+def _pyset(values: Any) -> Quoted:
     """A Python set literal with a stable order (``set()`` when empty)."""
     items = sorted(values)
-    return "{" + ", ".join(repr(v) for v in items) + "}" if items else "set()"
+    return Quoted("{" + ", ".join(repr(v) for v in items) + "}" if items else "set()")
 
 
-def _shell(value: Any) -> str:
+def _shell(value: Any) -> Quoted:
     """One shell word, single-quoted when needed."""
-    return shlex.quote(str(value))
+    return Quoted(shlex.quote(str(value)))
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _shell_words(values: Any) -> Quoted:
+    """Shell words separated by spaces, each quoted when needed."""
+    return Quoted(" ".join(shlex.quote(str(v)) for v in values))
+
+
+def _json(value: Any) -> Quoted:
+    return Quoted(json.dumps(value, sort_keys=True))
 
 
 FOLDERS = ("cloudinit", "packer")
@@ -87,8 +121,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,  # noqa: S701
+        finalize=_finalize,
     )
-    env.filters.update(py=_pystr, pyset=_pyset, sh=_shell, json=_json)
+    env.filters.update(py=_pystr, pyset=_pyset, sh=_shell, shwords=_shell_words, json=_json)
     return env
 
 
@@ -96,6 +131,9 @@ def render(template: str, /, **context: Any) -> str:
     """Render ``template`` (e.g. ``cloudinit/nginx.conf.j2``) with ``context``."""
     if not template.endswith(".j2"):
         raise ValueError(f"template names end in .j2: {template}")
-    return environment().get_template(template).render(**context)
+    try:
+        return environment().get_template(template).render(**context)
+    except RenderError as exc:
+        raise RenderError(f"{template}: {exc}") from None
 
 
