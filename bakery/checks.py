@@ -11,8 +11,7 @@ import py_compile
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +39,7 @@ class Check:
     name: str
     status: Status
     detail: str = ""
+    tool: str = ""  # the tool a skipped check needed
 
 
 @dataclass
@@ -48,23 +48,54 @@ class Report:
 
     checks: list[Check] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        """No check failed (a missing tool is reported, not failed)."""
-        return all(c.status != "failed" for c in self.checks)
+    def ok(self, *, strict: bool = False) -> bool:
+        """No check failed; with ``strict``, none was skipped for a missing tool either."""
+        bad = ("failed", "missing") if strict else ("failed",)
+        return all(c.status not in bad for c in self.checks)
 
-    def missing_tools(self) -> list[str]:
-        """Checks that could not run because their tool is not installed."""
-        return [c.name for c in self.checks if c.status == "missing"]
+    def count(self, status: Status) -> int:
+        """How many checks ended with ``status``."""
+        return sum(c.status == status for c in self.checks)
+
+    def missing_tools(self) -> dict[str, str]:
+        """The tools whose checks were skipped, each with the Debian package that has it."""
+        tools = {c.tool for c in self.checks if c.status == "missing" and c.tool}
+        return {tool: TOOLS[tool] for tool in sorted(tools)}
+
+    def summary(self) -> str:
+        """One line: passed, failed, skipped, and which tools to install (named once)."""
+        text = f"{self.count('ok')} checks passed, {self.count('failed')} failed"
+        skipped = self.count("missing")
+        if skipped:
+            tools = self.missing_tools()
+            text += (
+                f", {skipped} skipped: {', '.join(tools)} not installed "
+                f"(apt-get install {' '.join(sorted(set(tools.values())))})"
+            )
+        return text
 
     def lines(self) -> list[str]:
-        """Human-readable lines, one per check (details indented)."""
+        """Human-readable lines, one per check (details indented), then the summary."""
         mark = {"ok": "ok  ", "failed": "FAIL", "missing": "skip"}
         out = []
         for c in self.checks:
             out.append(f"{mark[c.status]} {c.name}")
-            out += [f"     {line}" for line in c.detail.splitlines()]
-        return out
+            if c.status != "missing":
+                out += [f"     {line}" for line in c.detail.splitlines()]
+        return [*out, self.summary()]
+
+    def as_json(self) -> dict[str, Any]:
+        """The report for `bakery validate --json`."""
+        return {
+            "ok": self.ok(),
+            "passed": self.count("ok"),
+            "failed": self.count("failed"),
+            "skipped": self.count("missing"),
+            "missing_tools": self.missing_tools(),
+            "checks": [
+                {"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks
+            ],
+        }
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> tuple[int, str]:
@@ -80,7 +111,7 @@ def find_tool(name: str) -> str | None:
 
 
 def _missing(check: str, tool: str) -> Check:
-    return Check(check, "missing", f"`{tool}` not found: apt-get install {TOOLS[tool]}")
+    return Check(check, "missing", f"`{tool}` not found: apt-get install {TOOLS[tool]}", tool)
 
 
 def _document(ud: UserData) -> dict[str, Any]:
@@ -210,27 +241,19 @@ def check_user_data(ud: UserData, work: Path) -> list[Check]:
     if units:
         checks.append(check_units(units, work / f"systemd-{ud.stage}"))
     return [
-        Check(c.name if c.name.startswith(label) else f"{label}: {c.name}", c.status, c.detail)
-        for c in checks
+        c if c.name.startswith(label) else replace(c, name=f"{label}: {c.name}") for c in checks
     ]
 
 
 def check_workshop(
-    cfg: Workshop,
-    accounts: list[Account],
-    *,
-    stages: tuple[Stage, ...] = STAGES,
-    on_check: Callable[[Check], None] | None = None,
+    cfg: Workshop, accounts: list[Account], *, stages: tuple[Stage, ...] = STAGES
 ) -> Report:
     """Render every stage of ``cfg`` and check each document with the real validators."""
     report = Report()
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         for stage in stages:
             ud = render_user_data(cfg, stage=stage, accounts=None if stage == "bake" else accounts)
-            for check in check_user_data(ud, Path(tmp)):
-                report.checks.append(check)
-                if on_check:
-                    on_check(check)
+            report.checks += check_user_data(ud, Path(tmp))
     return report
 
 
