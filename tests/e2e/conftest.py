@@ -112,7 +112,7 @@ def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
             cpus=2,
             accel=accel,  # type: ignore[arg-type]
             run_dir=workshop_files.run_dir,
-            progress=lambda m: print(f"[try] {m}", file=sys.stderr),
+            progress=lambda m, **_: print(f"[try] {m}", file=sys.stderr),
         )
     except Exception:
         dump_console(workshop_files.run_dir)

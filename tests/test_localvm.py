@@ -1,0 +1,290 @@
+"""The local VM without a VM: memory sizes, the hub wait on a fake console, status, ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import require_tool
+
+from bakery import localvm, qemu
+from bakery.errors import LocalVmError, ToolMissing, UsageError
+
+GIB = 1024
+
+
+@pytest.mark.parametrize(
+    ("memory", "mb"),
+    [("4G", 4 * GIB), ("1G", GIB), ("3072M", 3072), ("2.5GiB", 2560), ("1048576K", GIB),
+     ("2gb", 2 * GIB), (" 4G ", 4 * GIB), ("1024MiB", GIB)],
+)  # fmt: skip
+def test_memory_with_a_unit(memory: str, mb: int) -> None:
+    assert localvm.memory_mb(memory) == mb
+
+
+@pytest.mark.parametrize(
+    ("memory", "error"),
+    [
+        ("512K", "at least 1G"),  # once asked qemu for 512 GiB
+        ("512M", "at least 1G"),
+        ("0.5G", "at least 1G"),
+        ("1023M", "at least 1G"),
+        ("4096", "give a unit"),  # MiB to qemu, bytes to bakery's sizes: ambiguous
+        ("4", "give a unit"),
+        ("4096B", "give a unit"),
+        ("", "give a unit"),
+        ("1.2.3G", "not a size"),
+        ("4X", "give a unit"),
+        ("1E", "give a unit"),
+    ],
+)
+def test_memory_refused(memory: str, error: str) -> None:
+    with pytest.raises(UsageError, match=rf"^--memory.*{error}") as exc:
+        localvm.memory_mb(memory)
+    assert exc.value.exit_code == 2
+
+
+def test_memory_beyond_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(localvm, "_host_memory", lambda: 8 * 1024**3)
+    assert localvm.memory_mb("8G") == 8 * GIB
+    with pytest.raises(UsageError, match=r"--memory 9G: this machine has only 8\.0G"):
+        localvm.memory_mb("9G")
+
+
+# --- the wait for the hub, on a console file that grows as the "VM" boots ----------------------
+
+BOOT = [
+    "[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)",
+    "cloud-init[201]: Cloud-init v. 22.4.2 running 'init-local' at Fri, 27 Nov 2026.",
+    "cloud-init[240]: Cloud-init v. 22.4.2 running 'init' at Fri, 27 Nov 2026.",
+    "cloud-init[300]: Cloud-init v. 22.4.2 running 'modules:config' at Fri, 27 Nov 2026.",
+    "cloud-init[320]: Cloud-init v. 22.4.2 running 'modules:final' at Fri, 27 Nov 2026.",
+    "cloud-init[320]: bakery: attempt 1 of 3 failed: curl -fsSL https://example.org/x",
+]
+DONE = "cloud-init[320]: bakery: demo boot stage done after 90.01 seconds"
+FAILED = (
+    "cloud-init[320]: cc_scripts_user.py[WARNING]: Failed to run module scripts-user "
+    "(scripts in /var/lib/cloud/instance/scripts)"
+)
+
+
+class Recorder:
+    """A reporter keeping (message, transient) pairs."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, bool]] = []
+
+    def __call__(self, message: str, *, transient: bool = False) -> None:
+        self.reports.append((message, transient))
+
+    def live(self) -> list[str]:
+        return [m for m, transient in self.reports if transient]
+
+
+class FakeVm:
+    """A started VM whose console gains one line per look, and a hub that answers on cue."""
+
+    def __init__(self, run_dir: Path, lines: list[str], hub: Callable[[int], int | None]) -> None:
+        self.state = localvm.VmState(
+            run_dir=str(run_dir), image="base.qcow2", accel="tcg", accel_reason="test",
+            https_port=18443, http_port=18444, ssh_port=12222, memory_mb=GIB, cpus=1, pid=0,
+            started_at=0.0, extra={"workshop": "demo", "login_user": "debian"},
+        )  # fmt: skip
+        self.lines, self.hub, self.looks, self.alive = iter(lines), hub, 0, True
+        self.console = run_dir / "serial.log"
+        self.console.write_text("")
+
+    def https_status(self, port: int, *_: object, **__: object) -> int | None:
+        assert port == self.state.https_port
+        self.looks += 1
+        with self.console.open("a") as out:
+            out.write(next(self.lines, "") + "\r\n")
+        return self.hub(self.looks)
+
+
+@pytest.fixture
+def fake_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeVm]]:
+    def make(lines: list[str], hub: Callable[[int], int | None] = lambda _: None) -> FakeVm:
+        vm = FakeVm(tmp_path, lines, hub)
+        monkeypatch.setattr(localvm, "_https_status", vm.https_status)
+        monkeypatch.setattr(qemu, "alive", lambda pid: vm.alive)
+        return vm
+
+    yield make
+
+
+def test_wait_reports_each_stage_live_until_the_hub_answers(
+    fake_vm: Callable[..., FakeVm],
+) -> None:
+    vm = fake_vm([*BOOT, DONE], hub=lambda look: 200 if look > len(BOOT) + 2 else None)
+    progress = Recorder()
+    seconds = localvm.wait_for_hub(vm.state, progress=progress, poll=0, workshop="demo")
+    assert seconds > 0
+    assert list(dict.fromkeys(progress.live())) == [
+        "waiting for the VM's console",
+        "kernel booting",
+        "cloud-init: local stage (finding the NoCloud seed)",
+        "cloud-init: network stage (users, files, ssh)",
+        "cloud-init: config stage",
+        "cloud-init: final stage (packages, runcmd)",
+        "waiting for https://127.0.0.1:18443/hub/login (no answer)",
+    ]
+    assert ("cloud-init finished; waiting for the hub", False) in progress.reports
+
+
+def test_a_console_failure_ends_the_wait_with_its_lines(fake_vm: Callable[..., FakeVm]) -> None:
+    vm = fake_vm([*BOOT, FAILED, DONE, *["more"] * 50])
+    with pytest.raises(LocalVmError) as exc:
+        localvm.wait_for_hub(vm.state, timeout=600, poll=0, workshop="demo")
+    message = str(exc.value)
+    assert message.startswith("cloud-init reported a failure on the serial console.")
+    assert "Failed to run module scripts-user" in message
+    assert "attempt 1 of 3" not in message  # a retried download is not the failure
+    assert "bakery try --stop" in message
+    assert vm.looks == len(BOOT) + 2  # the look after the failure line was written: no later one
+
+
+def test_the_hub_wins_over_a_failure_seen_in_the_same_look(
+    fake_vm: Callable[..., FakeVm],
+) -> None:
+    vm = fake_vm([FAILED], hub=lambda _: 200)
+    assert localvm.wait_for_hub(vm.state, poll=0, workshop="demo") > 0
+
+
+def test_another_workshops_end_is_not_this_ones(
+    fake_vm: Callable[..., FakeVm], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(localvm, "AFTER_FINISH_GRACE", 0.0)
+    vm = fake_vm([DONE.replace("demo", "demo-2"), *["x"] * 5])
+    with pytest.raises(LocalVmError, match=r"did not come up within 0 s"):
+        localvm.wait_for_hub(vm.state, timeout=0, poll=0, workshop="demo")
+
+
+def test_finished_but_no_hub_gives_up_after_the_grace(
+    fake_vm: Callable[..., FakeVm], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(localvm, "AFTER_FINISH_GRACE", 0.0)
+    vm = fake_vm([DONE, "x", "x"], hub=lambda _: 502)
+    with pytest.raises(LocalVmError, match=r"cloud-init finished but .* \(last: 502\)"):
+        localvm.wait_for_hub(vm.state, timeout=600, poll=0.01, workshop="demo")
+
+
+def test_qemu_gone_ends_the_wait_with_the_console_tail(fake_vm: Callable[..., FakeVm]) -> None:
+    vm = fake_vm(BOOT[:2])
+    vm.alive = False
+    with pytest.raises(LocalVmError, match=r"qemu exited before the hub came up") as exc:
+        localvm.wait_for_hub(vm.state, poll=0, workshop="demo")
+    assert "Linux version" in str(exc.value)
+
+
+def test_a_kernel_panic_is_a_failure(fake_vm: Callable[..., FakeVm]) -> None:
+    vm = fake_vm([BOOT[0], "[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs"])
+    with pytest.raises(LocalVmError, match="Kernel panic"):
+        localvm.wait_for_hub(vm.state, poll=0, workshop="demo")
+
+
+# --- state, status, start ------------------------------------------------------------------------
+
+
+def test_state_is_saved_privately_and_read_back(fake_vm: Callable[..., FakeVm]) -> None:
+    vm = fake_vm([*BOOT, DONE])
+    vm.state.save()
+    saved = Path(vm.state.run_dir) / "state.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert localvm.VmState.load(saved.parent) == vm.state
+
+
+def test_status_reads_the_console_with_the_workshops_marker(
+    fake_vm: Callable[..., FakeVm],
+) -> None:
+    vm = fake_vm([])
+    vm.state.save()
+    vm.console.write_text("\n".join([*BOOT, FAILED, DONE]) + "\n")
+    vm.alive = False
+    status = localvm.vm_status(Path(vm.state.run_dir))
+    assert not status.running and status.hub_status is None
+    assert status.console.finished and status.console.state == "error"
+    text = status.describe()
+    assert "modules:final (finished)" in text and "Failed to run module" in text
+
+
+def test_status_without_a_vm_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LocalVmError, match="no local VM"):
+        localvm.vm_status(tmp_path)
+
+
+def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
+    require_tool("qemu-system-x86_64")
+    qemu_img = require_tool("qemu-img")
+    image = tmp_path / "img.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(LocalVmError, match="already in use"):
+            localvm.start_vm(
+                image=image, user_data=b"", run_dir=tmp_path / "run", ssh_port=port, memory="1G"
+            )
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_start_refuses_a_bad_memory_before_anything_else(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--memory 512K"):
+        localvm.start_vm(image=tmp_path / "none.qcow2", user_data=b"", run_dir=tmp_path,
+                         memory="512K")  # fmt: skip
+
+
+# --- qemu as a process ---------------------------------------------------------------------------
+
+
+def test_alive_means_a_qemu_process() -> None:
+    assert not qemu.alive(0)
+    assert not qemu.alive(os.getpid())  # running, but python, not qemu (a recycled pid)
+
+
+def test_a_missing_tool_names_its_package() -> None:
+    with pytest.raises(ToolMissing, match=r"no-such-qemu not found.*apt-get install qemu-x"):
+        qemu.need("no-such-qemu", "qemu-x")
+
+
+def test_qmp_speaks_the_protocol(tmp_path: Path) -> None:
+    """Greeting, capabilities, then the command; events in between are skipped."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "qmp.sock"))
+    server.listen(1)
+    seen: list[dict[str, object]] = []
+
+    def monitor() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as io:
+            io.write(b'{"QMP": {"version": {}}}\n')
+            io.flush()
+            for reply in (b'{"return": {}}\n', b'{"event": "RESET"}\n{"return": {"status": 1}}\n'):
+                seen.append(json.loads(io.readline()))
+                io.write(reply)
+                io.flush()
+
+    thread = threading.Thread(target=monitor)
+    thread.start()
+    try:
+        assert qemu.qmp(tmp_path, "query-status", {"x": 1}) == {"status": 1}
+    finally:
+        thread.join(5)
+        server.close()
+    assert seen == [
+        {"execute": "qmp_capabilities"},
+        {"execute": "query-status", "arguments": {"x": 1}},
+    ]
+
+
+def test_qmp_without_a_vm_is_a_local_vm_error(tmp_path: Path) -> None:
+    with pytest.raises(LocalVmError, match="cannot reach the VM's QMP socket"):
+        qemu.qmp(tmp_path, "system_powerdown")
