@@ -18,9 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bakery.errors import BakeryError
-
-Progress = Callable[[str], None]
+from bakery import image
+from bakery.config import Workshop, load_config
+from bakery.errors import ChrootError, ToolMissing
+from bakery.image import BakeResult
+from bakery.progress import Reporter, quiet
 
 # The cloud-config keys this builder applies; anything else is refused rather than ignored.
 SUPPORTED_KEYS = frozenset(
@@ -40,14 +42,6 @@ APT_GET = [
 ]
 
 
-class ChrootError(BakeryError):
-    """The chroot builder could not prepare, apply or finish an image."""
-
-
-def _quiet(_msg: str) -> None:
-    return None
-
-
 def _run(cmd: list[str], what: str, *, input: bytes | None = None, tail: int = 40) -> str:
     """Run ``cmd``; on failure raise ChrootError with the tail of its output."""
     proc = subprocess.run(
@@ -62,7 +56,7 @@ def _run(cmd: list[str], what: str, *, input: bytes | None = None, tail: int = 4
 
 def _need(tool: str, package: str) -> None:
     if shutil.which(tool) is None:
-        raise ChrootError(f"{tool} not found: apt-get install {package}")
+        raise ToolMissing(f"the chroot builder needs {tool}: apt-get install {package}")
 
 
 # --- mounting an image --------------------------------------------------------------------------
@@ -264,7 +258,7 @@ def _offline_noop(item: Any) -> bool:
 
 
 def apply_cloud_config(
-    root: Path, config: dict[str, Any], *, progress: Progress = _quiet
+    root: Path, config: dict[str, Any], *, progress: Reporter = quiet
 ) -> dict[str, float]:
     """Apply a bake-stage cloud-config to the root filesystem at ``root`` (already prepared).
 
@@ -285,74 +279,108 @@ def apply_cloud_config(
             f"it supports {', '.join(sorted(SUPPORTED_KEYS))} (bake in a VM with Packer instead)"
         )
     timings: dict[str, float] = {}
-
-    def step(name: str, func: Callable[[], object]) -> None:
+    for name, func in _steps(root, config, progress):
         progress(name)
         start = time.monotonic()
         func()
         timings[name] = round(time.monotonic() - start, 1)
+    return timings
 
-    def write_all(items: list[dict[str, Any]]) -> None:
-        for item in items:
-            write_file(root, item)
 
-    def run_all(key: str, items: list[Any]) -> None:
-        for i, item in enumerate(items, 1):
-            shown = item if isinstance(item, str) else shlex.join(map(str, item))
-            if _offline_noop(item):
-                progress(f"{key}[{i}] {shown}: skipped (no systemd runs in an image build)")
-                continue
-            _run(chroot_cmd(root, _command(item)), f"{key}[{i}] {shown[:200]}")
+def _run_all(root: Path, key: str, items: list[Any], progress: Reporter) -> None:
+    """Run ``bootcmd`` or ``runcmd`` items one by one; each must succeed."""
+    for i, item in enumerate(items, 1):
+        shown = item if isinstance(item, str) else shlex.join(map(str, item))
+        if _offline_noop(item):
+            progress(f"{key}[{i}] {shown}: skipped (no systemd runs in an image build)")
+            continue
+        _run(chroot_cmd(root, _command(item)), f"{key}[{i}] {shown[:200]}")
 
-    files = list(config.get("write_files") or [])
-    now = [f for f in files if not f.get("defer")]
-    later = [f for f in files if f.get("defer")]
-    if config.get("bootcmd"):
-        step("bootcmd", lambda: run_all("bootcmd", list(config["bootcmd"])))
-    if now:
-        step("write_files", lambda: write_all(now))
-    packages = _package_names(list(config.get("packages") or []))
+
+def _steps(
+    root: Path, config: dict[str, Any], progress: Reporter
+) -> list[tuple[str, Callable[[], object]]]:
+    """The steps ``config`` asks for, in cloud-init's module order, as (name, action)."""
+
+    def write_all(items: list[dict[str, Any]]) -> Callable[[], object]:
+        def write() -> None:
+            for item in items:
+                write_file(root, item)
+
+        return write
+
+    def run_all(key: str) -> Callable[[], object]:
+        return lambda: _run_all(root, key, list(config[key]), progress)
 
     def apt(*args: str) -> Callable[[], object]:
         return lambda: _run(chroot_cmd(root, [*APT_GET, *args]), f"apt-get {args[0]}")
 
-    if config.get("package_update") or config.get("package_upgrade") or packages:
-        step("apt-get update", apt("update"))
-    if config.get("package_upgrade"):
-        step("apt-get dist-upgrade", apt("dist-upgrade"))
-    if packages:
-        step(f"apt-get install ({len(packages)} packages)", apt("install", *packages))
-    if later:
-        step("write_files (deferred)", lambda: write_all(later))
-    if config.get("runcmd"):
-        step("runcmd", lambda: run_all("runcmd", list(config["runcmd"])))
-    return timings
+    files = list(config.get("write_files") or [])
+    now = [f for f in files if not f.get("defer")]
+    later = [f for f in files if f.get("defer")]
+    packages = _package_names(list(config.get("packages") or []))
+    upgrade = bool(config.get("package_upgrade"))
+    update = bool(config.get("package_update")) or upgrade or bool(packages)
+    steps: list[tuple[bool, str, Callable[[], object]]] = [
+        (bool(config.get("bootcmd")), "bootcmd", run_all("bootcmd")),
+        (bool(now), "write_files", write_all(now)),
+        (update, "apt-get update", apt("update")),
+        (upgrade, "apt-get dist-upgrade", apt("dist-upgrade")),
+        (bool(packages), f"apt-get install ({len(packages)} packages)", apt("install", *packages)),
+        (bool(later), "write_files (deferred)", write_all(later)),
+        (bool(config.get("runcmd")), "runcmd", run_all("runcmd")),
+    ]
+    return [(name, func) for wanted, name, func in steps if wanted]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _check_baked(root: Path) -> None:
+    """What clean.sh checks in a builder VM: the record is there, no secret is."""
+    rec = root / image.RECORD_PATH.lstrip("/")
+    if not rec.is_file() or rec.stat().st_size == 0:
+        raise ChrootError(f"{image.RECORD_PATH} is missing: the bake stage wrote no bake record")
+    for secret in image.secret_paths():
+        if (root / secret.lstrip("/")).exists():
+            raise ChrootError(
+                f"{secret} exists after the bake stage; a golden image must not carry it"
+            )
 
 
 def clean_for_first_boot(root: Path) -> None:
-    """Remove what would make every VM from this image share an identity or skip first-boot setup.
+    """Make the image at ``root`` reusable, as ``packer/clean.sh`` does in a builder VM.
 
-    cloud-init instance state and logs, machine-id (emptied: systemd makes one at boot), ssh
-    host keys, apt lists and caches, pip/npm caches, shell history, temporary files.
+    Checks the bake record is there and no secret is, removes :data:`bakery.image.CLEAN_GLOBS`
+    (cloud-init state, ssh host keys, caches ...), empties :data:`bakery.image.EMPTIED` (the
+    machine-id: systemd makes one at boot), removes rotated logs and truncates the others.
+
+    Raises:
+        ChrootError: no record, a secret, or ssh host keys left.
     """
-    for pattern in (
-        "var/lib/cloud/*", "var/log/cloud-init*.log", "etc/ssh/ssh_host_*",
-        "var/lib/dbus/machine-id", "var/lib/apt/lists/*", "var/cache/apt/*.bin",
-        "var/cache/apt/archives/*.deb", "root/.cache", "root/.npm", "root/.bash_history",
-        "tmp/*", "var/tmp/*", "var/lib/systemd/random-seed",
-    ):  # fmt: skip
+    _check_baked(root)
+    kept = {root / k for k in image.KEPT}
+    for pattern in image.CLEAN_GLOBS:
         for path in root.glob(pattern):
-            if path.name == "partial":
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-    machine_id = root / "etc/machine-id"
-    if machine_id.exists() or machine_id.is_symlink():
-        machine_id.unlink()
-    machine_id.write_text("")
-    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+            if path not in kept:
+                _remove(path)
+    for name in image.EMPTIED:
+        path = root / name
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        path.write_text("")
+    for path in kept:
+        path.mkdir(parents=True, exist_ok=True)
+    logs = root / "var/log"
+    for pattern in image.ROTATED_LOGS:
+        for path in [p for p in logs.rglob(pattern) if p.is_file() and not p.is_symlink()]:
+            path.unlink()
+    for path in [p for p in logs.rglob("*") if p.is_file() and not p.is_symlink()]:
+        os.truncate(path, 0)
     leftovers = sorted(str(p.relative_to(root)) for p in root.glob("etc/ssh/ssh_host_*"))
     if leftovers:
         raise ChrootError(f"ssh host keys left in the image: {', '.join(leftovers)}")
@@ -380,7 +408,7 @@ def _apply_to_raw(
     raw: Path,
     mnt: Path,
     user_data: dict[str, Any],
-    progress: Progress,
+    progress: Reporter,
     copies: dict[str, Path] | None = None,
 ) -> dict[str, float]:
     """Mount ``raw``'s root, copy ``copies`` in, apply ``user_data``, clean, flush, unmount."""
@@ -405,7 +433,7 @@ def _apply_isolated(
     mnt: Path,
     user_data: dict[str, Any],
     tmp: Path,
-    progress: Progress,
+    progress: Reporter,
     copies: dict[str, Path] | None = None,
 ) -> dict[str, float]:
     """Run `_apply_to_raw` in a private mount namespace (``unshare --mount``).
@@ -453,14 +481,18 @@ def _worker(argv: list[str]) -> int:
     extra = json.loads(Path(argv[4]).read_text()) if len(argv) > 4 else {}
     copies = {str(k): Path(v) for k, v in extra.items()}
     try:
-        timings = _apply_to_raw(
-            raw, mnt, json.loads(doc.read_text()), lambda m: print(m, flush=True), copies
-        )
+        timings = _apply_to_raw(raw, mnt, json.loads(doc.read_text()), _to_parent, copies)
     except ChrootError as exc:
-        print(str(exc), file=sys.stderr)
+        sys.stderr.write(f"{exc}\n")
         return 1
     out.write_text(json.dumps(timings))
     return 0
+
+
+def _to_parent(message: str, *, transient: bool = False) -> None:
+    """The worker's reporter: one line on stdout, which `_apply_isolated` reports onwards."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
 
 
 def bake_chroot(
@@ -468,7 +500,7 @@ def bake_chroot(
     *,
     base: Path,
     output: Path,
-    progress: Progress = _quiet,
+    progress: Reporter = quiet,
     workdir: Path | None = None,
     copies: dict[str, Path] | None = None,
 ) -> dict[str, float]:
@@ -518,39 +550,56 @@ def bake_chroot(
     return timings
 
 
-if __name__ == "__main__":
-    raise SystemExit(_worker(sys.argv[1:]))
+def bake_output(config_path: Path, cfg: Workshop, output: Path | None) -> Path:
+    """The golden qcow2: ``output``, else ``build/NAME-golden.qcow2`` beside the config."""
+    return output or Path(config_path).parent / "build" / f"{cfg.name}-golden.qcow2"
 
 
-def bake_golden(
-    *, config_path: Path, output: Path | None = None, progress: Progress = _quiet
-) -> Path:
+def _copies(cfg: Workshop, config_path: Path) -> dict[str, Path]:
+    """Files copied into the image before the bake stage (the user image archive)."""
+    from bakery.layout import USER_IMAGE_ARCHIVE
+
+    if cfg.spawner.kind != "docker":
+        return {}
+    if cfg.spawner.image_archive is None:
+        raise ChrootError(
+            "the chroot builder cannot pull the user image (no Docker daemon runs in a "
+            "chroot): set spawner.image_archive (loaded at first boot), use --builder packer "
+            "or openstacksdk, or spawner.kind: systemd"
+        )
+    # No daemon in a chroot: bakery-user-image.service loads the archive at first boot.
+    return {USER_IMAGE_ARCHIVE: cfg.spawner.image_archive.source(Path(config_path).parent)}
+
+
+def bake(
+    *, config_path: str | Path, output: str | Path | None = None, progress: Reporter = quiet
+) -> list[BakeResult]:
     """`bakery bake --builder chroot`: the workshop's bake stage into a golden qcow2.
 
     The base is ``bake.qemu_base_image``; the output defaults to ``build/NAME-golden.qcow2``
-    beside the config.
-    """
-    from bakery.config import load_config
-    from bakery.render import USER_IMAGE_ARCHIVE, build_cloud_config
+    beside the config. The bake stage writes the bake record into the image (as in every
+    builder); the sidecar ``OUTPUT.bakery.json`` carries it with the image's name and Glance
+    properties, for an upload.
 
+    Returns:
+        One result: the file, its name, the record, seconds per step.
+
+    Raises:
+        ChrootError: no base image, a docker workshop without an image archive, a failed step.
+    """
+    from bakery.render import build_cloud_config
+
+    config_path = Path(config_path)
     cfg = load_config(config_path)
     if cfg.bake.qemu_base_image is None:
         raise ChrootError(
             f"{config_path}: bake.qemu_base_image: the chroot builder needs a base qcow2 cloud "
             "image with cloud-init"
         )
-    copies: dict[str, Path] = {}
-    if cfg.spawner.kind == "docker":
-        if cfg.spawner.image_archive is None:
-            raise ChrootError(
-                "the chroot builder cannot pull the user image (no Docker daemon runs in a "
-                "chroot): set spawner.image_archive (loaded at first boot), use --builder packer "
-                "or openstacksdk, or spawner.kind: systemd"
-            )
-        # No daemon in a chroot: bakery-user-image.service loads the archive at first boot.
-        copies[USER_IMAGE_ARCHIVE] = cfg.spawner.image_archive.source(Path(config_path).parent)
-    out = output or Path(config_path).parent / "build" / f"{cfg.name}-golden.qcow2"
+    copies = _copies(cfg, config_path)
+    out = bake_output(config_path, cfg, Path(output) if output else None)
     out.parent.mkdir(parents=True, exist_ok=True)
+    name = image.image_name(cfg)
     timings = bake_chroot(
         build_cloud_config(cfg, stage="bake"),
         base=Path(cfg.bake.qemu_base_image),
@@ -558,5 +607,11 @@ def bake_golden(
         progress=progress,
         copies=copies,
     )
-    progress(f"baked in {sum(timings.values()):.0f} s")
-    return out
+    rec = image.record(cfg)
+    image.write_sidecar(out, image.sidecar(cfg, rec, name, "qcow2"))
+    progress(f"baked {name} in {sum(timings.values()):.0f} s: {out}")
+    return [BakeResult("chroot", name, rec, path=out, timings=timings)]
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(sys.argv[1:]))

@@ -30,17 +30,3 @@ MINIFORGE_SHA256 = {
 }
 # The Python the conda-installed hub environment gets.
 CONDA_PYTHON = "3.12"
-
-
-def manifest() -> dict[str, str]:
-    """The component versions, as recorded in a golden image and shown by `bakery validate`."""
-    return {
-        "jupyterhub": JUPYTERHUB,
-        "dockerspawner": DOCKERSPAWNER,
-        "jupyterhub-idle-culler": JUPYTERHUB_IDLE_CULLER,
-        "jupyterhub-systemdspawner": JUPYTERHUB_SYSTEMDSPAWNER,
-        "jupyterlab": JUPYTERLAB,
-        "configurable-http-proxy": CONFIGURABLE_HTTP_PROXY,
-        "user-image": USER_IMAGE,
-        "miniforge": MINIFORGE,
-    }

@@ -1,4 +1,4 @@
-"""Packer rendering: real `packer validate`/`fmt -check` on every render, HCL escaping, `bake`."""
+"""Packer rendering: real `packer validate`/`fmt -check` on every render, JSON values, `bake`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import email
 import email.policy
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +20,10 @@ import pytest
 import yaml
 from helpers import EXAMPLES, require_tool
 
-from bakery import packer
+from bakery import image, packer
 from bakery.config import load_config
-from bakery.errors import ConfigError, RenderError
+from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing
+from bakery.progress import Collector
 
 OLD, NEW = "1.6.6", "1.11.2"
 
@@ -169,7 +169,7 @@ def test_render_validates_with_real_packer(
     out = tmp_path / "packer"
     written = packer.write_packer(cfg, out_dir=out, packer_version=OLD)
     names = {p.relative_to(out).as_posix() for p in written}
-    assert {"bakery.pkr.hcl", "bakery.auto.pkrvars.hcl", "bake-user-data", "image.json"} <= names
+    assert {"bakery.pkr.hcl", packer.VARS_FILE, "bake-user-data", "image.json"} <= names
     assert "plugins.pkr.hcl" not in names and not (out / "plugins.pkr.hcl").exists()
     assert ("qemu-seed/meta-data" in names) == (cfg.bake.qemu_base_image is not None)
     _packer("validate", ".", cwd=out, env=os_env)
@@ -188,7 +188,7 @@ def test_modern_packer_shape(config_path: Path, tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     packer.write_packer(cfg, out_dir=old, packer_version=OLD)
     packer.write_packer(cfg, out_dir=new, packer_version=NEW)
-    for name in ("bakery.pkr.hcl", "bakery.auto.pkrvars.hcl"):
+    for name in ("bakery.pkr.hcl", packer.VARS_FILE):
         assert (old / name).read_bytes() == (new / name).read_bytes()
     plugins = hcl2.loads((new / "plugins.pkr.hcl").read_text())
     block = plugins["packer"][0]
@@ -226,21 +226,24 @@ def test_build_structure(write_config: Callable[[str], Path], tmp_path: Path) ->
         '"${path.root}/scripts/wait-cloud-init.sh"',
         '"${path.root}/scripts/clean.sh"',
     ]
-    variables = hcl2.loads((out / "bakery.auto.pkrvars.hcl").read_text())
-    assert variables["source_image"] == '"0b1e6f5c-3a6a-4b6e-9f2e-1c2d3e4f5a6b"'
-    assert variables["source_image_name"] == '""'
-    assert variables["image_name"].startswith('"golden-both-0.1.0-')
-    assert variables["image_date_suffix"] is False
+    variables = json.loads((out / packer.VARS_FILE).read_text())
+    assert variables["source_image"] == "0b1e6f5c-3a6a-4b6e-9f2e-1c2d3e4f5a6b"
+    assert variables["source_image_name"] == ""
+    assert variables["image_name"] == image.image_name(cfg)
+    assert variables["image_name"].startswith("golden-both-0.1.0-")
+    assert "image_date_suffix" not in variables
     assert variables["volume_size"] == 40
-    assert variables["qemu_disk_size"] == '"30720M"'
-    meta = {k.strip('"'): v.strip('"') for k, v in variables["image_metadata"].items()}
+    assert variables["qemu_disk_size"] == "30720M"
+    meta = variables["image_metadata"]
     record = json.loads((out / "image.json").read_text())
+    assert record == image.record(cfg)
+    assert meta == image.properties(cfg, record)
     assert meta["bakery_config_sha256"] == record["config_sha256"]
     assert meta["bakery_jupyterhub"] == record["components"]["jupyterhub"]
-    assert (
-        record["user_data_sha256"]
-        == packer.hashlib.sha256((out / "bake-user-data").read_bytes()).hexdigest()
-    )
+    # The bake stage itself writes the record into the image.
+    bake_doc = yaml.safe_load((out / "bake-user-data").read_bytes())
+    (entry,) = [f for f in bake_doc["write_files"] if f["path"] == image.RECORD_PATH]
+    assert json.loads(entry["content"]) == record
 
 
 def test_variable_values_reach_packer_unchanged(
@@ -260,54 +263,44 @@ def test_variable_values_reach_packer_unchanged(
     assert {k: got[4][k] for k in b.image_properties} == b.image_properties
 
 
-# --- hcl_string -----------------------------------------------------------------------------------
+# --- the variables file ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("value", "literal"),
-    [
-        ("plain", '"plain"'),
-        ('say "hi"', '"say \\"hi\\""'),
-        ("a\\b", '"a\\\\b"'),
-        ("${x}", '"$${x}"'),
-        ("%{x}", '"%%{x}"'),
-        ("$${x}", '"$$${x}"'),
-        ("a\nb\tc\rd", '"a\\nb\\tc\\rd"'),
-        ("\x00\x1b\x7f", '"\\u0000\\u001b\\u007f"'),
-        ("$ % { }", '"$ % { }"'),
-    ],
-)
-def test_hcl_string_table(value: str, literal: str) -> None:
-    assert packer.hcl_string(value) == literal
-
-
-def test_hcl_string_round_trips_through_packer(tmp_path: Path) -> None:
-    """The real oracle: Packer parses each literal back to the original string."""
+def test_json_values_round_trip_through_packer(tmp_path: Path) -> None:
+    """The real oracle: Packer reads every hostile string back from the JSON file unchanged."""
     lines = ["variable x {", "  type = list(string)", "}"]
     (tmp_path / "x.pkr.hcl").write_text(
         "\n".join(lines) + "\n" + 'source "null" "n" {\n'
         '  communicator = "none"\n}\n\nbuild {\n'
         '  sources = ["source.null.n"]\n}\n'
     )
-    items = ",\n  ".join(packer.hcl_string(v) for v in HOSTILE)
-    (tmp_path / "x.auto.pkrvars.hcl").write_text(f"x = [\n  {items},\n]\n")
+    (tmp_path / "x.auto.pkrvars.json").write_text(packer.variables_json({"x": HOSTILE}))
     got = json.loads(_packer("console", ".", cwd=tmp_path, stdin="jsonencode(var.x)\n").strip())
     assert got == HOSTILE
 
 
-def test_hcl_string_parses_with_python_hcl2() -> None:
-    hcl2 = _hcl2()
-    # python-hcl2's lexer rejects an escaped "$${" or "%%{" that no "}" closes (Packer accepts it,
-    # see the round trip above): leave those values to Packer.
-    for value in [v for v in HOSTILE if not re.search(r"[$%]\{[^}]*$", v)]:
-        literal = packer.hcl_string(value)
-        assert "\n" not in literal
-        assert hcl2.loads(f"x = {literal}\n") == {"x": literal}
-
-
-def test_go_template_braces_are_refused() -> None:
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"flavor": "{{ timestamp }}"},
+        {"image_metadata": {"k": "{{ .Evil }}"}},
+        {"image_metadata": {"{{ .Key }}": "v"}},
+        {"security_groups": ["ok", "a{{b"]},
+    ],
+)
+def test_go_template_braces_are_refused(variables: dict[str, Any]) -> None:
     with pytest.raises(RenderError, match="cannot be passed to Packer"):
-        packer._hcl_value({"k": "{{ .Evil }}"})
+        packer.variables_json(variables)
+
+
+def test_no_hcl_values_file_is_left(write_config: Callable[[str], Path], tmp_path: Path) -> None:
+    """A render over an older one removes its bakery.auto.pkrvars.hcl (Packer would read both)."""
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "bakery.auto.pkrvars.hcl").write_text('flavor = "old"\n')
+    packer.write_packer(load_config(write_config("name: mini\n")), out_dir=out, packer_version=OLD)
+    assert not (out / "bakery.auto.pkrvars.hcl").exists()
+    assert json.loads((out / packer.VARS_FILE).read_text())["flavor"] == "m1.medium"
 
 
 @pytest.mark.parametrize(
@@ -317,10 +310,10 @@ def test_go_template_braces_are_refused() -> None:
         ("security_groups: ['a}}b']", "not allowed"),
         ('source_image: "line\\nbreak"', "control characters"),
         ("image_properties: {bakery_version: x}", "bakery's"),
-        ("image_properties: {'bad key': x}", "pattern"),
-        ("image_name: 'has space'", "pattern"),
-        ("image_name: '../up'", "pattern"),
-        ("networks: [private]", "pattern"),
+        ("image_properties: {'bad key': x}", "use letters, digits"),
+        ("image_name: 'has space'", "use 1-100 letters"),
+        ("image_name: '../up'", "use 1-100 letters"),
+        ("networks: [private]", "network UUID"),
         ("ssh_user: root", "not root"),
         ("volume_size: 10", "volume_backed"),
         ("qemu_base_image: relative.qcow2", "absolute path"),
@@ -412,6 +405,8 @@ elif sys.argv[1] == "build":
                "packer_run_uuid": "r1"}}]
     pathlib.Path("packer-manifest.json").write_text(
         json.dumps({{"builds": builds, "last_run_uuid": "r2"}}))
+    pathlib.Path("images/img-1").mkdir(parents=True, exist_ok=True)
+    pathlib.Path("images/img-1/img-1.qcow2").write_bytes(b"QFI")
     print("==> Builds finished.")
     sys.exit({build_rc})
 """
@@ -435,14 +430,23 @@ def test_bake_runs_packer(
     cfg = load_config(path)
     exe, log = _fake_packer(tmp_path, version)
     out_dir = tmp_path / "bake"
-    progress = tmp_path / "progress.txt"
-    with progress.open("w") as stream:
-        results = packer.bake(
-            cfg, config_path=path, only="qemu", out_dir=out_dir, packer=exe, out=stream
-        )
-    assert results == [
-        packer.BakeResult("qemu", "img-1", "VM", (str(out_dir / "images/img-1/img-1.qcow2"),))
-    ]
+    progress = Collector()
+    results = packer.bake(
+        config_path=path, only="qemu", output=out_dir, packer=exe, progress=progress
+    )
+    (result,) = results
+    qcow2 = out_dir / "images/img-1/img-1.qcow2"
+    assert (result.builder, result.image_name, result.path, result.image_id) == (
+        "packer:qemu",
+        "img-1",
+        qcow2,
+        None,
+    )
+    assert result.record == image.record(cfg) and "packer build" in result.timings
+    # A file image carries its sidecar: an upload gives it the record's properties.
+    side = image.read_sidecar(qcow2)
+    assert side["record"] == result.record and side["image_name"] == "img-1"
+    assert side["properties"] == image.properties(cfg, result.record)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c[1] for c in calls] == ["version", *(["init"] if init else []), "build"]
     build = calls[-1]
@@ -455,33 +459,28 @@ def test_bake_runs_packer(
     seed = _parts((out_dir / "qemu-seed" / "user-data").read_bytes())
     assert seed[1][2]["users"][0]["ssh_authorized_keys"][0].startswith("ssh-ed25519 ")
     assert (out_dir / "plugins.pkr.hcl").exists() == init
-    text = progress.read_text()
-    assert "==> Builds finished." in text and "baked qemu image img-1 (VM)" in text
+    assert "==> Builds finished." in progress.messages
+    assert any(m.startswith(f"running {exe} build -color=false") for m in progress.messages)
 
 
 def test_bake_reports_packer_failure(write_config: Callable[[str], Path], tmp_path: Path) -> None:
     path = write_config("name: mini\n")
     exe, _ = _fake_packer(tmp_path, OLD, build_rc=1)
-    with (
-        (tmp_path / "p.txt").open("w") as stream,
-        pytest.raises(packer.BakeryError, match="exit 1"),
-    ):
-        packer.bake(
-            load_config(path), config_path=path, out_dir=tmp_path / "b", packer=exe, out=stream
-        )
+    with pytest.raises(BuildError, match="exit 1"):
+        packer.bake(config_path=path, output=tmp_path / "b", packer=exe)
 
 
 def test_bake_without_packer(write_config: Callable[[str], Path], tmp_path: Path) -> None:
     path = write_config("name: mini\n")
-    with pytest.raises(packer.PackerMissing, match="apt-get install packer") as info:
-        packer.bake(load_config(path), config_path=path, packer=str(tmp_path / "no-packer"))
+    with pytest.raises(ToolMissing, match="apt-get install packer") as info:
+        packer.bake(config_path=path, packer=str(tmp_path / "no-packer"))
     assert info.value.exit_code == 2
 
 
 def test_bake_qemu_needs_base_image(write_config: Callable[[str], Path]) -> None:
     path = write_config("name: mini\n")
     with pytest.raises(ConfigError, match="qemu_base_image"):
-        packer.bake(load_config(path), config_path=path, only="qemu")
+        packer.bake(config_path=path, only="qemu")
 
 
 @pytest.mark.parametrize(
@@ -526,13 +525,15 @@ def test_cli_bake_without_packer_exits_2(tmp_path: Path) -> None:
 
 # --- a real local bake (slow: boots a VM under qemu) ----------------------------------------------
 
-CUT_DOWN_BAKE = b"""#cloud-config
-write_files:
-  - path: /etc/bakery/bake.json
-    content: '{"cut-down": true}'
-runcmd:
-  - [sh, -c, "echo baked > /var/lib/bakery-proof"]
-"""
+
+def cut_down_bake(config: Path) -> bytes:
+    """A bake stage of seconds: the bake record (as the real one writes it) and a proof file."""
+    record = image.record_json(image.record(load_config(config)))
+    doc = {
+        "write_files": [{"path": image.RECORD_PATH, "content": record}],
+        "runcmd": [["sh", "-c", "echo baked > /var/lib/bakery-proof"]],
+    }
+    return ("#cloud-config\n" + yaml.safe_dump(doc)).encode()
 
 
 @pytest.mark.e2e
@@ -551,19 +552,17 @@ def test_qemu_bake_end_to_end(tmp_path: Path) -> None:
         f"name: tinybake\nos: debian-12\nbake:\n  qemu_base_image: {base}\n"
         "  qemu_accelerator: tcg\n  qemu_disk_size: 8\n  qemu_memory: 1536\n"
     )
-    with (tmp_path / "packer.log").open("w") as log:
-        results = packer.bake(
-            load_config(config),
-            config_path=config,
-            only="qemu",
-            out_dir=tmp_path / "out",
-            bake_user_data=CUT_DOWN_BAKE,
-            out=log,
-        )
+    results = packer.bake(
+        config_path=config,
+        only="qemu",
+        output=tmp_path / "out",
+        bake_user_data=cut_down_bake(config),
+        progress=lambda m, *, transient=False: print(m, file=sys.stderr),
+    )
     assert len(results) == 1 and results[0].image_name.startswith("bakery-tinybake-20")
-    (image,) = results[0].files
+    qcow2 = str(results[0].path)
     raw = tmp_path / "disk.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", image, str(raw)], check=True)
+    subprocess.run(["qemu-img", "convert", "-O", "raw", qcow2, str(raw)], check=True)
     loop = subprocess.run(
         ["losetup", "--show", "-f", "-r", "-o", str(2048 * 512), str(raw)],
         capture_output=True,
@@ -589,8 +588,9 @@ def test_qemu_bake_end_to_end(tmp_path: Path) -> None:
             assert not (root / "root/.ssh/authorized_keys").exists()
             assert not list((root / "var/log/journal").iterdir())
             assert not (root / "var/lib/systemd/random-seed").exists()
-            record = json.loads((root / "etc/bakery/image.json").read_text())
+            record = json.loads((root / image.RECORD_PATH.lstrip("/")).read_text())
             assert record == json.loads((tmp_path / "out/image.json").read_text())
+            assert record == results[0].record
             assert (root / "var/lib/bakery-proof").read_text() == "baked\n"
         finally:
             subprocess.run(["umount", str(root)], check=True)
@@ -613,13 +613,13 @@ def test_image_archive_is_uploaded_and_loaded(
     packer.write_packer(load_config(path), out_dir=out, packer_version=OLD, config_dir=path.parent)
     build = hcl2.loads((out / "bakery.pkr.hcl").read_text())["build"][0]
     kinds = [next(iter(p)) for p in build["provisioner"]]
-    assert kinds == ['"shell"', '"file"', '"file"', '"shell"', '"shell"']
-    upload = build["provisioner"][2]['"file"']
+    assert kinds == ['"shell"', '"file"', '"shell"', '"shell"']
+    upload = build["provisioner"][1]['"file"']
     assert upload["source"] == "${var.user_image_archive}"
-    load = build["provisioner"][3]['"shell"']["inline"]
+    load = build["provisioner"][2]['"shell"']["inline"]
     assert load[-1] == '"sudo /usr/local/lib/bakery/user-image.sh"'
     assert "/var/lib/bakery/user-image.tar" in load[0]
-    variables = hcl2.loads((out / "bakery.auto.pkrvars.hcl").read_text())
-    assert variables["user_image_archive"] == f'"{path.parent / "images" / "nb.tar"}"'
+    variables = json.loads((out / packer.VARS_FILE).read_text())
+    assert variables["user_image_archive"] == str(path.parent / "images" / "nb.tar")
     _packer("validate", ".", cwd=out, env=os_env)
     _packer("fmt", "-check", ".", cwd=out)

@@ -138,7 +138,8 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
 
 def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path:
     """Bake (or reuse) the golden image of ``config`` with the chroot builder."""
-    from bakery import chroot
+    from bakery import chroot, image
+    from bakery.config import load_config
 
     out, doc = golden_path(base_image, config)
     if out.is_file() and not force:
@@ -146,13 +147,17 @@ def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+
+    def progress(message: str, *, transient: bool = False) -> None:
+        print(f"[bake] {message}", file=sys.stderr)
+
+    # chroot.bake without its config lookup of the base image: the harness picks the base.
     steps = chroot.bake_chroot(
-        doc,
-        base=base_image,
-        output=out,
-        progress=lambda m: print(f"[bake] {m}", file=sys.stderr),
-        copies=golden_copies(config),
+        doc, base=base_image, output=out, progress=progress, copies=golden_copies(config)
     )
+    cfg = load_config(config)
+    rec = image.record(cfg)
+    image.write_sidecar(out, image.sidecar(cfg, rec, image.image_name(cfg), "qcow2"))
     record("bake (chroot)", time.monotonic() - start)
     for step, seconds in steps.items():
         record(f"  bake: {step}", seconds)
