@@ -1,676 +1,46 @@
 """OpenStack operations against a fake cloud: the real openstacksdk over registered HTTP answers.
 
-``FakeCloud`` answers keystone, Nova, Neutron and Glance the way the services do (payload shapes
-from the API references and openstacksdk's own fixtures) and keeps what was created, so a second
-``launch`` sees the first one's resources. Nothing of bakery is mocked except ``time.sleep`` (the
-backoff and polling would otherwise take minutes) and, where a test is not about it, the hub's
-health check.
+The fake (tests/fakecloud.py) keeps what was created, so a second ``launch`` sees the first one's
+resources. Nothing of bakery is mocked except ``time.sleep`` (keystoneauth's backoff and the
+waiters would otherwise take minutes) and, where a test is not about it, the hub's health check.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import os
-import re
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import requests_mock as rm
 import yaml
+from fakecloud import (
+    BAKED_IMAGE,
+    FAULT_MESSAGE,
+    IDENTITY,
+    KEY,
+    OTHER_KEY,
+    PRIVATE_NET,
+    PUBLIC_NET,
+    QUOTA_MESSAGE,
+    STOCK_IMAGE,
+    FakeCloud,
+    use_fake_cloud,
+    user_data,
+    write_workshop,
+)
 from typer.testing import CliRunner
 
-from bakery import cloud
+from bakery import cli, cloud, resources
+from bakery import launch as launch_mod
 from bakery.cli import app
 from bakery.config import load_config
-from bakery.errors import BakeryError, RenderError
+from bakery.errors import AuthError, BakeryError, CloudError, QuotaError, RenderError
 from bakery.sizing import Estimate, estimate_workshop
-
-IDENTITY = "http://cloud.test:5000/v3"
-COMPUTE = "http://cloud.test:8774/v2.1"
-NETWORK = "http://cloud.test:9696"
-IMAGE = "http://cloud.test:9292"
-PROJECT = "8ba4f1b5f3b84a0e9f2f5a5c0c5c3f11"
-USER = "5c6fd1a3d9f84b7c8e0cb7b0d4a33e2a"
-PUBLIC_NET = "b1f1c0de-0000-4000-8000-00000000e7e1"
-PRIVATE_NET = "b1f1c0de-0000-4000-8000-0000000000a1"
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ada@laptop"
-OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBxKQmVcQdBGm2sXvZbW1uGGYXy7u0G4hZ1WnDkLTSmE x@y"
-STOCK_IMAGE = "0c2c6f4e-1f0b-4a57-9b0e-6b4f6a1d2e01"
-BAKED_IMAGE = "0c2c6f4e-1f0b-4a57-9b0e-6b4f6a1d2e02"
-NOW = "2024-05-02T10:00:00Z"
-# The services say what they send; openstacksdk reads error messages only from JSON bodies.
-JSON = {"Content-Type": "application/json"}
-
-QUOTA_MESSAGE = "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"
-FAULT_MESSAGE = "No valid host was found. There are not enough hosts available."
-
-
-def write_workshop(tmp_path: Path, **openstack: Any) -> Path:
-    """workshop.yaml for the fake cloud (5 trainees, one admin), with ``openstack`` overrides."""
-    key = tmp_path / "id_ed25519.pub"
-    key.write_text(KEY + "\n")
-    settings = {
-        "cloud": "fakecloud",
-        "image": "ubuntu-24.04",
-        "flavor": "m1.large",
-        "networks": ["private"],
-        "floating_ip_network": "public",
-        "public_key": str(key),
-        "admin_cidr": "192.0.2.0/24",
-        "metadata": {"course": "intro-2024"},
-        **openstack,
-    }
-    doc = {
-        "name": "intro",
-        "users": {"names": ["ada"], "count": 4, "admins": ["teacher"]},
-        "openstack": settings,
-    }
-    path = tmp_path / "workshop.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-# --- the fake cloud -------------------------------------------------------------------------------
-
-
-def _id() -> str:
-    return str(uuid.uuid4())
-
-
-def _catalog_token() -> dict[str, Any]:
-    """A keystone v3 project-scoped token with the service catalog of a small cloud."""
-    catalog = []
-    for kind, name, url in [
-        ("identity", "keystone", IDENTITY),
-        ("compute", "nova", COMPUTE),
-        ("network", "neutron", NETWORK),
-        ("image", "glance", IMAGE),
-    ]:
-        catalog.append(
-            {
-                "id": uuid.uuid5(uuid.NAMESPACE_URL, url).hex,
-                "type": kind,
-                "name": name,
-                "endpoints": [
-                    {
-                        "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{url}#{interface}").hex,
-                        "interface": interface,
-                        "region": "RegionOne",
-                        "region_id": "RegionOne",
-                        "url": url,
-                    }
-                    for interface in ("public", "internal", "admin")
-                ],
-            }
-        )
-    return {
-        "token": {
-            "methods": ["password"],
-            "user": {
-                "id": USER,
-                "name": "ada",
-                "domain": {"id": "default", "name": "Default"},
-                "password_expires_at": None,
-            },
-            "project": {
-                "id": PROJECT,
-                "name": "training",
-                "domain": {"id": "default", "name": "Default"},
-            },
-            "roles": [{"id": "9fe2ff9ee4384b1894a90878d3e92bab", "name": "member"}],
-            "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"],
-            "issued_at": "2024-05-02T10:00:00.000000Z",
-            "expires_at": "2099-01-01T00:00:00.000000Z",
-            "is_domain": False,
-            "catalog": catalog,
-        }
-    }
-
-
-def _discovery() -> list[tuple[str, str, dict[str, Any], int]]:
-    """(method, url, body, status) of the version documents openstacksdk reads first."""
-    identity = {
-        "version": {
-            "id": "v3.14",
-            "status": "stable",
-            "updated": "2020-04-07T00:00:00Z",
-            "links": [{"rel": "self", "href": f"{IDENTITY}/"}],
-            "media-types": [
-                {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
-            ],
-        }
-    }
-    compute_v21 = {
-        "id": "v2.1",
-        "status": "CURRENT",
-        "version": "2.96",
-        "min_version": "2.1",
-        "updated": "2013-07-23T11:33:21Z",
-        "links": [{"rel": "self", "href": f"{COMPUTE}/"}],
-        "media-types": [
-            {
-                "base": "application/json",
-                "type": "application/vnd.openstack.compute+json;version=2.1",
-            }
-        ],
-    }
-    network = {
-        "versions": [
-            {
-                "id": "v2.0",
-                "status": "CURRENT",
-                "links": [{"rel": "self", "href": f"{NETWORK}/v2.0/"}],
-            }
-        ]
-    }
-    image = {
-        "versions": [
-            {
-                "id": f"v2.{n}",
-                "status": "CURRENT" if n == 16 else "SUPPORTED",
-                "links": [{"rel": "self", "href": f"{IMAGE}/v2/"}],
-            }
-            for n in range(16, -1, -1)
-        ]
-    }
-    return [
-        ("GET", IDENTITY, identity, 200),
-        ("GET", f"{IDENTITY}/", identity, 200),
-        ("GET", COMPUTE, {"version": compute_v21}, 200),
-        ("GET", f"{COMPUTE}/", {"version": compute_v21}, 200),
-        ("GET", "http://cloud.test:8774/", {"versions": [compute_v21]}, 200),
-        ("GET", NETWORK, network, 200),
-        ("GET", f"{NETWORK}/", network, 200),
-        ("GET", IMAGE, image, 300),
-        ("GET", f"{IMAGE}/", image, 300),
-    ]
-
-
-# Neutron wraps items as {"security_group": ...} and lists as {"security_groups": [...]};
-# Glance answers an image bare and a list as {"images": [...], "first": ..., "schema": ...}.
-NEUTRON_ONE = {"groups": "security_group", "fips": "floatingip", "networks": "network"}
-NEUTRON_MANY = {"groups": "security_groups", "rules": "security_group_rules", "fips": "floatingips"}
-PAGING = ("limit", "marker", "fields", "sort_key", "sort_dir")
-
-
-@dataclass
-class Failure:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    body: dict[str, Any]
-    times: int | None  # None: every time
-
-
-@dataclass
-class FakeCloud:
-    """Nova, Neutron and Glance with in-memory state, answering through requests-mock."""
-
-    mock: rm.Mocker
-    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fips: dict[str, dict[str, Any]] = field(default_factory=dict)
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)
-    flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
-    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    boot_outcome: str = "ACTIVE"  # what a new server becomes after one BUILD poll
-    console: str = "bakery: intro boot stage done after 61.2 seconds\n"
-    failures: list[Failure] = field(default_factory=list)
-    since: int = 0  # calls() looks at the requests from this one on
-
-    def __post_init__(self) -> None:
-        self.routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
-            ("POST", re.compile(r"/v3/auth/tokens$"), self._token),
-            # Nova
-            ("GET", re.compile(r":8774/v2\.1/os-keypairs$"), self._list_keypairs),
-            ("GET", re.compile(r":8774/v2\.1/os-keypairs/([^/]+)$"), self._get_keypair),
-            ("POST", re.compile(r":8774/v2\.1/os-keypairs$"), self._create_keypair),
-            ("DELETE", re.compile(r":8774/v2\.1/os-keypairs/([^/]+)$"), self._delete_keypair),
-            ("GET", re.compile(r":8774/v2\.1/flavors/detail$"), self._list_flavors),
-            ("GET", re.compile(r":8774/v2\.1/flavors/([^/]+)$"), self._get_flavor),
-            ("GET", re.compile(r":8774/v2\.1/servers/detail$"), self._list_servers),
-            ("GET", re.compile(r":8774/v2\.1/servers/([^/]+)$"), self._get_server),
-            ("POST", re.compile(r":8774/v2\.1/servers$"), self._create_server),
-            ("DELETE", re.compile(r":8774/v2\.1/servers/([^/]+)$"), self._delete_server),
-            ("POST", re.compile(r":8774/v2\.1/servers/([^/]+)/action$"), self._server_action),
-            # Neutron
-            ("GET", re.compile(r":9696/v2\.0/security-groups$"), self._list("groups")),
-            ("GET", re.compile(r":9696/v2\.0/security-groups/([^/]+)$"), self._get("groups")),
-            ("POST", re.compile(r":9696/v2\.0/security-groups$"), self._create_group),
-            ("DELETE", re.compile(r":9696/v2\.0/security-groups/([^/]+)$"), self._delete("groups")),
-            ("GET", re.compile(r":9696/v2\.0/security-group-rules$"), self._list("rules")),
-            ("POST", re.compile(r":9696/v2\.0/security-group-rules$"), self._create_rule),
-            ("GET", re.compile(r":9696/v2\.0/networks$"), self._list("networks")),
-            ("GET", re.compile(r":9696/v2\.0/networks/([^/]+)$"), self._get("networks")),
-            ("GET", re.compile(r":9696/v2\.0/ports$"), self._list("ports")),
-            ("GET", re.compile(r":9696/v2\.0/floatingips$"), self._list("fips")),
-            ("POST", re.compile(r":9696/v2\.0/floatingips$"), self._create_fip),
-            ("DELETE", re.compile(r":9696/v2\.0/floatingips/([^/]+)$"), self._delete("fips")),
-            # Glance
-            ("GET", re.compile(r":9292/v2/images$"), self._list("images")),
-            ("GET", re.compile(r":9292/v2/images/([^/]+)$"), self._get("images")),
-        ]
-        for method, url, body, status in _discovery():
-            self.mock.register_uri(method, url, json=body, status_code=status, headers=JSON)
-        self.mock.add_matcher(self._route)
-        for name, net_id, external in [
-            ("public", PUBLIC_NET, True),
-            ("private", PRIVATE_NET, False),
-        ]:
-            self.networks[net_id] = {
-                "id": net_id,
-                "name": name,
-                "status": "ACTIVE",
-                "admin_state_up": True,
-                "router:external": external,
-                "shared": False,
-                "mtu": 1450,
-                "subnets": [_id()],
-                "project_id": PROJECT,
-                "tenant_id": PROJECT,
-                "tags": [],
-                "created_at": NOW,
-                "updated_at": NOW,
-                "revision_number": 1,
-            }
-        for image_id, name, props in [
-            (STOCK_IMAGE, "ubuntu-24.04", {"os_distro": "ubuntu"}),
-            (
-                BAKED_IMAGE,
-                "bakery-intro-20240501-0900",
-                {"bakery_workshop": "intro", "bakery_version": "0.1.0"},
-            ),
-        ]:
-            self.images[image_id] = {
-                "id": image_id,
-                "name": name,
-                "status": "active",
-                "visibility": "private",
-                "disk_format": "qcow2",
-                "container_format": "bare",
-                "min_disk": 0,
-                "min_ram": 0,
-                "size": 3_221_225_472,
-                "checksum": "0f343b0931126a20f133d67c2b018a3b",
-                "os_hash_algo": "sha512",
-                "os_hash_value": "a" * 128,
-                "owner": PROJECT,
-                "protected": False,
-                "os_hidden": False,
-                "tags": [],
-                "created_at": NOW,
-                "updated_at": NOW,
-                "self": f"/v2/images/{image_id}",
-                "file": f"/v2/images/{image_id}/file",
-                "schema": "/v2/schemas/image",
-                **props,
-            }
-        for name, ram, vcpus, disk in [
-            ("m1.tiny", 512, 1, 1),
-            ("m1.small", 2048, 1, 20),
-            ("m1.medium", 4096, 2, 40),
-            ("m1.large", 8192, 4, 80),
-            ("m1.xlarge", 16384, 8, 160),
-            ("v1.large", 8192, 4, 0),
-        ]:
-            self.add_flavor(name, ram, vcpus, disk)
-
-    def add_flavor(self, name: str, ram: int, vcpus: int, disk: int) -> None:
-        """A public flavor as Nova (2.61+) lists it."""
-        flavor_id = str(len(self.flavors) + 1)
-        self.flavors[flavor_id] = {
-            "id": flavor_id,
-            "name": name,
-            "ram": ram,
-            "vcpus": vcpus,
-            "disk": disk,
-            "OS-FLV-EXT-DATA:ephemeral": 0,
-            "swap": 0,
-            "rxtx_factor": 1.0,
-            "os-flavor-access:is_public": True,
-            "OS-FLV-DISABLED:disabled": False,
-            "description": None,
-            "extra_specs": {},
-            "links": [{"rel": "self", "href": f"{COMPUTE}/flavors/{flavor_id}"}],
-        }
-
-    # -- plumbing --
-
-    def fail(
-        self, method: str, path: str, status: int, body: dict[str, Any], times: int | None = 1
-    ) -> None:
-        """The next ``times`` requests matching ``method`` and ``path`` (a regex) get an error."""
-        self.failures.append(Failure(method, re.compile(path), status, body, times))
-
-    def _route(self, request: Any) -> Any:
-        url = request.url.split("?")[0]
-        for failure in self.failures:
-            if (
-                failure.method == request.method
-                and failure.pattern.search(url)
-                and failure.times != 0
-            ):
-                if failure.times is not None:
-                    failure.times -= 1
-                return rm.create_response(
-                    request, status_code=failure.status, json=failure.body, headers=JSON
-                )
-        for method, pattern, handler in self.routes:
-            match = pattern.search(url)
-            if method == request.method and match:
-                query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
-                body = json.loads(request.body) if request.body else None
-                status, payload = handler(*match.groups(), query=query, body=body)
-                if payload is None:
-                    return rm.create_response(request, status_code=status)
-                headers = dict(JSON)
-                if "auth/tokens" in url:
-                    headers["X-Subject-Token"] = "gAAAAABfaketoken"
-                return rm.create_response(
-                    request, status_code=status, json=payload, headers=headers
-                )
-        return None
-
-    def calls(self, method: str, path: str) -> list[Any]:
-        """The requests made with ``method`` whose path matches the regex ``path``."""
-        return [
-            r
-            for r in self.mock.request_history[self.since :]
-            if r.method == method and re.search(path, r.url.split("?")[0])
-        ]
-
-    @staticmethod
-    def _not_found(kind: str, ident: str) -> tuple[int, Any]:
-        """Nova's 404."""
-        return 404, {
-            "itemNotFound": {"code": 404, "message": f"{kind} {ident} could not be found."}
-        }
-
-    @staticmethod
-    def _neutron_not_found(ident: str) -> tuple[int, Any]:
-        return 404, {
-            "NeutronError": {"type": "NotFound", "message": f"{ident} not found", "detail": ""}
-        }
-
-    def _list(self, store: str) -> Callable[..., tuple[int, Any]]:
-        def handler(*, query: dict[str, str], body: Any) -> tuple[int, Any]:
-            items = [
-                item
-                for item in getattr(self, store).values()
-                if all(str(item.get(k)) == v for k, v in query.items() if k not in PAGING)
-            ]
-            if store == "images":
-                return 200, {"images": items, "first": "/v2/images", "schema": "/v2/schemas/images"}
-            return 200, {NEUTRON_MANY.get(store, store): items}
-
-        return handler
-
-    def _get(self, store: str) -> Callable[..., tuple[int, Any]]:
-        def handler(ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-            item = getattr(self, store).get(ident)
-            if store == "images":
-                if item is None:
-                    return 404, {"code": 404, "title": "Not Found", "message": "404 Not Found"}
-                return 200, item
-            if item is None:
-                return self._neutron_not_found(ident)
-            return 200, {NEUTRON_ONE[store]: item}
-
-        return handler
-
-    def _delete(self, store: str) -> Callable[..., tuple[int, Any]]:
-        def handler(ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-            if getattr(self, store).pop(ident, None) is None:
-                return self._neutron_not_found(ident)
-            return 204, None
-
-        return handler
-
-    # -- keystone --
-
-    def _token(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 201, _catalog_token()
-
-    # -- Nova --
-
-    def _list_keypairs(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 200, {"keypairs": [{"keypair": k} for k in self.keypairs.values()]}
-
-    def _get_keypair(self, name: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if name not in self.keypairs:
-            return self._not_found("Keypair", name)
-        return 200, {"keypair": self.keypairs[name]}
-
-    def _create_keypair(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        data = body["keypair"]
-        self.keypairs[data["name"]] = {
-            "name": data["name"],
-            "public_key": data["public_key"],
-            "fingerprint": "1e:2c:9b:56:79:4b:45:77:f9:ca:7a:98:2c:b0:d5:3c",
-            "type": data.get("type", "ssh"),
-            "user_id": USER,
-            "id": len(self.keypairs) + 1,
-            "created_at": NOW,
-            "deleted": False,
-            "deleted_at": None,
-            "updated_at": None,
-        }
-        return 200, {"keypair": self.keypairs[data["name"]]}
-
-    def _delete_keypair(self, name: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if self.keypairs.pop(name, None) is None:
-            return self._not_found("Keypair", name)
-        return 202, None
-
-    def _list_flavors(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 200, {"flavors": list(self.flavors.values())}
-
-    def _get_flavor(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if ident not in self.flavors:
-            return self._not_found("Flavor", ident)
-        return 200, {"flavor": self.flavors[ident]}
-
-    def _list_servers(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        pattern = re.compile(query.get("name", ""))
-        return 200, {"servers": [s for s in self.servers.values() if pattern.search(s["name"])]}
-
-    def _get_server(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        server = self.servers.get(ident)
-        if server is None:
-            return self._not_found("Instance", ident)
-        reply = json.loads(json.dumps(server))
-        if server["status"] == "BUILD":  # one poll in BUILD, then the outcome
-            server["status"] = self.boot_outcome
-            server["OS-EXT-STS:vm_state"] = self.boot_outcome.lower()
-            if self.boot_outcome == "ERROR":
-                server["fault"] = {
-                    "code": 500,
-                    "created": NOW,
-                    "message": FAULT_MESSAGE,
-                    "details": "Traceback (most recent call last): ...",
-                }
-            else:
-                port = next(p for p in self.ports.values() if p["device_id"] == ident)
-                server["addresses"] = {
-                    "private": [
-                        {
-                            "version": 4,
-                            "addr": port["fixed_ips"][0]["ip_address"],
-                            "OS-EXT-IPS:type": "fixed",
-                            "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
-                        }
-                    ]
-                }
-        return 200, {"server": reply}
-
-    def _create_server(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        req = body["server"]
-        server_id = _id()
-        n = len(self.servers) + 5
-        self.servers[server_id] = {
-            "id": server_id,
-            "name": req["name"],
-            "status": "BUILD",
-            "tenant_id": PROJECT,
-            "user_id": USER,
-            "metadata": req.get("metadata", {}),
-            "hostId": "",
-            "image": {"id": req.get("imageRef", "")},
-            "flavor": {"id": req["flavorRef"]},
-            "created": NOW,
-            "updated": NOW,
-            "addresses": {},
-            "accessIPv4": "",
-            "accessIPv6": "",
-            "key_name": req.get("key_name"),
-            "progress": 0,
-            "config_drive": "",
-            "OS-DCF:diskConfig": "MANUAL",
-            "OS-EXT-AZ:availability_zone": "nova",
-            "OS-EXT-STS:task_state": "scheduling",
-            "OS-EXT-STS:vm_state": "building",
-            "OS-EXT-STS:power_state": 0,
-            "OS-SRV-USG:launched_at": None,
-            "OS-SRV-USG:terminated_at": None,
-            "os-extended-volumes:volumes_attached": [],
-            "security_groups": req.get("security_groups", []),
-            "links": [{"rel": "self", "href": f"{COMPUTE}/servers/{server_id}"}],
-        }
-        port_id = _id()
-        self.ports[port_id] = {
-            "id": port_id,
-            "name": "",
-            "network_id": PRIVATE_NET,
-            "device_id": server_id,
-            "device_owner": "compute:nova",
-            "mac_address": f"fa:16:3e:00:00:{n:02x}",
-            "fixed_ips": [{"subnet_id": _id(), "ip_address": f"10.0.0.{n}"}],
-            "status": "ACTIVE",
-            "admin_state_up": True,
-            "project_id": PROJECT,
-            "tenant_id": PROJECT,
-        }
-        return 202, {
-            "server": {
-                "id": server_id,
-                "adminPass": "wLYhm8VTbsJ6",
-                "OS-DCF:diskConfig": "MANUAL",
-                "security_groups": req.get("security_groups", []),
-                "links": [{"rel": "self", "href": f"{COMPUTE}/servers/{server_id}"}],
-            }
-        }
-
-    def _delete_server(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if self.servers.pop(ident, None) is None:
-            return self._not_found("Instance", ident)
-        for port_id in [p for p, port in self.ports.items() if port["device_id"] == ident]:
-            del self.ports[port_id]
-        for fip in self.fips.values():
-            if fip["port_id"] and fip["port_id"] not in self.ports:
-                fip.update(port_id=None, fixed_ip_address=None, port_details=None, status="DOWN")
-        return 204, None
-
-    def _server_action(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        assert "os-getConsoleOutput" in body, body
-        return 200, {"output": self.console}
-
-    # -- Neutron --
-
-    def _create_group(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        data = body["security_group"]
-        group_id = _id()
-        self.groups[group_id] = {
-            "id": group_id,
-            "name": data["name"],
-            "description": data.get("description", ""),
-            "project_id": PROJECT,
-            "tenant_id": PROJECT,
-            "stateful": True,
-            "shared": False,
-            "tags": [],
-            "created_at": NOW,
-            "updated_at": NOW,
-            "revision_number": 1,
-            "security_group_rules": [],
-        }
-        for ethertype in ("IPv4", "IPv6"):  # Neutron's default egress rules
-            self._add_rule(
-                {"security_group_id": group_id, "direction": "egress", "ethertype": ethertype}
-            )
-        return 201, {"security_group": self.groups[group_id]}
-
-    def _add_rule(self, data: dict[str, Any]) -> dict[str, Any]:
-        rule = {
-            "id": _id(),
-            "protocol": None,
-            "port_range_min": None,
-            "port_range_max": None,
-            "remote_ip_prefix": None,
-            "remote_group_id": None,
-            "remote_address_group_id": None,
-            "description": "",
-            "normalized_cidr": data.get("remote_ip_prefix"),
-            "project_id": PROJECT,
-            "tenant_id": PROJECT,
-            "tags": [],
-            "created_at": NOW,
-            "updated_at": NOW,
-            "revision_number": 0,
-            **data,
-        }
-        self.rules[rule["id"]] = rule
-        self.groups[data["security_group_id"]]["security_group_rules"].append(rule)
-        return rule
-
-    def _create_rule(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 201, {"security_group_rule": self._add_rule(body["security_group_rule"])}
-
-    def _create_fip(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        data = body["floatingip"]
-        fip_id = _id()
-        port = self.ports[data["port_id"]]
-        self.fips[fip_id] = {
-            "id": fip_id,
-            "floating_ip_address": f"203.0.113.{len(self.fips) + 10}",
-            "floating_network_id": data["floating_network_id"],
-            "router_id": _id(),
-            "port_id": port["id"],
-            "fixed_ip_address": port["fixed_ips"][0]["ip_address"],
-            "status": "DOWN",
-            "description": data.get("description", ""),
-            "dns_domain": "",
-            "dns_name": "",
-            "qos_policy_id": None,
-            "port_forwardings": [],
-            "port_details": {
-                "name": "",
-                "network_id": PRIVATE_NET,
-                "mac_address": port["mac_address"],
-                "admin_state_up": True,
-                "status": "ACTIVE",
-                "device_id": port["device_id"],
-                "device_owner": "compute:nova",
-            },
-            "project_id": PROJECT,
-            "tenant_id": PROJECT,
-            "tags": [],
-            "created_at": NOW,
-            "updated_at": NOW,
-            "revision_number": 0,
-        }
-        return 201, {"floatingip": self.fips[fip_id]}
-
 
 # --- fixtures -------------------------------------------------------------------------------------
 
@@ -678,60 +48,36 @@ class FakeCloud:
 @pytest.fixture
 def fake(requests_mock: rm.Mocker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCloud:
     """The fake cloud, named ``fakecloud`` in a clouds.yaml of the test's own."""
-    clouds = {
-        "clouds": {
-            "fakecloud": {
-                "auth": {
-                    "auth_url": IDENTITY,
-                    "username": "ada",
-                    "password": "correct horse",
-                    "project_name": "training",
-                    "user_domain_name": "Default",
-                    "project_domain_name": "Default",
-                },
-                "region_name": "RegionOne",
-                "identity_api_version": 3,
-                "interface": "public",
-            }
-        }
-    }
-    (tmp_path / "clouds.yaml").write_text(yaml.safe_dump(clouds))
-    for var in [v for v in os.environ if v.startswith("OS_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
-    return FakeCloud(requests_mock)
+    return use_fake_cloud(requests_mock, tmp_path, monkeypatch)
+
+
+def invoke(*args: str) -> Any:
+    """``bakery ARGS`` through typer's runner, with a reporter of its own (the CLI keeps one per
+    process, bound to the stderr of its first command; CliRunner swaps stderr on every invoke)."""
+    cli._reporter = None
+    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """time.sleep made instant; the delays asked for, in order."""
     asked: list[float] = []
-    monkeypatch.setattr(cloud.time, "sleep", asked.append)
+    monkeypatch.setattr(time, "sleep", asked.append)
     return asked
 
 
 @pytest.fixture
 def hub_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every hub answers (for tests about something else)."""
-    monkeypatch.setattr(cloud, "hub_health", lambda ip, timeout=5: "ok")
-
-
-def user_data(request: Any) -> dict[str, Any]:
-    """The cloud-config a POST /servers carried (base64, perhaps gzipped)."""
-    raw = base64.b64decode(request.json()["server"]["user_data"])
-    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
-    assert text.startswith("#cloud-config\n")
-    doc = yaml.safe_load(text)
-    assert isinstance(doc, dict)
-    return doc
+    monkeypatch.setattr(launch_mod, "hub_health", lambda ip, timeout=5: "ok")
 
 
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"
 
 
-def launch(path: Path, **kwargs: Any) -> cloud.LaunchResult:
+def launch(path: Path, **kwargs: Any) -> launch_mod.LaunchResult:
     kwargs.setdefault("wait", False)
-    return cloud.launch(config_path=path, **kwargs)
+    return launch_mod.launch(config_path=path, **kwargs)
 
 
 def only(items: list[Any]) -> Any:
@@ -747,7 +93,7 @@ def test_first_launch_creates_everything_and_prints_the_url(
 ) -> None:
     path = write_workshop(tmp_path)
     fake.mock.get("https://203.0.113.10/hub/health", json={})  # the hub answers at once
-    result = CliRunner().invoke(app, ["launch", str(path)])
+    result = invoke("launch", str(path))
     assert result.exit_code == 0, result.output
 
     assert "intro-1: https://203.0.113.10/  (hub: ok)" in result.stdout
@@ -772,7 +118,7 @@ def test_first_launch_creates_everything_and_prints_the_url(
 
     keypair = only(fake.calls("POST", r"/os-keypairs$")).json()["keypair"]
     assert (keypair["name"], keypair["public_key"]) == ("bakery-intro", KEY)
-    assert json.loads(cloud.state_path(path).read_text()) == {"keypair": "bakery-intro"}
+    assert json.loads(resources.state_path(path).read_text()) == {"keypair": "bakery-intro"}
 
     post = only(fake.calls("POST", r"/servers$"))
     server = post.json()["server"]
@@ -807,7 +153,7 @@ def test_relaunch_creates_nothing(
 ) -> None:
     path = write_workshop(tmp_path)
     first = launch(path, wait=True)
-    assert first.created == [
+    assert [t.label for t in first.created] == [
         "key pair bakery-intro",
         "security group bakery-intro",
         "server intro-1",
@@ -839,7 +185,7 @@ def test_error_state_reports_the_fault_and_removes_what_this_run_made(
     fake._create_keypair(query={}, body={"keypair": {"name": "bakery-intro", "public_key": KEY}})
     fake.boot_outcome = "ERROR"
 
-    with pytest.raises(cloud.CloudError, match="intro-1 failed to build: No valid host was found"):
+    with pytest.raises(CloudError, match="intro-1 failed to build: No valid host was found"):
         launch(path)
 
     only(fake.calls("POST", r"/servers$"))
@@ -861,7 +207,7 @@ def test_cloud_init_failure_on_the_console_fails_the_launch(
         "Failed to run module scripts-user (scripts in /var/lib/cloud/instance/scripts)\n"
     )
 
-    with pytest.raises(cloud.CloudError, match="cloud-init failed on intro-1") as info:
+    with pytest.raises(CloudError, match="cloud-init failed on intro-1") as info:
         launch(path, wait=True)
 
     assert "Failed to run module scripts-user" in str(info.value)
@@ -877,7 +223,7 @@ def test_quota_error_is_reported_plainly(
         "POST", r"/servers$", 403, {"forbidden": {"code": 403, "message": QUOTA_MESSAGE}}, None
     )
 
-    with pytest.raises(cloud.QuotaError) as info:
+    with pytest.raises(QuotaError) as info:
         launch(path)
 
     message = str(info.value)
@@ -898,11 +244,11 @@ def test_transient_503_is_retried_with_backoff(
 
     result = launch(path)
 
+    # keystoneauth retried the 503s (the request was not taken) and the 502 of a read.
     assert len(fake.calls("POST", r"/servers$")) == 3
     assert len(fake.servers) == 1
     assert [s.floating_ip for s in result.servers] == ["203.0.113.10"]
-    assert sleeps[:2] == list(cloud.RETRY_DELAYS[:2])  # backoff before the 2nd and 3rd try
-    assert cloud.RETRY_DELAYS[0] in sleeps[2:]  # and once for the 502
+    assert sleeps[1] == 2 * sleeps[0] > 0  # exponential backoff before the 2nd and 3rd try
 
 
 def test_a_cloud_that_stays_down_gives_up_and_cleans_up(
@@ -911,11 +257,11 @@ def test_a_cloud_that_stays_down_gives_up_and_cleans_up(
     path = write_workshop(tmp_path)
     fake.fail("GET", r"/v2\.0/networks/", 503, {"message": "Service Unavailable"}, times=None)
 
-    with pytest.raises(cloud.CloudError, match="find network private: HTTP 503"):
+    with pytest.raises(CloudError, match="find network private: HTTP 503"):
         launch(path)
 
-    assert len(fake.calls("GET", r"/v2\.0/networks/private$")) == 1 + len(cloud.RETRY_DELAYS)
-    assert sleeps == list(cloud.RETRY_DELAYS)
+    assert len(fake.calls("GET", r"/v2\.0/networks/private$")) == 1 + cloud.STATUS_RETRIES
+    assert len(sleeps) == cloud.STATUS_RETRIES
     # The network is looked up before anything is made: nothing was created, nothing is left.
     assert fake.calls("POST", r"/os-keypairs$") == []
     assert fake.calls("POST", r"/security-groups$") == []
@@ -935,7 +281,7 @@ def test_refused_credentials_are_an_auth_error(
     }
     fake.fail("POST", r"/v3/auth/tokens$", 401, refused, times=None)
 
-    with pytest.raises(cloud.AuthError, match="refused the credentials") as info:
+    with pytest.raises(AuthError, match="refused the credentials") as info:
         launch(path)
     assert info.value.exit_code == 2
 
@@ -956,7 +302,7 @@ def test_keypair_with_another_key_is_refused_before_anything_is_made(
         f"{IDENTITY}/auth/tokens"
     ]
     assert fake.keypairs["bakery-intro"]["public_key"] == OTHER_KEY
-    assert not cloud.state_path(path).exists()
+    assert not resources.state_path(path).exists()
 
 
 def test_user_data_over_novas_limit_fails_before_any_write(
@@ -1031,7 +377,7 @@ def test_launch_count_2_splits_the_trainees(
 def test_split_users_in_two(tmp_path: Path) -> None:
     cfg = load_config(write_workshop(tmp_path, count=2))
 
-    parts = cloud.split_users(cfg)
+    parts = launch_mod.split_users(cfg)
 
     assert [p.hostname for p in parts] == ["intro-1", "intro-2"]
     assert [p.users.trainees() for p in parts] == [
@@ -1040,7 +386,7 @@ def test_split_users_in_two(tmp_path: Path) -> None:
     ]
     assert all(p.users.admins == ["teacher"] for p in parts)
     with pytest.raises(BakeryError, match="count 6 is more than the 5 trainees"):
-        cloud.split_users(load_config(write_workshop(tmp_path, count=6)))
+        launch_mod.split_users(load_config(write_workshop(tmp_path, count=6)))
 
 
 def flavors_around(fake: FakeCloud, need: Estimate) -> None:
@@ -1124,7 +470,7 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
     for server_id in list(fake.servers)[1:]:
         fake._get_server(server_id, query={}, body=None)  # BUILD -> ERROR
 
-    result = CliRunner().invoke(app, ["status", str(path), "--json"])
+    result = invoke("status", str(path), "--json")
 
     assert result.exit_code == 0, result.output
     first_id = next(iter(fake.servers))
@@ -1172,12 +518,12 @@ def test_destroy_goes_on_past_a_failure_and_can_be_rerun(
     launch(path)
     fake.fail("DELETE", failing, 500, {"message": "Internal Server Error"}, times=None)
 
-    result = CliRunner().invoke(app, ["destroy", str(path), "--yes"])
+    result = invoke("destroy", str(path), "--yes")
 
     assert result.exit_code == 1, result.output
     assert "1 of 4 deletions failed" in result.stderr
     assert f"delete {label}: HTTP 500" in result.stderr
-    assert len(fake.calls("DELETE", failing)) == 1 + len(cloud.RETRY_DELAYS)
+    assert len(fake.calls("DELETE", failing)) == 1 + cloud.STATUS_RETRIES  # deletes are retried
     left = {
         "floating IP": len(fake.fips),
         "security group": len(fake.groups),
@@ -1185,15 +531,15 @@ def test_destroy_goes_on_past_a_failure_and_can_be_rerun(
         "key pair": len(fake.keypairs),
     }
     assert left == {kind: int(label.startswith(kind)) for kind in left}
-    assert cloud.state_path(path).exists()  # still knows the key pair was bakery's
+    assert resources.state_path(path).exists()  # still knows the key pair was bakery's
 
     fake.failures.clear()
-    again = CliRunner().invoke(app, ["destroy", str(path), "--yes"])
+    again = invoke("destroy", str(path), "--yes")
 
     assert again.exit_code == 0, again.output
     assert fake.servers == fake.fips == fake.groups == fake.keypairs == {}
-    assert not cloud.state_path(path).exists()
-    third = CliRunner().invoke(app, ["destroy", str(path), "--yes"])
+    assert not resources.state_path(path).exists()
+    third = invoke("destroy", str(path), "--yes")
     assert third.exit_code == 0 and "nothing of workshop intro left" in third.stderr
 
 
@@ -1209,8 +555,357 @@ def test_destroy_spares_what_bakery_did_not_make(
         body={"floatingip": {"floating_network_id": PUBLIC_NET, "port_id": next(iter(fake.ports))}},
     )[1]["floatingip"]
 
-    plan = cloud.destroy(config_path=path)
+    plan = launch_mod.destroy(config_path=path)
 
     assert plan.lines() == ["server intro-1", "floating IP 203.0.113.10"]
     assert list(fake.fips) == [stranger["id"]]
     assert len(fake.groups) == 1 and list(fake.keypairs) == ["bakery-intro"]
+
+
+# --- creates that fail ambiguously are not repeated -----------------------------------------------
+
+INTERNAL = {"computeFault": {"code": 500, "message": "Internal Server Error"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "how"),
+    [
+        (r"/servers$", "500 after"),
+        (r"/servers$", "dropped after"),
+        (r"/floatingips$", "500 after"),
+        (r"/floatingips$", "dropped after"),
+        (r"/security-groups$", "500 after"),
+        (r"/security-group-rules$", "dropped after"),
+        (r"/os-keypairs$", "500 after"),
+    ],
+)
+def test_a_create_that_fails_after_the_cloud_acted_is_not_repeated(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float], path: str, how: str
+) -> None:
+    config = write_workshop(tmp_path)
+    exc = requests.exceptions.ConnectionError if how.startswith("dropped") else None
+    fake.fail("POST", path, 500, INTERNAL, times=1, after=True, exc=exc)
+
+    result = launch(config)
+
+    # Every create went out once: the lost answer was followed by a look-up, not a second POST.
+    assert len(fake.calls("POST", r"/servers$")) == 1
+    assert len(fake.calls("POST", r"/floatingips$")) == 1
+    assert len(fake.calls("POST", r"/security-groups$")) == 1
+    assert len(fake.calls("POST", r"/security-group-rules$")) == 3
+    assert len(fake.calls("POST", r"/os-keypairs$")) == 1
+    assert (len(fake.servers), len(fake.fips), len(fake.groups), len(fake.keypairs)) == (1, 1, 1, 1)
+    assert len(fake.rules) == 5
+    # What was adopted after the failure is tracked as made by this run (destroy/cleanup find it).
+    assert [t.kind for t in result.created] == [
+        "keypair",
+        "security_group",
+        "server",
+        "floating_ip",
+    ]
+
+
+def test_a_create_refused_before_the_cloud_acted_is_tried_again(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    config = write_workshop(tmp_path)
+    fake.fail("POST", r"/servers$", 502, {"message": "Bad Gateway"}, times=1)
+
+    launch(config)
+
+    # Not retried blindly by keystoneauth (a 502 may hide a server); looked up, then made once.
+    assert len(fake.calls("POST", r"/servers$")) == 2
+    assert len(fake.servers) == 1
+
+
+# --- ownership by exact match ---------------------------------------------------------------------
+
+
+def _workshop_named(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    path = write_workshop(folder)
+    doc = yaml.safe_load(path.read_text())
+    doc["name"] = name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_destroy_touches_only_its_own_workshop_not_one_whose_name_it_prefixes(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    short = _workshop_named(tmp_path / "a", "intro")
+    long = _workshop_named(tmp_path / "b", "intro-advanced")
+    launch(long)
+    launch(short)
+    assert len(fake.servers) == len(fake.fips) == len(fake.groups) == len(fake.keypairs) == 2
+
+    plan = launch_mod.destroy(config_path=short)
+
+    assert sorted(plan.lines()) == sorted(
+        [
+            "server intro-1",
+            "floating IP 203.0.113.11",
+            "security group bakery-intro",
+            "key pair bakery-intro",
+        ]
+    )
+    assert [s["name"] for s in fake.servers.values()] == ["intro-advanced-1"]
+    assert [f["description"] for f in fake.fips.values()] == [
+        "bakery:workshop=intro-advanced server=intro-advanced-1"
+    ]
+    assert [g["name"] for g in fake.groups.values()] == ["bakery-intro-advanced"]
+    assert list(fake.keypairs) == ["bakery-intro-advanced"]
+
+    # And the other way round: the longer name owns nothing of the shorter one's.
+    launch(short)
+    launch_mod.destroy(config_path=long)
+    assert [s["name"] for s in fake.servers.values()] == ["intro-1"]
+    assert [g["name"] for g in fake.groups.values()] == ["bakery-intro"]
+
+
+@pytest.mark.parametrize(
+    ("description", "owns"),
+    [
+        ("bakery:workshop=intro server=intro-1", True),
+        ("bakery:workshop=intro (made by bakery; removed by bakery destroy)", True),
+        ("bakery:workshop=intro-advanced server=intro-advanced-1", False),
+        ("bakery:workshop=intro2", False),
+        ("xbakery:workshop=intro", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_ownership_is_an_exact_token(tmp_path: Path, description: str | None, owns: bool) -> None:
+    cfg = load_config(write_workshop(tmp_path))
+    assert resources.owned(description, cfg) is owns
+
+
+# --- the security group is reconciled -------------------------------------------------------------
+
+
+def _ingress(fake: FakeCloud) -> set[tuple[int, str, str]]:
+    return {
+        (r["port_range_min"], r["remote_ip_prefix"], r["ethertype"])
+        for r in fake.rules.values()
+        if r["direction"] == "ingress"
+    }
+
+
+def test_a_narrowed_admin_cidr_removes_the_open_ssh_rule(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    config = write_workshop(tmp_path, admin_cidr="0.0.0.0/0")
+    launch(config)
+    assert (22, "0.0.0.0/0", "IPv4") in _ingress(fake)
+    config = write_workshop(tmp_path, admin_cidr="192.0.2.0/24")
+    fake.since = fake.mock.call_count
+
+    launch(config)
+
+    assert _ingress(fake) == {
+        (22, "192.0.2.0/24", "IPv4"),
+        (80, "0.0.0.0/0", "IPv4"),
+        (443, "0.0.0.0/0", "IPv4"),
+    }
+    assert len(fake.calls("DELETE", r"/security-group-rules/[^/]+$")) == 1
+    assert len(fake.calls("POST", r"/security-group-rules$")) == 1
+    assert len(fake.servers) == 1  # nothing else changed
+
+
+def test_an_ipv6_admin_cidr_gets_an_ipv6_rule(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    launch(write_workshop(tmp_path, admin_cidr="2001:db8:42::/48"))
+
+    posted = [r.json()["security_group_rule"] for r in fake.calls("POST", "/security-group-rules$")]
+    ssh = only([r for r in posted if r["port_range_min"] == 22])
+    assert (ssh["ethertype"], ssh["remote_ip_prefix"]) == ("IPv6", "2001:db8:42::/48")
+
+
+def test_a_group_bakery_did_not_make_keeps_its_rules(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    group = fake._create_group(query={}, body={"security_group": {"name": "bakery-intro"}})[1]
+    fake._add_rule(
+        {
+            "security_group_id": group["security_group"]["id"],
+            "direction": "ingress",
+            "ethertype": "IPv4",
+            "protocol": "tcp",
+            "port_range_min": 8080,
+            "port_range_max": 8080,
+        }
+    )
+
+    launch(write_workshop(tmp_path))
+
+    assert fake.calls("POST", r"/security-group-rules$") == []
+    assert fake.calls("DELETE", r"/security-group-rules/") == []
+
+
+# --- not found, not configured --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"image": "ubuntu-99.04"}, "image 'ubuntu-99.04' not found; `openstack image list`"),
+        ({"flavor": "m9.huge"}, "openstack.flavor: flavor 'm9.huge' not found"),
+        ({"networks": ["nowhere"]}, "openstack.networks: network 'nowhere' not found"),
+        (
+            {"floating_ip_network": "nowhere"},
+            "openstack.floating_ip_network: network 'nowhere' not found",
+        ),
+        (
+            {"key_name": "missing", "public_key": None},
+            "openstack.key_name: key pair 'missing' does not exist",
+        ),
+    ],
+)
+def test_what_the_cloud_does_not_have_is_a_not_found_error(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float], settings: dict[str, Any], message: str
+) -> None:
+    config = write_workshop(tmp_path, **settings)
+
+    result = invoke("launch", str(config), "--no-wait")
+
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    # Found out before anything was made.
+    assert [r.method for r in fake.mock.request_history if r.method != "GET"] == ["POST"]
+
+
+NO_CLOUD_COMMANDS = [
+    ["status"],
+    ["destroy", "--yes"],
+    ["destroy", "--dry-run"],
+    ["launch", "--image", "X"],
+    ["launch", "--dry-run"],
+    ["size", "--flavors"],
+]
+
+
+@pytest.mark.parametrize("command", NO_CLOUD_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("cloud_name", [None, "mycloud"])
+def test_no_cloud_configured_says_how_to_configure_one(
+    requests_mock: rm.Mocker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    cloud_name: str | None,
+) -> None:
+    for var in list(os.environ):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    config = write_workshop(tmp_path, cloud=cloud_name)
+
+    result = invoke(command[0], str(config), *command[1:])
+
+    assert result.exit_code == 2, result.output
+    err = " ".join(result.stderr.split())
+    assert "internal error" not in err
+    assert ("no cloud is configured" if cloud_name is None else "cloud 'mycloud'") in err
+    for hint in ["OS_CLOUD", "openstack.cloud", "OS_CLIENT_CONFIG_FILE", "token issue"]:
+        assert hint in err, hint
+    for place in ["clouds.yaml", ".config/openstack/clouds.yaml", "/etc/openstack/clouds.yaml"]:
+        assert place in err, place
+    assert requests_mock.request_history == []
+    assert not (tmp_path / "workshop.credentials.csv").exists()
+
+
+# --- dry runs -------------------------------------------------------------------------------------
+
+
+def test_launch_dry_run_prints_the_plan_and_creates_nothing(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    config = write_workshop(tmp_path)
+
+    result = invoke("launch", str(config), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert [r.method for r in fake.mock.request_history if r.method != "GET"] == ["POST"]
+    assert fake.calls("POST", r"/v3/auth/tokens$")
+    assert not (tmp_path / "workshop.credentials.csv").exists()
+    out = result.stdout
+    for line in [
+        f"image: ubuntu-24.04 ({STOCK_IMAGE})",
+        "stage: full (a stock image",
+        "flavor: m1.large (4 vCPUs, 8192 MiB, 80 GB): openstack.flavor",
+        f"networks: private ({PRIVATE_NET})",
+        f"floating IPs: from public ({PUBLIC_NET}); 1 to allocate",
+        "key pair: bakery-intro: will be created from",
+        "security group: bakery-intro: will be created",
+        "  rule tcp 22 from 192.0.2.0/24 (IPv4): will add",
+        "  rule tcp 443 from 0.0.0.0/0 (IPv4): will add",
+        "  intro-1: will be created; 6 accounts; user-data ",
+        "  instances: needs 1, 8 free of 10: fits",
+        "  vCPUs: needs 4, 16 free of 20: fits",
+        "  RAM MiB: needs 8192, 43008 free of 51200: fits",
+        "  floating IPs: needs 1, 1 free of 2: fits",
+        "  security groups: needs 1, 9 free of 10: fits",
+        "  security group rules: needs 3, 96 free of 100: fits",
+    ]:
+        assert line in out, line
+
+
+def test_launch_dry_run_after_a_launch_shows_what_exists_and_what_does_not_fit(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    launch(write_workshop(tmp_path, admin_cidr="0.0.0.0/0"))
+    config = write_workshop(tmp_path, flavor="auto", count=2)
+    fake.limits["instances"] = (2, 2)
+    fake.since = fake.mock.call_count
+
+    result = invoke("launch", str(config), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert fake.calls("POST", WRITES) == [] and fake.calls("DELETE", ".") == []
+    out = result.stdout
+    assert "flavor: m1.medium (2 vCPUs, 4096 MiB, 40 GB): auto: the smallest that holds" in out
+    assert "key pair: bakery-intro: exists, used" in out
+    assert "security group: bakery-intro: exists (bakery's), rules reconciled" in out
+    assert "rule tcp 22 from 0.0.0.0/0 (IPv4): will remove" in out
+    assert "rule tcp 22 from 192.0.2.0/24 (IPv4): will add" in out
+    assert "intro-1: exists (ACTIVE): reused" in out
+    assert "intro-2: will be created" in out
+    assert "instances: needs 1, 0 free of 2: DOES NOT FIT" in out
+
+
+def test_destroy_dry_run_lists_what_would_go_and_deletes_nothing(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    config = write_workshop(tmp_path)
+    launch(config)
+    fake.since = fake.mock.call_count
+
+    result = invoke("destroy", str(config), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert fake.calls("DELETE", ".") == [] and fake.calls("POST", r"/(servers|floatingips)") == []
+    assert result.stdout.splitlines()[:4] == [
+        "server intro-1",
+        "floating IP 203.0.113.10",
+        "security group bakery-intro",
+        "key pair bakery-intro",
+    ]
+    assert "would delete these 4 resources" in result.stdout
+    assert "trainees' files" in result.stdout
+    assert len(fake.servers) == 1 and resources.state_path(config).exists()
+
+
+def test_destroy_confirmation_says_the_trainees_files_go(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_workshop(tmp_path)
+    launch(config)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+
+    result = CliRunner().invoke(app, ["destroy", str(config)], input="n\n")
+
+    assert result.exit_code == 1, result.output
+    assert "trainees' files" in result.output
+    assert "home folders" in result.output
+    assert "not confirmed; nothing deleted" in result.stderr
+    assert fake.calls("DELETE", ".") == []

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from bakery import cloud
+from bakery import launch as bakery_launch
+from bakery import resources
 from bakery.config import load_config
-from bakery.errors import BakeryError
+from bakery.errors import BakeryError, CloudError
 
 pytestmark = pytest.mark.testcloud
 
@@ -34,14 +35,16 @@ def conn(cloud_connect: Callable[[str], Any]) -> Any:
 
 def counts(conn: Any, name: str) -> dict[str, int]:
     """What exists of workshop ``name``, counted through the API."""
-    marker = f"bakery:workshop={name}"
+    token = f"bakery:workshop={name}"
     return {
         "servers": sum(
             1
             for s in conn.compute.servers(details=True)
             if (s.metadata or {}).get("bakery_workshop") == name
         ),
-        "floating_ips": sum(1 for ip in conn.network.ips() if marker in (ip.description or "")),
+        "floating_ips": sum(
+            1 for ip in conn.network.ips() if token in (ip.description or "").split()
+        ),
         "security_groups": sum(
             1 for g in conn.network.security_groups() if g.name == f"bakery-{name}"
         ),
@@ -73,7 +76,7 @@ def workshop(tmp_path: Path, conn: Any) -> Iterator[Path]:
     yield config
     # Whatever a test left behind goes, so the next run starts clean.
     try:
-        cloud.destroy(config_path=config)
+        bakery_launch.destroy(config_path=config)
     except BakeryError as exc:
         print(f"cleanup: {exc}")
 
@@ -94,13 +97,13 @@ def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
     )
 
     start = time.monotonic()
-    result = cloud.launch(config_path=workshop, wait=False, progress=print)
+    result = bakery_launch.launch(config_path=workshop, wait=False, progress=print)
     timings["launch"] = time.monotonic() - start
     assert len(result.servers) == 1
     server = result.servers[0]
     assert server.status == "ACTIVE" and server.floating_ip
     assert server.url == f"https://{server.floating_ip}/"
-    assert set(result.created) == {
+    assert {t.label for t in result.created} == {
         f"security group bakery-{NAME}",
         f"key pair bakery-{NAME}",
         f"server {NAME}-1",
@@ -132,32 +135,32 @@ def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
     assert "#cloud-config" in body and "training01" in body
     assert f"bakery: {NAME} full stage done" in body
 
-    infos = cloud.status(config_path=workshop)
+    infos = bakery_launch.status(config_path=workshop)
     assert [(i.name, i.status, i.floating_ip) for i in infos] == [
         (f"{NAME}-1", "ACTIVE", server.floating_ip)
     ]
     assert infos[0].hub != "ok"  # tinyguest is no hub
 
     before = counts(conn, NAME)
-    again = cloud.launch(config_path=workshop, wait=False, progress=print)
+    again = bakery_launch.launch(config_path=workshop, wait=False, progress=print)
     assert again.created == []
     assert counts(conn, NAME) == before
     assert again.servers[0].id == server.id
 
     start = time.monotonic()
-    plan = cloud.destroy(config_path=workshop, progress=print)
+    plan = bakery_launch.destroy(config_path=workshop, progress=print)
     timings["destroy"] = time.monotonic() - start
     assert len(plan.items) == 4
     assert counts(conn, NAME) == dict.fromkeys(
         ("servers", "floating_ips", "security_groups", "keypairs"), 0
     )
-    assert cloud.destroy(config_path=workshop).items == []  # safe to re-run
+    assert bakery_launch.destroy(config_path=workshop).items == []  # safe to re-run
     print("timings:", {k: round(v, 1) for k, v in timings.items()})
 
 
 def test_hub_wait_times_out_and_cleans_up(conn: Any, workshop: Path) -> None:
-    with pytest.raises(cloud.CloudError, match="did not answer within 1 min"):
-        cloud.launch(config_path=workshop, wait=True, progress=print)
+    with pytest.raises(CloudError, match="did not answer within 1 min"):
+        bakery_launch.launch(config_path=workshop, wait=True, progress=print)
     assert counts(conn, NAME) == dict.fromkeys(
         ("servers", "floating_ips", "security_groups", "keypairs"), 0
     )
@@ -176,8 +179,8 @@ def test_failed_boot_is_cleaned_up(conn: Any, workshop: Path, tmp_path: Path) ->
     )
     try:
         workshop.write_text(workshop.read_text().replace("image: tinyguest", f"image: {image.id}"))
-        with pytest.raises(cloud.CloudError, match=r"(?i)disk|too small"):
-            cloud.launch(config_path=workshop, wait=False, progress=print)
+        with pytest.raises(CloudError, match=r"(?i)disk|too small"):
+            bakery_launch.launch(config_path=workshop, wait=False, progress=print)
         assert counts(conn, NAME) == dict.fromkeys(
             ("servers", "floating_ips", "security_groups", "keypairs"), 0
         )
@@ -190,6 +193,60 @@ def test_user_data_arrives_base64_within_nova_limit(conn: Any, workshop: Path) -
     from bakery.credentials import preview_accounts
 
     big = cfg.model_copy(update={"users": cfg.users.model_copy(update={"count": 300})})
-    payload = cloud.user_data_b64(big, preview_accounts(big), "full")
+    payload = bakery_launch.user_data_b64(big, preview_accounts(big), "full")
     assert len(payload) <= 65535
     assert base64.b64decode(payload)[:2] == b"\x1f\x8b"  # gzipped to fit
+
+
+def test_dry_runs_read_the_real_apis_and_create_nothing(conn: Any, workshop: Path) -> None:
+    from bakery.launch_plan import plan_launch
+
+    plan = plan_launch(config_path=workshop)
+
+    lines = "\n".join(plan.lines())
+    print(lines)
+    assert "image: tinyguest" in lines and "stage: full" in lines
+    assert f"key pair: bakery-{NAME}: will be created" in lines
+    assert f"{NAME}-1: will be created" in lines
+    # The real compute limits and network quota APIs answered (no "unavailable").
+    assert "instances: needs 1" in lines and "floating IPs: needs 1" in lines
+    assert "unavailable" not in lines
+    assert bakery_launch.destroy(config_path=workshop, dry_run=True).items == []
+    assert counts(conn, NAME) == dict.fromkeys(
+        ("servers", "floating_ips", "security_groups", "keypairs"), 0
+    )
+
+
+def test_security_group_reconciled_and_owned_exactly(conn: Any, workshop: Path) -> None:
+    from bakery.cloud import connect
+
+    short = load_config(workshop)
+    short = short.model_copy(
+        update={"openstack": short.openstack.model_copy(update={"admin_cidr": "0.0.0.0/0"})}
+    )
+    long = short.model_copy(update={"name": f"{NAME}-advanced"})
+    bconn = connect(short)
+    groups = []
+    try:
+        for cfg in (short, long):
+            group, made = resources.ensure_security_group(bconn, cfg)
+            assert made is not None
+            groups.append(group)
+        # admin_cidr narrows to an IPv6 network: the world-open ssh rule goes, an IPv6 one comes.
+        narrowed = short.model_copy(
+            update={"openstack": short.openstack.model_copy(update={"admin_cidr": "2001:db8::/48"})}
+        )
+        group, made = resources.ensure_security_group(bconn, narrowed)
+        assert made is None and group.id == groups[0].id
+        ssh = [
+            (r.ether_type, r.remote_ip_prefix)
+            for r in conn.network.security_group_rules(security_group_id=group.id)
+            if r.direction == "ingress" and r.port_range_min == 22
+        ]
+        assert ssh == [("IPv6", "2001:db8::/48")]
+        # destroy of the shorter name plans only its own group.
+        plan = bakery_launch.plan_destroy(bconn, short, workshop)
+        assert plan.lines() == [f"security group bakery-{NAME}"]
+    finally:
+        for group in groups:
+            conn.network.delete_security_group(group, ignore_missing=True)

@@ -1,0 +1,263 @@
+"""`bakery launch --dry-run`: what a launch would use and make, and whether the quota holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bakery.cloud import (
+    api,
+    auto_flavor,
+    connect,
+    find_flavor,
+    find_image,
+    find_network,
+    image_stage,
+)
+from bakery.config import Workshop
+from bakery.credentials import preview_accounts
+from bakery.errors import BakeryError
+from bakery.launch import image_ref, split_users, user_data_b64, workshop_config
+from bakery.render import Stage
+from bakery.resources import (
+    existing_keypair,
+    find_group,
+    key_name,
+    owned,
+    rule_changes,
+    rule_key,
+    server_names,
+    sg_name,
+    wanted_rules,
+    workshop_floating_ips,
+    workshop_servers,
+)
+from bakery.sizing import estimate_workshop
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+NOVA_LIMIT = 65535
+
+
+@dataclass
+class PlannedServer:
+    """One server of the plan."""
+
+    name: str
+    action: str  # "create", or "exists (STATUS): reused"
+    users: int
+    user_data_chars: int
+
+
+@dataclass
+class Need:
+    """What the launch adds to the project's usage."""
+
+    servers: int = 0
+    vcpus: int = 0
+    ram_mib: int = 0
+    floating_ips: int = 0
+    security_groups: int = 0
+    rules: int = 0
+
+
+@dataclass
+class LaunchPlan:
+    """The plan of a launch: nothing of it is created."""
+
+    workshop: str
+    image: str
+    stage: str
+    flavor: str
+    networks: list[str]
+    floating_ip_network: str
+    keypair: str
+    security_group: str
+    rules: list[str]
+    servers: list[PlannedServer]
+    quota: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The plan as the CLI prints it."""
+        out = [
+            f"workshop {self.workshop}: dry run, nothing is created",
+            f"image: {self.image}",
+            f"stage: {self.stage}",
+            f"flavor: {self.flavor}",
+            f"networks: {', '.join(self.networks) or '(the project default)'}",
+            f"floating IPs: {self.floating_ip_network}",
+            f"key pair: {self.keypair}",
+            f"security group: {self.security_group}",
+            *(f"  rule {r}" for r in self.rules),
+            "servers:",
+            *(
+                f"  {s.name}: {s.action}; {s.users} accounts; user-data "
+                f"{s.user_data_chars:,} of {NOVA_LIMIT:,} base64 chars"
+                for s in self.servers
+            ),
+            "quota headroom:",
+            *(f"  {q}" for q in self.quota),
+        ]
+        return out
+
+
+def _stage(img: Any, stage: Stage | None) -> tuple[Stage, str]:
+    found = image_stage(img)
+    if stage is not None:
+        return stage, f"{stage} (--stage; the image suggests {found})"
+    if found == "boot":
+        return found, "boot (the image carries bakery_* properties: baked by bakery)"
+    return found, "full (a stock image: no bakery_* properties, everything installs at boot)"
+
+
+def _flavor(conn: Connection, cfg: Workshop) -> tuple[Any, str]:
+    if cfg.openstack.flavor != "auto":
+        flavor = find_flavor(conn, cfg.openstack.flavor)
+        why = "openstack.flavor"
+    else:
+        need = estimate_workshop(cfg)
+        flavor = auto_flavor(conn, cfg, need)
+        why = (
+            f"auto: the smallest that holds the estimate for {need.users} accounts "
+            f"({need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB; `bakery size`)"
+        )
+    text = f"{flavor.name} ({flavor.vcpus} vCPUs, {flavor.ram} MiB, {flavor.disk} GB): {why}"
+    return flavor, text
+
+
+def _keypair(conn: Connection, cfg: Workshop) -> str:
+    name = key_name(cfg)
+    if name is None:
+        return "none (no openstack.key_name or openstack.public_key)"
+    if existing_keypair(conn, cfg) is not None:
+        return f"{name}: exists, used"
+    return f"{name}: will be created from {cfg.openstack.public_key}"
+
+
+def _group(conn: Connection, cfg: Workshop) -> tuple[str, list[str], int]:
+    """(the group's line, its rule lines, rules to add)."""
+    name = sg_name(cfg)
+    group = find_group(conn, cfg)
+    if group is None:
+        rules = [f"{r}: will add" for r in wanted_rules(cfg)]
+        return f"{name}: will be created", rules, len(rules)
+    if not owned(group.description, cfg):
+        return f"{name}: exists (not bakery's): used as it is, rules unchanged", [], 0
+    add, remove = rule_changes(conn, cfg, group)
+    rules = [f"{r}: present" for r in wanted_rules(cfg) if r not in add]
+    rules += [f"{r}: will add" for r in add]
+    rules += [f"{rule_key(r) or 'rule ' + str(r.id)}: will remove" for r in remove]
+    return f"{name}: exists (bakery's), rules reconciled", rules, len(add)
+
+
+def _headroom(label: str, limit: Any, used: Any, need: int) -> str:
+    if limit is None or int(limit) < 0:
+        return f"{label}: needs {need}, no limit"
+    free = int(limit) - int(used or 0)
+    verdict = "fits" if need <= free else "DOES NOT FIT"
+    return f"{label}: needs {need}, {free} free of {limit}: {verdict}"
+
+
+def quota_lines(conn: Connection, need: Need) -> list[str]:
+    """The headroom of the compute limits and the network quota for ``need``."""
+    out = []
+    try:
+        limits = api("read compute limits", conn.compute.get_limits).absolute
+        out += [
+            _headroom("instances", limits.instances, limits.instances_used, need.servers),
+            _headroom("vCPUs", limits.total_cores, limits.total_cores_used, need.vcpus),
+            _headroom("RAM MiB", limits.total_ram, limits.total_ram_used, need.ram_mib),
+        ]
+    except BakeryError as exc:
+        out.append(f"compute limits: unavailable ({exc})")
+    try:
+        project = conn.current_project_id
+        quota = api("read network quota", conn.network.get_quota, project, details=True)
+        for label, detail, n in [
+            ("floating IPs", quota.floating_ips, need.floating_ips),
+            ("security groups", quota.security_groups, need.security_groups),
+            ("security group rules", quota.security_group_rules, need.rules),
+        ]:
+            detail = detail or {}
+            used = int(detail.get("used") or 0) + int(detail.get("reserved") or 0)
+            out.append(_headroom(label, detail.get("limit"), used, n))
+    except BakeryError as exc:
+        out.append(f"network quota: unavailable ({exc})")
+    return out
+
+
+def _servers(cfg: Workshop, existing: dict[str, Any], stage: Stage) -> list[PlannedServer]:
+    accounts = preview_accounts(cfg)  # the same sizes as the real sheet's; nothing is written
+    out = []
+    for part in split_users(cfg):
+        name = str(part.hostname)
+        payload = user_data_b64(part, accounts, stage)
+        server = existing.get(name)
+        action = f"exists ({server.status}): reused" if server else "will be created"
+        out.append(PlannedServer(name, action, len(part.users.all_names()), len(payload)))
+    return out
+
+
+def _floating(conn: Connection, cfg: Workshop, existing: dict[str, Any]) -> tuple[str, int]:
+    name = cfg.openstack.floating_ip_network
+    if name is None:
+        return "none (openstack.floating_ip_network unset: servers keep their fixed addresses)", 0
+    net = find_network(conn, name, "openstack.floating_ip_network")
+    attached = {(ip.port_details or {}).get("device_id") for ip in workshop_floating_ips(conn, cfg)}
+    need = sum(
+        1
+        for server in server_names(cfg)
+        if server not in existing or existing[server].id not in attached
+    )
+    return f"from {net.name} ({net.id}); {need} to allocate", need
+
+
+def plan_launch(
+    *,
+    config_path: Path,
+    image: str | None = None,
+    count: int | None = None,
+    stage: Stage | None = None,
+) -> LaunchPlan:
+    """What `launch` would do with the same arguments; reads the cloud, creates nothing.
+
+    Raises:
+        NotFoundError: the image, flavor or a network does not exist (as `launch` would).
+    """
+    cfg = workshop_config(config_path, count)
+    ref = image_ref(cfg, image)
+    conn = connect(cfg)
+    img = find_image(conn, ref)
+    chosen, stage_text = _stage(img, stage)
+    flavor, flavor_text = _flavor(conn, cfg)
+    networks = [
+        f"{net.name} ({net.id})" for net in (find_network(conn, n) for n in cfg.openstack.networks)
+    ]
+    existing = {s.name: s for s in workshop_servers(conn, cfg)}
+    servers = _servers(cfg, existing, chosen)
+    new = sum(1 for s in servers if s.name not in existing)
+    fip_text, fip_need = _floating(conn, cfg, existing)
+    group_text, rules, rule_need = _group(conn, cfg)
+    need = Need(
+        servers=new,
+        vcpus=new * int(flavor.vcpus),
+        ram_mib=new * int(flavor.ram),
+        floating_ips=fip_need,
+        security_groups=int(group_text.endswith("will be created")),
+        rules=rule_need,
+    )
+    return LaunchPlan(
+        workshop=cfg.name,
+        image=f"{img.name} ({img.id})",
+        stage=stage_text,
+        flavor=flavor_text,
+        networks=networks,
+        floating_ip_network=fip_text,
+        keypair=_keypair(conn, cfg),
+        security_group=group_text,
+        rules=rules,
+        servers=servers,
+        quota=quota_lines(conn, need),
+    )
