@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bakery import sha512crypt
 from bakery.config import Workshop
-from bakery.errors import CredentialsError
+from bakery.errors import CredentialsError, OutputError
+from bakery.files import check_target, write_private
 
 # No look-alikes (0/O, 1/l/I): passwords are read off a printed sheet.
 ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -51,14 +52,60 @@ def _row_check(username: str, password: str, digest: str) -> str:
     return hashlib.sha256(f"{username}\0{password}\0{digest}".encode()).hexdigest()[:16]
 
 
-def _read(path: Path) -> dict[str, tuple[str, str]]:
+# A sheet is a few kB; anything far larger is not one (and must not fill memory).
+MAX_SHEET_BYTES = 4 * 1024 * 1024
+MAX_CELL = 1024
+
+
+def _check_sheet(path: Path) -> bool:
+    """Whether the sheet exists; a link, device, FIFO or folder is refused (never followed)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
+        return check_target(path)
+    except OutputError as exc:
+        raise CredentialsError(f"credentials sheet: {exc}") from None
+
+
+def _read_text(path: Path) -> str | None:
+    if not _check_sheet(path):
+        return None
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SHEET_BYTES + 1)
     except OSError as exc:
-        raise CredentialsError(f"{path}: cannot read: {exc}") from None
-    rows = list(csv.reader(io.StringIO(text)))
+        raise CredentialsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SHEET_BYTES:
+        raise CredentialsError(f"{path}: larger than {MAX_SHEET_BYTES:,} bytes: not a sheet")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CredentialsError(
+            f"{path}:{line}: not UTF-8 text; save the sheet as UTF-8 (or move it away to make "
+            "new passwords)"
+        ) from None
+
+
+def _rows(path: Path, text: str) -> list[list[str]]:
+    rows = []
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for row in reader:
+            if any(len(cell) > MAX_CELL for cell in row):
+                raise CredentialsError(
+                    f"{path}:{reader.line_num}: a cell longer than {MAX_CELL} characters; "
+                    "not a credentials sheet"
+                )
+            rows.append(row)
+    except csv.Error as exc:
+        raise CredentialsError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+    return rows
+
+
+def _read(path: Path) -> dict[str, tuple[str, str]]:
+    text = _read_text(path)
+    if text is None:
+        return {}
+    rows = _rows(path, text)
     if not rows or [c.strip() for c in rows[0][:2]] != HEADER[:2]:
         raise CredentialsError(
             f"{path}:1: not a bakery credentials sheet (expected the header "
@@ -73,10 +120,10 @@ def _read(path: Path) -> dict[str, tuple[str, str]]:
         name, password = row[0].strip(), row[1]
         if name in found:
             raise CredentialsError(f"{path}:{lineno}: {name!r} appears twice")
-        if any(c in password for c in ":\n\r") or len(password) < 8:
+        if ":" in password or len(password) < 8 or not password.isprintable():
             raise CredentialsError(
                 f"{path}:{lineno}: the password of {name!r} must be at least 8 characters, "
-                "without ':' or line breaks"
+                "without ':', line breaks or other control characters"
             )
         digest = row[2].strip() if len(row) > 2 else ""
         check = row[3].strip() if len(row) > 3 else ""
@@ -93,17 +140,12 @@ def _write(path: Path, accounts: list[Account]) -> None:
         [a.username, a.password, a.hash, _row_check(a.username, a.password, a.hash)]
         for a in accounts
     )
-    # Written to a private temporary file and renamed: never world-readable, never half-written.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A private temporary file made exclusively, then renamed: never world-readable, never
+    # half-written, never through a planted link.
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CredentialsError(f"{path}: cannot write: {exc}") from None
+        write_private(path, buf.getvalue())
+    except OutputError as exc:
+        raise CredentialsError(f"credentials sheet: {exc}") from None
 
 
 def ensure_credentials(cfg: Workshop, path: str | Path) -> list[Account]:
@@ -114,19 +156,24 @@ def ensure_credentials(cfg: Workshop, path: str | Path) -> list[Account]:
     """
     path = Path(path)
     known = _read(path)
-    if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        os.chmod(path, 0o600)
+    _tighten(path)
     names = cfg.users.all_names()
+    length = cfg.users.password_length
+    trainees = set(cfg.users.trainees())
     shared = None
     if cfg.users.password == "shared":  # noqa: S105 (the mode)
-        existing = [known[n][0] for n in names if n in known]
-        shared = existing[0] if existing else new_password(cfg.users.password_length)
+        existing = [known[n][0] for n in names if n in known and n in trainees]
+        shared = existing[0] if existing else new_password(length)
+        # Admins never share the trainees' password (a trainee could log in as the instructor):
+        # a sheet that gave them the shared one (bakery < 0.2) gets a new one for them.
+        known = {
+            n: v for n, v in known.items() if n in trainees or n not in names or v[0] != shared
+        }
     changed = False
     accounts: dict[str, Account] = {}
     for name in [*known, *(n for n in names if n not in known)]:
-        password, old_hash = known.get(
-            name, (shared or new_password(cfg.users.password_length), "")
-        )
+        fresh = shared if shared is not None and name in trainees else new_password(length)
+        password, old_hash = known.get(name, (fresh, ""))
         if old_hash:
             digest = old_hash
         else:
@@ -136,6 +183,23 @@ def ensure_credentials(cfg: Workshop, path: str | Path) -> list[Account]:
     if changed or not path.exists():
         _write(path, list(accounts.values()))
     return [accounts[n] for n in names]
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing sheet owner-only (it was checked to be a regular file, not a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CredentialsError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        raise CredentialsError(f"{path}: cannot make it private: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def preview_accounts(cfg: Workshop) -> list[Account]:

@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bakery.config import Workshop, parse_size
+from bakery.config import Workshop
+from bakery.errors import UsageError
+from bakery.fields import canonical_mem_limit, parse_size
 
 GIB = 1024**3
 MIB = 1024**2
@@ -28,42 +30,86 @@ DATA_FACTOR = 5
 USERS_PER_CORE = 4
 BASE_DISK_GB = 20
 PER_USER_DISK_GB = 0.5
+MAX_DATA_GB = 1000
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """What one VM needs for ``users`` trainees."""
+    """What one VM needs: ``users`` accounts (``trainees`` and ``admins``, on every server)."""
 
     users: int
     memory_mib: int
     vcpus: int
     disk_gb: int
-    worst_case_memory_mib: int  # every active trainee at their mem_limit
+    worst_case_memory_mib: int  # every active account at their mem_limit
+    trainees: int = 0
+    admins: int = 0
 
     def lines(self) -> list[str]:
         """A readable summary."""
         return [
-            f"trainees per server: {self.users}",
+            f"trainees per server: {self.trainees}",
+            f"admins per server: {self.admins}",
             f"memory: {self.memory_mib / 1024:.1f} GiB "
             f"(worst case, everyone at mem_limit: {self.worst_case_memory_mib / 1024:.1f} GiB)",
             f"vCPUs: {self.vcpus}",
             f"disk: {self.disk_gb} GB",
         ]
 
+    def as_dict(self) -> dict[str, int]:
+        """The estimate for ``bakery size --json``."""
+        return {
+            "trainees_per_server": self.trainees,
+            "admins_per_server": self.admins,
+            "memory_mib": self.memory_mib,
+            "worst_case_memory_mib": self.worst_case_memory_mib,
+            "vcpus": self.vcpus,
+            "disk_gb": self.disk_gb,
+        }
+
+
+def _check_inputs(users: int, admins: int, data_gb: float, concurrency: float) -> None:
+    if users < 0 or admins < 0 or users + admins < 1:
+        raise UsageError("size: give at least one trainee or admin")
+    if not math.isfinite(data_gb) or not 0 <= data_gb <= MAX_DATA_GB:
+        raise UsageError(f"--data-gb {data_gb}: give GB per trainee from 0 to {MAX_DATA_GB}")
+    if not math.isfinite(concurrency) or not 0 < concurrency <= 1:
+        raise UsageError(f"--concurrency {concurrency}: give a share above 0, at most 1")
+
+
+def mem_limit_bytes(mem_limit: str | int) -> int:
+    """Bytes of a per-trainee memory limit, or a UsageError saying how to write one."""
+    try:
+        return parse_size(canonical_mem_limit(mem_limit))
+    except ValueError as exc:
+        raise UsageError(f"--mem-limit: {exc}") from None
+
 
 def estimate(
-    users: int, *, data_gb: float = 0.05, concurrency: float = 1.0, mem_limit: str = "2G"
+    users: int,
+    *,
+    data_gb: float = 0.05,
+    concurrency: float = 1.0,
+    mem_limit: str | int = "2G",
+    admins: int = 0,
 ) -> Estimate:
-    """The resources one VM needs for ``users`` trainees (see the module's rules)."""
-    active = max(1, math.ceil(users * concurrency))
-    per_user = PER_USER_MEMORY + DATA_FACTOR * data_gb * GIB
-    limit = parse_size(mem_limit)
-    per_user = min(per_user, limit)
+    """The resources one VM needs for ``users`` trainees and ``admins`` (see the module's rules).
+
+    Raises:
+        UsageError: a value that is not finite, out of range, or not a size.
+    """
+    _check_inputs(users, admins, data_gb, concurrency)
+    limit = mem_limit_bytes(mem_limit)
+    # Admins are counted active: they are in the room, and they demo.
+    active = max(1, math.ceil(users * concurrency)) + admins if users else admins
+    per_user = min(PER_USER_MEMORY + DATA_FACTOR * data_gb * GIB, limit)
     memory = BASE_MEMORY + active * per_user
     worst = BASE_MEMORY + active * limit
-    disk = BASE_DISK_GB + users * (PER_USER_DISK_GB + data_gb)
+    disk = BASE_DISK_GB + (users + admins) * (PER_USER_DISK_GB + data_gb)
     return Estimate(
-        users=users,
+        users=users + admins,
+        trainees=users,
+        admins=admins,
         memory_mib=math.ceil(memory / MIB),
         vcpus=max(2, math.ceil(active / USERS_PER_CORE)),
         disk_gb=math.ceil(disk),
@@ -72,13 +118,67 @@ def estimate(
 
 
 def estimate_workshop(cfg: Workshop) -> Estimate:
-    """The estimate for one server of ``cfg`` (trainees are split over ``openstack.count``)."""
-    per_server = math.ceil(len(cfg.users.trainees()) / cfg.openstack.count) + len(cfg.users.admins)
+    """The estimate for one server of ``cfg`` (trainees split over ``openstack.count``)."""
     return estimate(
-        per_server,
+        math.ceil(len(cfg.users.trainees()) / cfg.openstack.count),
+        admins=len(cfg.users.admins),
         data_gb=cfg.openstack.data_gb_per_user,
         concurrency=cfg.openstack.concurrency,
         mem_limit=str(cfg.spawner.mem_limit),
+    )
+
+
+def with_overrides(
+    cfg: Workshop,
+    *,
+    data_gb: float | None = None,
+    concurrency: float | None = None,
+    mem_limit: str | None = None,
+) -> Workshop:
+    """``cfg`` with the sizing options given on the command line in place of its own values."""
+    if data_gb is None and concurrency is None and mem_limit is None:
+        return cfg
+    _check_inputs(1, 0, 0.0 if data_gb is None else data_gb, concurrency or 1.0)
+    openstack = cfg.openstack.model_copy(
+        update={
+            k: v
+            for k, v in (("data_gb_per_user", data_gb), ("concurrency", concurrency))
+            if v is not None
+        }
+    )
+    spawner = cfg.spawner
+    if mem_limit is not None:
+        mem_limit_bytes(mem_limit)
+        spawner = spawner.model_copy(update={"mem_limit": canonical_mem_limit(mem_limit)})
+    return cfg.model_copy(update={"openstack": openstack, "spawner": spawner})
+
+
+def size_estimate(
+    cfg: Workshop | None,
+    *,
+    users: int | None = None,
+    data_gb: float | None = None,
+    concurrency: float | None = None,
+    mem_limit: str | None = None,
+) -> Estimate:
+    """What `bakery size` reports: from the config, with any option given overriding it."""
+    if cfg is None:
+        return estimate(
+            1 if users is None else users,
+            data_gb=0.05 if data_gb is None else data_gb,
+            concurrency=1.0 if concurrency is None else concurrency,
+            mem_limit=mem_limit or "2G",
+        )
+    cfg = with_overrides(cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit)
+    need = estimate_workshop(cfg)
+    if users is None:
+        return need
+    return estimate(
+        users,
+        admins=need.admins,
+        data_gb=cfg.openstack.data_gb_per_user,
+        concurrency=cfg.openstack.concurrency,
+        mem_limit=cfg.spawner.mem_limit,
     )
 
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 from bakery import versions
 from bakery.errors import BakeryError
+from bakery.fields import WORKSHOP_NAME_RE
+from bakery.files import check_target, write_private
 
 STARTER = """\
 # A bakery workshop: one hub for one class. Every key is optional except `name`;
 # the values shown are the defaults. Check it with: bakery validate {path}
+# Every key: docs/reference.md, or `bakery config show {path}` for the full effective config.
 name: {name}                  # lower-case letters, digits, '-'; used for host name and cloud tags
 
 os: ubuntu-24.04               # ubuntu-24.04 | ubuntu-22.04 | debian-12 (the VM's image)
@@ -20,7 +23,7 @@ users:
   count: 30                    # 1-1000
   # names: [alice, bob]        # and/or explicit names
   admins: [instructor]         # hub admins (also log in with a password)
-  password: random             # random (one each) | shared (one for all: discouraged)
+  password: random             # random (one each) | shared (trainees share one; admins do not)
   # Passwords are made once into {sheet} (mode 600);
   # print the sheet to hand out with: bakery credentials {path}
 
@@ -66,15 +69,13 @@ def write_starter(path: Path, *, name: str | None = None, force: bool = False) -
     """Write the starter to ``path`` (never over an existing file unless ``force``)."""
     if name is None:
         stem = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")
-        name = stem if re.match(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$", stem) else "my-workshop"
-    if not re.match(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$", name):
+        name = stem if re.fullmatch(WORKSHOP_NAME_RE, stem) else "my-workshop"
+    if not re.fullmatch(WORKSHOP_NAME_RE, name):
         raise BakeryError(f"--name {name!r}: use 2-40 lower-case letters, digits and '-'")
-    if path.exists() and not force:
+    # A link, device or folder is refused even with --force (never written through).
+    if check_target(path) and not force:
         raise BakeryError(f"{path} already exists; use --force to replace it")
     sheet = path.with_name(path.stem + ".credentials.csv").name
     text = STARTER.format(name=name, path=path, sheet=sheet, image=versions.USER_IMAGE)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise BakeryError(f"{path}: cannot write: {exc}") from None
+    write_private(path, text, mode=0o644)
     return path

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 from pathlib import Path
 
 from bakery.config import load_config
 from bakery.credentials import credentials_path, ensure_credentials
-from bakery.errors import BakeryError, RenderError
+from bakery.errors import BakeryError, OutputError, RenderError, UsageError
+from bakery.files import check_target, write_private
 from bakery.render import STAGES, Stage, UserData, render_user_data
 
 
@@ -32,18 +33,13 @@ def user_data_for(*, config_path: Path, stage: Stage, gzip_data: bool | None = N
 
 
 def _looks_like_ours(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(16)
+    # Only called on a regular file (check_target): never blocks on a FIFO or a device.
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return head.startswith((b"#cloud-config", b"\x1f\x8b")) or not head
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (it holds hashes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def render_to(
@@ -64,23 +60,31 @@ def render_to(
         sys.stdout.buffer.write(result.data)
         sys.stdout.flush()
         return result
-    if output.is_dir():
-        raise BakeryError(f"{output} is a directory; give a file name")
-    if output.exists() and not force and not _looks_like_ours(output):
+    # A link, device, FIFO or folder is refused before anything is read or written.
+    if check_target(output) and not force and not _looks_like_ours(output):
         raise BakeryError(f"{output} exists and is not bakery user-data; use --force to replace it")
-    try:
-        write_private(output, result.data)
-    except OSError as exc:
-        raise BakeryError(f"{output}: cannot write: {exc}") from None
+    write_private(output, result.data)
     _note(f"wrote {output} ({stage} stage, {result.encoded_size:,} base64 chars)")
     return result
 
 
-def credentials_sheet(*, config_path: Path, as_csv: bool = False) -> str:
-    """The login sheet to hand out: one line per account, trainees first."""
+def credentials_sheet(*, config_path: Path, as_csv: bool = False, as_json: bool = False) -> str:
+    """The login sheet to hand out: one line per account, trainees first.
+
+    ``as_csv`` gives ``username,password`` lines; ``as_json`` a list of ``{"username",
+    "password", "admin"}`` objects (for mail merges and scripts).
+    """
+    if as_csv and as_json:
+        raise UsageError("--csv and --json: choose one")
     cfg = load_config(config_path)
     accounts = ensure_credentials(cfg, credentials_path(config_path))
     admins = set(cfg.users.admins)
+    if as_json:
+        rows = [
+            {"username": a.username, "password": a.password, "admin": a.username in admins}
+            for a in accounts
+        ]
+        return json.dumps(rows, indent=2) + "\n"
     if as_csv:
         return "username,password\n" + "".join(f"{a.username},{a.password}\n" for a in accounts)
     width = max(len(a.username) for a in accounts)

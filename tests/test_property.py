@@ -6,13 +6,17 @@ import gzip
 import re
 import subprocess
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from helpers import require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from bakery.config import RESERVED_USERNAMES, Workshop
 from bakery.credentials import Account
@@ -86,3 +90,146 @@ def test_random_workshops_render_valid_user_data(raw: dict[str, Any], stage: str
             [cloud_init, "schema", "-c", str(path)], capture_output=True, text=True, check=False
         )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# --- every checked string refuses line breaks and control characters -----------------------------
+
+# A valid value for every string in the model (path: "[]" a list item, "{key}"/"{value}" a dict's).
+VALID: dict[tuple[str, ...], str] = {
+    ("name",): "ok",
+    ("hostname",): "hub.example.org",
+    ("hub", "versions", "jupyterhub"): "5.2.1",
+    ("hub", "versions", "dockerspawner"): "14.0.0",
+    ("hub", "versions", "configurable_http_proxy"): "4.6.2",
+    ("hub", "versions", "idle_culler"): "1.4.0",
+    ("hub", "versions", "systemdspawner"): "1.0.2",
+    ("hub", "versions", "jupyterlab"): "4.3.5",
+    ("users", "prefix"): "student",
+    ("users", "names", "[]"): "alice",
+    ("users", "admins", "[]"): "boss",
+    ("spawner", "image"): "quay.io/jupyter/base-notebook:2025-01-01",
+    ("spawner", "custom_image", "apt", "[]"): "graphviz",
+    ("spawner", "custom_image", "conda", "[]"): "r-tidyverse",
+    ("spawner", "custom_image", "pip", "[]"): "plotly==5.24.1",
+    ("spawner", "image_archive", "path"): "images/nb.tar",
+    ("spawner", "image_archive", "entrypoint", "[]"): "tini",
+    ("spawner", "image_archive", "cmd", "[]"): "jupyterhub-singleuser",
+    ("spawner", "image_archive", "env", "{key}"): "PATH",
+    ("spawner", "image_archive", "env", "{value}"): "/usr/bin:/bin",
+    ("spawner", "mem_limit"): "2G",
+    ("spawner", "network_subnet"): "10.20.0.0/24",
+    ("tls", "domain"): "hub.example.org",
+    ("tls", "email"): "me@example.org",
+    ("ssh", "login_user"): "ubuntu",
+    ("ssh", "authorized_keys", "[]"): "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDx4 me@laptop",
+    ("packages", "[]"): "vim",
+    ("files", "[]", "path"): "/etc/motd",
+    ("files", "[]", "permissions"): "0644",
+    ("files", "[]", "owner"): "root:root",
+    ("bake", "image_name"): "golden",
+    ("bake", "image_properties", "{key}"): "os_distro",
+    ("bake", "image_properties", "{value}"): "ubuntu",
+    ("bake", "source_image"): "Ubuntu 24.04",
+    ("bake", "flavor"): "m1.large",
+    ("bake", "networks", "[]"): "0e8f5a4c-1234-4bcd-9def-0123456789ab",
+    ("bake", "floating_ip_network"): "public",
+    ("bake", "security_groups", "[]"): "ssh",
+    ("bake", "ssh_user"): "ubuntu",
+    ("bake", "qemu_base_image"): "/var/lib/images/base.qcow2",
+    ("openstack", "cloud"): "mycloud",
+    ("openstack", "flavor"): "m1.xlarge",
+    ("openstack", "image"): "bakery-ok",
+    ("openstack", "networks", "[]"): "private",
+    ("openstack", "floating_ip_network"): "public",
+    ("openstack", "key_name"): "mykey",
+    ("openstack", "security_group"): "mygroup",
+    ("openstack", "admin_cidr"): "203.0.113.0/24",
+    ("openstack", "metadata", "{key}"): "course",
+    ("openstack", "metadata", "{value}"): "intro",
+}
+# Free text on purpose: a file's content; a path on the machine running bakery (never rendered).
+FREE_TEXT = {("files", "[]", "content"), ("openstack", "public_key")}
+# Siblings a value needs to be valid.
+CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
+    ("files", "[]"): {"path": "/etc/motd", "content": "x"},
+    ("spawner", "image_archive"): {"path": "a.tar", "format": "rootfs", "cmd": ["x"]},
+}
+
+
+def _string_leaves(annotation: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [
+            leaf
+            for name, field in annotation.model_fields.items()
+            for leaf in _string_leaves(field.annotation, (*path, name))
+        ]
+    if origin is typing.Annotated:
+        return _string_leaves(args[0], path)
+    if origin is list:
+        return _string_leaves(args[0], (*path, "[]"))
+    if origin is dict:
+        return [
+            *_string_leaves(args[0], (*path, "{key}")),
+            *_string_leaves(args[1], (*path, "{value}")),
+        ]
+    if origin in (typing.Union, types.UnionType):
+        leaves = {leaf for arg in args for leaf in _string_leaves(arg, path)}
+        return sorted(leaves)
+    return [path] if annotation is str else []
+
+
+def _config_with(path: tuple[str, ...], value: str) -> dict[str, Any]:
+    root: dict[str, Any] = {"name": "ok"}
+    node: Any = root
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if nxt == "[]":
+            child: Any = []
+        elif nxt in ("{key}", "{value}"):
+            child = {}
+        else:
+            child = dict(CONTEXT.get(path[: i + 1], {}))
+        if part == "[]":
+            child = dict(CONTEXT.get(path[: i + 1], {}))
+            node.append(child)
+        else:
+            node[part] = child
+        node = child
+    last = path[-1]
+    if last == "[]":
+        node.append(value)
+    elif last == "{key}":
+        node[value] = VALID[(*path[:-1], "{value}")]
+    elif last == "{value}":
+        node[VALID[(*path[:-1], "{key}")]] = value
+    else:
+        node[last] = value
+    return root
+
+
+def test_every_string_of_the_model_has_a_valid_example() -> None:
+    leaves = set(_string_leaves(Workshop, ()))
+    assert leaves - FREE_TEXT == set(VALID), "add new string fields to VALID (or FREE_TEXT)"
+    for path, value in VALID.items():
+        Workshop.model_validate(_config_with(path, value))
+
+
+CONTROLS = st.sampled_from([chr(c) for c in [*range(32), 127]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.sampled_from(sorted(VALID)), control=CONTROLS, where=st.integers(0, 2))
+def test_a_control_character_anywhere_is_refused(
+    path: tuple[str, ...], control: str, where: int
+) -> None:
+    valid = VALID[path]
+    value = [valid + control, control + valid, valid[:1] + control + valid[1:]][where]
+    with pytest.raises(ValidationError):
+        Workshop.model_validate(_config_with(path, value))
+
+
+@pytest.mark.parametrize("path", sorted(VALID), ids=".".join)
+def test_a_trailing_newline_is_refused(path: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError):
+        Workshop.model_validate(_config_with(path, VALID[path] + "\n"))

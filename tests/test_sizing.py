@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from pathlib import Path
+from typing import Any
 
-from bakery.config import parse_config
-from bakery.sizing import estimate, estimate_workshop, smallest_flavor
+import pytest
+
+from bakery.config import Workshop, parse_config
+from bakery.errors import UsageError
+from bakery.sizing import estimate, estimate_workshop, size_estimate, smallest_flavor
 
 
 def test_rules_for_a_class_of_30() -> None:
@@ -29,7 +36,9 @@ def test_workshop_split_over_servers() -> None:
     cfg = parse_config(
         "name: ab\nusers: {count: 60, admins: [boss]}\nopenstack: {count: 2}\n", Path("w")
     )
-    assert estimate_workshop(cfg).users == 31  # 30 trainees and the admin per server
+    need = estimate_workshop(cfg)
+    assert (need.trainees, need.admins, need.users) == (30, 1, 31)  # the admin is on each server
+    assert need.memory_mib == estimate(31).memory_mib
 
 
 def test_smallest_flavor_prefers_fewest_cpus_then_ram() -> None:
@@ -43,3 +52,72 @@ def test_smallest_flavor_prefers_fewest_cpus_then_ram() -> None:
     assert smallest_flavor(flavors, need)["name"] == "fits"  # type: ignore[index]
     assert smallest_flavor(flavors[3:], need) is None
     assert smallest_flavor(flavors[3:], need, boot_volume=True)["name"] == "small-disk"  # type: ignore[index]
+
+
+def _cfg(text: str = "") -> Workshop:
+    return parse_config("name: ab\nusers: {count: 20, admins: [boss]}\n" + text, Path("w"))
+
+
+def test_admins_are_reported_apart_from_trainees() -> None:
+    cfg = parse_config(
+        "name: ab\nusers: {count: 60, admins: [boss, chef]}\nopenstack: {count: 2}\n", Path("w")
+    )
+    need = estimate_workshop(cfg)
+    assert (need.trainees, need.admins) == (30, 2)
+    assert "trainees per server: 30" in need.lines()
+    assert "admins per server: 2" in need.lines()
+    assert need.as_dict()["trainees_per_server"] == 30
+
+
+def test_command_line_values_override_the_config() -> None:
+    cfg = _cfg("openstack: {data_gb_per_user: 0, concurrency: 1.0}\nspawner: {mem_limit: 4G}\n")
+    base = size_estimate(cfg)
+    more_data = size_estimate(cfg, data_gb=1.0)
+    assert more_data.memory_mib > base.memory_mib and more_data.disk_gb > base.disk_gb
+    half = size_estimate(cfg, concurrency=0.5)
+    assert half.memory_mib < base.memory_mib
+    capped = size_estimate(cfg, data_gb=10, mem_limit="512M")
+    assert capped.worst_case_memory_mib == 1024 + 21 * 512
+    assert size_estimate(cfg, users=5).trainees == 5
+    assert size_estimate(cfg, users=5).admins == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mem_limit": "abc"}, "--mem-limit: 'abc' is not a size"),
+        ({"mem_limit": "1M"}, "below 128M"),
+        ({"data_gb": math.inf}, "--data-gb inf"),
+        ({"data_gb": math.nan}, "--data-gb nan"),
+        ({"data_gb": -1.0}, "--data-gb -1.0"),
+        ({"concurrency": 0.0}, "--concurrency 0.0"),
+        ({"concurrency": math.nan}, "--concurrency nan"),
+        ({"concurrency": 2.0}, "--concurrency 2.0"),
+    ],
+)
+def test_bad_sizing_options_are_usage_errors(kwargs: dict[str, Any], message: str) -> None:
+    for cfg in (None, _cfg()):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            size_estimate(cfg, users=3, **kwargs)
+
+
+def test_size_cli_json_and_overrides(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bakery.cli import app
+
+    config = tmp_path / "w.yaml"
+    config.write_text("name: ab\nusers: {count: 8, admins: [boss]}\n")
+    runner = CliRunner()
+    plain = runner.invoke(app, ["size", str(config), "--json"])
+    assert plain.exit_code == 0, plain.output
+    data = json.loads(plain.output)
+    assert data["trainees_per_server"] == 8 and data["admins_per_server"] == 1
+    bigger = json.loads(
+        runner.invoke(app, ["size", str(config), "--json", "--data-gb", "2"]).output
+    )
+    assert bigger["memory_mib"] > data["memory_mib"]
+    for bad in (["--mem-limit", "abc"], ["--data-gb", "inf"], ["--data-gb", "nan"]):
+        result = runner.invoke(app, ["size", str(config), *bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "internal error" not in result.output

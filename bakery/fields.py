@@ -1,0 +1,411 @@
+"""The workshop model's constrained values: names, paths, sizes, each checked as a whole string."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+# Every string that ends up in a shell script, a Python file, an nginx config or a unit file is
+# either constrained here to a safe alphabet or quoted by the template filter for its language.
+# Patterns are matched against the whole string with re.fullmatch: Python's `$` also matches
+# before a final newline, so "root\n" would pass a `^...$` check.
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _pattern_check(regex: str, rule: str) -> Callable[[str], str]:
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r}: {rule}")
+        return value
+
+    return check
+
+
+def _anchored(regex: str) -> str:
+    return rf"^(?:{regex})(?![\s\S])"
+
+
+def pattern_str(regex: str, rule: str) -> Any:
+    r"""A string type matching ``regex`` as a whole; errors say ``rule`` (words, not the regex).
+
+    The JSON Schema carries the same pattern for editors, anchored with ``(?![\s\S])`` ("nothing
+    follows"), which means the same in ECMA-262 and in Python validators (where ``$`` does not).
+    """
+    return Annotated[
+        str,
+        AfterValidator(_pattern_check(regex, rule)),
+        WithJsonSchema({"type": "string", "pattern": _anchored(regex), "$comment": rule}),
+    ]
+
+
+def _no_controls(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r}: no control characters or line breaks")
+    return value
+
+
+# One line of free text: anything printable, no line breaks or other control characters.
+OneLine = Annotated[str, AfterValidator(_no_controls)]
+
+# --- user and group names ------------------------------------------------------------------------
+
+# POSIX portable user names, lower case (useradd's default NAME_REGEX), at most 32 characters.
+USERNAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+USERNAME_RULE = (
+    "use 1-32 characters: lower-case letters, digits, '_' or '-', starting with a letter or '_'"
+)
+
+# Users and groups of Debian 12, Ubuntu 22.04 and 24.04 (base-passwd's static list, systemd's,
+# the packages of a cloud image and those bakery installs) and bakery's own names. A trainee or
+# admin with one of these names breaks `useradd` (it makes a group of the same name), and
+# cloud-init then silently skips every later account.
+_SYSTEM_NAME_GROUPS = (
+    # base-passwd (users and groups)
+    "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats "
+    "nobody nogroup adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio dip "
+    "operator src shadow utmp video sasl plugdev staff users ",
+    # systemd, dbus, polkit, udev groups
+    "systemd-journal systemd-network systemd-resolve systemd-timesync systemd-coredump "
+    "systemd-oom systemd-journal-remote systemd-journal-upload systemd-bus-proxy messagebus "
+    "polkitd input kvm render sgx clock netdev ",
+    # cloud-image and server packages
+    "_apt _ssh ssh sshd _chrony chrony ntp _ntp ntpsec syslog uuidd tcpdump tss landscape "
+    "pollinate usbmux lxd dnsmasq fwupd-refresh dhcpcd statd _rpc rpc crontab ssl-cert rdma "
+    "admin lpadmin sambashare ubuntu debian cloud-user ec2-user centos fedora wheel "
+    "postfix postdrop Debian-exim mlocate plocate avahi colord geoclue pulse rtkit saned "
+    "whoopsie kernoops sssd tape-admin libvirt libvirt-qemu libvirt-dnsmasq qemu "
+    "postgres cloudsdk _laurel _flatpak bluetooth scanner lp-admin ",
+    # what bakery installs or names
+    "docker dockremap jupyterhub jovyan nginx certbot bakery",
+)
+SYSTEM_NAMES = frozenset(n for group in _SYSTEM_NAME_GROUPS for n in group.split())
+# Kept for callers of the old name.
+RESERVED_USERNAMES = SYSTEM_NAMES
+
+
+def check_username(value: str) -> str:
+    """A trainee or admin name: a valid user name that no system user or group already has."""
+    if not USERNAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid Linux user name: {USERNAME_RULE}")
+    if value in SYSTEM_NAMES:
+        raise ValueError(
+            f"{value!r} is reserved: a system user or group on Debian/Ubuntu; pick another name"
+        )
+    return value
+
+
+Username = Annotated[
+    str,
+    AfterValidator(check_username),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _anchored(USERNAME_RE.pattern),
+            "not": {"enum": sorted(SYSTEM_NAMES)},
+        }
+    ),
+]
+
+# The image's default admin users: a login user may be one of these (it exists on the image).
+IMAGE_USERS = frozenset({"ubuntu", "debian", "cloud-user", "admin"})
+
+
+def _login_name(value: str) -> str:
+    if not USERNAME_RE.fullmatch(value) or value == "root":
+        raise ValueError(f"{value!r} is not a valid login user (a non-root POSIX user name)")
+    if value in SYSTEM_NAMES and value not in IMAGE_USERS:
+        raise ValueError(f"{value!r} is reserved: a system user or group; pick another login user")
+    return value
+
+
+# The admin's ssh user: the image's own (ubuntu, debian) or a new one bakery creates.
+LoginName = Annotated[str, AfterValidator(_login_name)]
+
+
+def _build_user(value: str) -> str:
+    if not USERNAME_RE.fullmatch(value) or value == "root":
+        raise ValueError(
+            f"{value!r} is not the image's default login user (a Linux user name, not root); "
+            "bakery deletes this user from the image after the bake"
+        )
+    return value
+
+
+BuildUser = Annotated[str, AfterValidator(_build_user)]
+
+UserPrefix = pattern_str(
+    r"[a-z_][a-z0-9_-]{0,27}",
+    "use 1-28 characters: lower-case letters, digits, '_' or '-', starting with a letter or '_'",
+)
+FileOwner = pattern_str(
+    r"[a-z_][a-z0-9_-]{0,31}:[a-z_][a-z0-9_-]{0,31}",
+    "write USER:GROUP, each a lower-case Linux name (e.g. root:root)",
+)
+
+# --- names on the network ------------------------------------------------------------------------
+
+WORKSHOP_NAME_RE = r"[a-z][a-z0-9-]{0,38}[a-z0-9]"
+# A workshop name becomes a hostname, a resource tag and part of file names: a DNS label.
+WorkshopName = pattern_str(
+    WORKSHOP_NAME_RE,
+    "use 2-40 characters: lower-case letters, digits and '-', starting with a letter and not "
+    "ending with '-'",
+)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*", re.DOTALL)
+
+
+def _hostname(value: str) -> str:
+    value = value.lower()
+    if not _HOSTNAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid DNS name (letters, digits, '-' and '.')")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+
+# A container image reference (docker's reference grammar, lower-case repository, optional digest).
+_IMAGE_RE = re.compile(
+    r"(?:(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?/)?"  # registry host[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
+    r"(?:@sha256:[a-f0-9]{64})?"  # @digest
+)
+
+
+def _image(value: str) -> str:
+    if not _IMAGE_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a container image reference; expected e.g. "
+            "'quay.io/jupyter/datascience-notebook:2025-03-14'"
+        )
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image)]
+
+# --- packages and versions -----------------------------------------------------------------------
+
+# PEP 440-ish release strings, also safe in a shell word and an npm/pip spec.
+Version = pattern_str(
+    r"[0-9]+(?:\.[0-9]+){0,3}[a-z0-9.+-]{0,20}",
+    "write a release number such as 5.2.1 (digits and dots, then an optional suffix like rc1)",
+)
+# Debian package names (Policy 5.6.1), optionally pinned with =VERSION.
+AptPackage = pattern_str(
+    r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?",
+    "write a Debian package name (lower-case letters, digits, + . -), optionally =VERSION",
+)
+# pip / conda requirement specs: a name and an optional version constraint, no URLs or options.
+PackageSpec = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[A-Za-z0-9._,-]+\])?"
+    r"(?:(?:==|>=|<=|~=|!=|>|<|=)[A-Za-z0-9.*+!-]+(?:,(?:==|>=|<=|~=|!=|>|<)[A-Za-z0-9.*+!-]+)*)?",
+    "write a package name with an optional [extras] and version constraint, e.g. "
+    "'plotly==5.24.1' (no spaces, URLs or options)",
+)
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in a size such as ``512M``, ``2G``, ``1.5GiB`` or a plain integer.
+
+    Raises:
+        ValueError: not a size.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.fullmatch(value)
+    if not match or len(value) > 40:
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def canonical_mem_limit(value: str | int) -> str:
+    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
+    size = parse_size(value)
+    if size < 128 * 1024**2:
+        raise ValueError(f"{value!r} is below 128M, too little for a notebook server")
+    if size > 4 * 1024**4:
+        raise ValueError(f"{value!r} is above 4T")
+    for unit in ("G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+MemSize = Annotated[
+    str | int,
+    AfterValidator(canonical_mem_limit),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _anchored(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
+                {"type": "integer", "minimum": 134217728},
+            ]
+        }
+    ),
+]
+
+# --- paths ---------------------------------------------------------------------------------------
+
+_PATH_RE = re.compile(r"[A-Za-z0-9_./@+-]+")
+
+
+def _abs_path(value: str) -> str:
+    if not value.startswith("/") or "/../" in value + "/":
+        raise ValueError(f"{value!r} must be an absolute path without '..'")
+    if not _PATH_RE.fullmatch(value):
+        raise ValueError(f"{value!r}: use only letters, digits and _ . / @ + - in paths")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+
+
+def _archive_path(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_./@+~-]+", value):
+        raise ValueError(
+            f"{value!r}: use only letters, digits and _ . / @ + ~ - in the archive's path"
+        )
+    return value
+
+
+# A path on the machine that bakes: absolute, ~/..., or relative to workshop.yaml's folder.
+ArchivePath = Annotated[str, AfterValidator(_archive_path)]
+
+FileMode = pattern_str(
+    r"0?[0-7]{3,4}",
+    "write an octal mode in quotes, e.g. '0644' (unquoted, YAML reads 0644 as the number 420)",
+)
+
+# --- image settings restated for `docker import --change` ----------------------------------------
+
+ImportWord = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_no_controls)]
+EnvName = pattern_str(
+    r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+    "write an environment variable name: letters, digits and '_', not starting with a digit",
+)
+EnvValue = pattern_str(
+    r"[A-Za-z0-9_./:,+=@%-]{0,4000}",
+    "use only letters, digits and _ . / : , + = @ % - (no spaces or quotes)",
+)
+
+# --- OpenStack and Packer ------------------------------------------------------------------------
+
+
+def _packer_text(value: str) -> str:
+    # Packer escapes nothing for us: bakery writes these as escaped HCL strings, but Packer then
+    # reads "{{" in builder settings as a Go template, so such values are refused outright.
+    if not value or len(value) > 255:
+        raise ValueError("use 1-255 characters")
+    _no_controls(value)
+    if "{{" in value or "}}" in value:
+        raise ValueError(f"{value!r}: '{{{{' and '}}}}' are not allowed (Packer templates)")
+    return value
+
+
+# An OpenStack name or ID (image, flavor, network, security group) or a property value.
+PackerText = Annotated[str, AfterValidator(_packer_text)]
+# Glance image names become file names for the qemu source too: a safe alphabet.
+ImageName = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
+    "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+)
+# Glance property keys (os_distro, hw_disk_bus, ...); bakery_* is bakery's own record.
+PropertyKey = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}",
+    "use letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+)
+NetworkId = pattern_str(
+    r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}",
+    "write a network UUID (e.g. 0e8f5a4c-...; `openstack network list` shows them)",
+)
+# OpenStack resource names and IDs: letters, digits and a few separators, no shell or YAML syntax.
+CloudName = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9 ._:/@+-]{0,254}",
+    "use 1-255 letters, digits, spaces or . _ : / @ + -, starting with a letter or digit",
+)
+MetadataKey = pattern_str(
+    r"[A-Za-z0-9_.:-]{1,200}", "use 1-200 letters, digits, '_', '.', ':' or '-'"
+)
+MetadataValue = Annotated[str, Field(max_length=255), AfterValidator(_no_controls)]
+SshKey = pattern_str(
+    r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+",
+    "paste one public key line, e.g. 'ssh-ed25519 AAAA... you@laptop' (no options before it)",
+)
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network such as 203.0.113.0/24") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+def _docker_subnet(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    # is_private also holds for link-local (the metadata service 169.254.169.254 lives there),
+    # loopback, "this network" (0/8) and the reserved 240/4: none of them may carry containers.
+    bad = [
+        (net.is_link_local, "link-local (it holds the metadata service 169.254.169.254)"),
+        (net.is_loopback, "loopback"),
+        (net.is_multicast, "multicast"),
+        (net.is_reserved, "reserved"),
+        (net.is_unspecified or net.subnet_of(ipaddress.IPv4Network("0.0.0.0/8")), "unspecified"),
+    ]
+    for hit, what in bad:
+        if hit:
+            raise ValueError(f"{net} is a {what} range; use a private one such as 172.30.0.0/24")
+    if net.prefixlen > 28 or not net.is_private:
+        raise ValueError(
+            f"{net}: use a private IPv4 network of /28 or larger (10/8, 172.16/12, 192.168/16)"
+        )
+    return str(net)
+
+
+DockerSubnet = Annotated[str, AfterValidator(_docker_subnet)]
+
+
+class FieldError(ValueError):
+    """A cross-field error that belongs to one field: ``loc`` is its path inside the model.
+
+    The message formatter adds ``loc`` to where pydantic reports the model, so the error points
+    at the line of the field at fault instead of the section (or "line 1 (top level)").
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
