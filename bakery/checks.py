@@ -19,7 +19,8 @@ import yaml
 
 from bakery.config import Workshop, load_config
 from bakery.credentials import Account, credentials_path, ensure_credentials, preview_accounts
-from bakery.render import NGINX_SITE, STAGES, TLS_DIR, UNIT_DIR, Stage, UserData, render_user_data
+from bakery.layout import NGINX_SITE, TLS_DIR, UNIT_DIR
+from bakery.render import STAGES, Stage, UserData, render_user_data
 
 Status = Literal["ok", "failed", "missing"]
 # Tools the checks call, and the Debian package that has each.

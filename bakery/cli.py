@@ -13,16 +13,23 @@ import typer
 
 from bakery import __version__
 from bakery.errors import BakeryError
+from bakery.progress import ConsoleReporter
+
+# -h as well as --help, on every command.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="bakery",
-    help="Turn one workshop.yaml into a running JupyterHub on a cloud VM.",
+    help="Turn one workshop.yaml into a running JupyterHub on a cloud VM.\n\n"
+    "Exit codes: 0 ok, 1 an operation failed, 2 bad input, config or a missing tool, "
+    "70 internal error (a bug), 130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# --debug is accepted anywhere on the line (main() takes it out before Typer parses the rest).
 _state = {"debug": False}
 
 ConfigArg = Annotated[
@@ -55,6 +62,25 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+_reporter: ConsoleReporter | None = None
+
+
+def progress() -> ConsoleReporter:
+    """The reporter library calls get: notes as lines, a live status line on a terminal."""
+    global _reporter
+    if _reporter is None:
+        _reporter = ConsoleReporter()
+    return _reporter
+
+
+def _close_progress() -> None:
+    # A new reporter per command: it holds the stderr of its own invocation (tests run many).
+    global _reporter
+    if _reporter is not None:
+        _reporter.close()
+        _reporter = None
+
+
 def handle_errors(func: F) -> F:
     """Turn BakeryError into a message on stderr and its exit code (traceback only with --debug)."""
 
@@ -62,6 +88,13 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        finally:
+            _close_progress()  # end a live status line before any message below
+
+    @wraps(func)
+    def handled(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return wrapper(*args, **kwargs)
         except BakeryError as exc:
             if _state["debug"]:
                 raise
@@ -83,7 +116,7 @@ def handle_errors(func: F) -> F:
             _err("bakery: this is a bug; rerun with --debug for the traceback and report it")
             raise typer.Exit(70) from None
 
-    return wrapper  # type: ignore[return-value]
+    return handled  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:
@@ -98,10 +131,12 @@ def main_options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks on errors (anywhere on the line).")
+    ] = False,
 ) -> None:
     """bakery: one YAML file describes a workshop; bakery turns it into a running JupyterHub."""
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
 
 
 @app.command()
@@ -122,14 +157,28 @@ def init(
 
 @app.command()
 @handle_errors
-def validate(config: ConfigArg) -> None:
+def validate(
+    config: ConfigArg,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Fail when a check was skipped (its tool is missing)."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """Check the config and every rendered document with the real validators found here."""
+    import json
+
     from bakery.checks import validate_workshop
 
     report = validate_workshop(config_path=config)
-    for line in report.lines():
-        typer.echo(line)
-    if not report.ok:
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    if not report.ok(strict=strict):
+        if strict and report.ok():
+            _err("bakery: --strict: checks were skipped; install the tools named above")
         raise typer.Exit(1)
 
 
@@ -165,11 +214,69 @@ def render(
 def credentials(
     config: ConfigArg,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV (username,password).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: [{username, password, admin}].")
+    ] = False,
+    slips: Annotated[
+        Path | None,
+        typer.Option(
+            "--slips", metavar="FILE", help="Write printable login slips (HTML, mode 600) to FILE."
+        ),
+    ] = None,
+    url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="With --slips: the hub's address, once per server in order (default: "
+            "https://tls.domain/).",
+        ),
+    ] = None,
 ) -> None:
     """Print the trainees' login sheet, making passwords for accounts that have none yet."""
+    if slips is not None or url:
+        from bakery.errors import UsageError
+        from bakery.slips import write_slips
+
+        if slips is None:
+            raise UsageError("--url goes with --slips FILE (the address printed on each slip)")
+        made = write_slips(config_path=config, output=slips, urls=url or (), progress=progress())
+        plural = "" if len(made) == 1 else "s"
+        _err(f"bakery: wrote {len(made)} login slip{plural} to {slips}; print at 100 % and cut")
+        return
     from bakery.workflow import credentials_sheet
 
-    typer.echo(credentials_sheet(config_path=config, as_csv=csv), nl=False)
+    typer.echo(credentials_sheet(config_path=config, as_csv=csv, as_json=as_json), nl=False)
+
+
+@app.command()
+@handle_errors
+def schema(
+    as_markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="Print the workshop.yaml reference (docs/reference.md)."),
+    ] = False,
+) -> None:
+    """Print the JSON Schema of workshop.yaml (for editors' YAML language servers)."""
+    from bakery.reference import markdown, schema_text
+
+    typer.echo(markdown() if as_markdown else schema_text(), nl=False)
+
+
+config_app = typer.Typer(
+    name="config", help="Inspect a workshop file.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(config_app)
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(config: ConfigArg) -> None:
+    """Print the effective config: the file with every default filled in, as YAML."""
+    from bakery.config import load_config
+    from bakery.reference import effective_config
+
+    typer.echo(effective_config(load_config(config)), nl=False)
 
 
 # --- bakery try (local VM; library: bakery/localvm.py) -------------------------------------------
@@ -208,7 +315,9 @@ def try_(
     ] = TryStage.full,
     port: Annotated[int, typer.Option("--port", help="Local HTTPS port (HTTP is PORT+1).")] = 8443,
     ssh_port: Annotated[int, typer.Option("--ssh-port", help="Local ssh port.")] = 2222,
-    memory: Annotated[str, typer.Option("--memory", help="Guest memory.")] = "4G",
+    memory: Annotated[
+        str, typer.Option("--memory", help="Guest memory with a unit: 4G, 3072M (at least 1G).")
+    ] = "4G",
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Guest CPUs.")] = 2,
     accel: Annotated[
         AccelChoice,
@@ -227,17 +336,18 @@ def try_(
     """Boot the workshop in a local qemu VM and wait until its hub answers."""
     from bakery import localvm
     from bakery.config import load_config
+    from bakery.errors import UsageError
 
     run_dir = localvm.run_dir_for(load_config(config).name)
     if status:
         typer.echo(localvm.vm_status(run_dir).describe())
         return
     if stop:
-        localvm.stop_vm(run_dir, keep=keep, progress=lambda m: _err(f"bakery: {m}"))
-        _err(f"bakery: stopped{' (overlay kept in ' + str(run_dir) + ')' if keep else ''}")
+        localvm.stop_vm(run_dir, keep=keep, progress=progress())
+        progress()(f"stopped{' (overlay kept in ' + str(run_dir) + ')' if keep else ''}")
         return
     if image is None:
-        raise localvm.TryUsageError(
+        raise UsageError(
             f"--image is required to start a VM: bakery try {config} --image BASE.qcow2 "
             "(or --status / --stop)"
         )
@@ -252,7 +362,7 @@ def try_(
         accel=accel.value,
         timeout=timeout,
         run_dir=run_dir,
-        progress=lambda m: _err(f"bakery: {m}"),
+        progress=progress(),
     )
     typer.echo(f"hub ready after {result.seconds:.0f} s: {result.url}")
     typer.echo(f"credentials: {result.credentials}")
@@ -301,7 +411,7 @@ def packer_(
 
 
 class BakeBuilder(str, Enum):
-    """How `bakery bake` builds the image."""
+    """How `bakery bake` builds the image (see bakery.builders)."""
 
     packer = "packer"
     openstacksdk = "openstacksdk"
@@ -314,11 +424,16 @@ def bake(
     config: ConfigArg,
     only: Annotated[
         BakeSource | None,
-        typer.Option("--only", help="Build one source: openstack, or qemu (local qcow2)."),
+        typer.Option("--only", help="Packer: build one source: openstack, or qemu (local qcow2)."),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Packer's folder (default: build/packer/NAME)."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="packer: its folder (default: build/packer/NAME); chroot: the golden qcow2 "
+            "(default: build/NAME-golden.qcow2).",
+        ),
     ] = None,
     builder: Annotated[
         BakeBuilder,
@@ -326,39 +441,22 @@ def bake(
             "--builder",
             help="packer; openstacksdk: no Packer (boot a builder server, let it seal itself, "
             "snapshot it); chroot: install into bake.qemu_base_image's filesystem at native "
-            "speed (root; -o names the golden qcow2).",
+            "speed (root).",
         ),
     ] = BakeBuilder.packer,
 ) -> None:
-    """Bake the golden image (Packer by default), streaming progress; prints the image made."""
-    from bakery.config import load_config
-    from bakery.packer import bake as bake_image
+    """Bake the golden image (Packer by default), streaming progress; prints the images made."""
+    from bakery.builders import bake as bake_image
 
-    if builder == BakeBuilder.openstacksdk:
-        if only == BakeSource.qemu:
-            raise typer.BadParameter("--only qemu needs --builder packer", param_hint="--only")
-        from bakery.cloud import bake_image as bake_with_sdk
-
-        image_id = bake_with_sdk(config_path=config, progress=lambda m: _err(f"bakery: {m}"))
-        typer.echo(f"openstack: {image_id}")
-        return
-    if builder == BakeBuilder.chroot:
-        from bakery.chroot import bake_golden
-
-        golden = bake_golden(
-            config_path=config, output=output, progress=lambda m: _err(f"bakery: {m}")
-        )
-        typer.echo(f"chroot: {golden}")
-        return
     results = bake_image(
-        load_config(config),
         config_path=config,
+        builder=builder.value,
+        output=output,
         only=only.value if only else None,
-        out_dir=output,
+        progress=progress(),
     )
     for r in results:
-        where = ", ".join(r.files) if r.files else r.artifact_id
-        typer.echo(f"{r.source}: {r.image_name} {where}")
+        typer.echo(f"{r.builder}: {r.image_name} {r.where}")
 
 
 # --- OpenStack: launch, status, destroy, size (library: bakery/cloud.py, bakery/sizing.py) -------
@@ -394,13 +492,30 @@ def launch(
         float | None,
         typer.Option(help="Minutes to wait for the hub (default: openstack.hub_timeout_minutes)."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (image, stage, flavor, networks, rules, user-data sizes, quota "
+            "headroom) and create nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Create (or reuse) security group, key pair, server(s) and floating IPs; print the URL(s).
 
     Safe to run twice: what exists is reused. A failed boot reports Nova's fault and removes what
     this run created.
     """
-    from bakery.cloud import launch as do_launch
+    if dry_run:
+        from bakery.launch_plan import plan_launch
+
+        plan = plan_launch(
+            config_path=config, image=image, count=count, stage=stage.value if stage else None
+        )
+        for line in plan.lines():
+            typer.echo(line)
+        return
+    from bakery.launch import launch as do_launch
 
     result = do_launch(
         config_path=config,
@@ -409,7 +524,7 @@ def launch(
         stage=stage.value if stage else None,
         wait=wait,
         timeout_minutes=timeout,
-        progress=lambda m: _err(f"bakery: {m}"),
+        progress=progress(),
     )
     for server in result.servers:
         hub = "" if not wait else f"  (hub: {server.hub})"
@@ -424,8 +539,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show the workshop's servers: state, addresses, hub health, cloud-init progress."""
-    from bakery.cloud import status as get_status
-    from bakery.cloud import status_json
+    from bakery.launch import status as get_status
+    from bakery.launch import status_json
 
     infos = get_status(config_path=config)
     if as_json:
@@ -446,22 +561,42 @@ def status(
 def destroy(
     config: ConfigArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
 ) -> None:
-    """Delete exactly what bakery created for this workshop (safe to re-run)."""
-    from bakery.cloud import DestroyPlan
-    from bakery.cloud import destroy as do_destroy
+    """Delete exactly what bakery created for this workshop (safe to re-run).
+
+    The servers' disks go with them: the trainees' files (their homes) are deleted for good.
+    """
+    from bakery.launch import DestroyPlan
+    from bakery.launch import destroy as do_destroy
 
     def confirm(plan: DestroyPlan) -> bool:
         for line in plan.lines():
             _err(f"  {line}")
+        if plan.warning:
+            _err(f"bakery: warning: {plan.warning}")
         if yes:
             return True
         if not sys.stdin.isatty():
             _err("bakery: not a terminal: pass --yes to delete without asking")
             return False
-        return typer.confirm(f"Delete these {len(plan.items)} resources?", default=False)
+        return typer.confirm(
+            f"Delete these {len(plan.items)} resources, the trainees' files with the servers?",
+            default=False,
+        )
 
-    do_destroy(config_path=config, confirm=confirm, progress=lambda m: _err(f"bakery: {m}"))
+    plan = do_destroy(config_path=config, confirm=confirm, dry_run=dry_run, progress=progress())
+    if dry_run:
+        for line in plan.lines():
+            typer.echo(line)
+        typer.echo(
+            f"would delete these {len(plan.items)} resources"
+            + (f"; {plan.warning}" if plan.warning else "")
+            if plan.items
+            else "nothing to delete"
+        )
 
 
 @app.command()
@@ -473,30 +608,52 @@ def size(
             help="A workshop file (or give --users).", show_default=False, metavar="CONFIG"
         ),
     ] = None,
-    users: Annotated[int | None, typer.Option(min=1, help="Trainees per server.")] = None,
-    data_gb: Annotated[float, typer.Option(min=0, help="Data each trainee loads, GB.")] = 0.05,
+    users: Annotated[
+        int | None, typer.Option(min=1, help="Trainees per server (overrides the config's).")
+    ] = None,
+    data_gb: Annotated[
+        float | None,
+        typer.Option(help="Data each trainee loads, GB [default: config's, else 0.05]."),
+    ] = None,
     concurrency: Annotated[
-        float, typer.Option(min=0.01, max=1, help="Share of trainees active at once.")
-    ] = 1.0,
-    mem_limit: Annotated[str, typer.Option(help="Per-trainee memory limit.")] = "2G",
+        float | None,
+        typer.Option(help="Share of trainees active at once, (0, 1] [default: config's, else 1]."),
+    ] = None,
+    mem_limit: Annotated[
+        str | None,
+        typer.Option(help="Per-trainee memory limit, e.g. 2G [default: config's, else 2G]."),
+    ] = None,
     flavors: Annotated[
         bool, typer.Option("--flavors", help="Also pick the smallest fitting flavor of the cloud.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
-    """Estimate memory, vCPUs and disk for one server (rules: see bakery/sizing.py)."""
+    """Estimate memory, vCPUs and disk for one server (rules: see bakery/sizing.py).
+
+    With a CONFIG, --data-gb, --concurrency and --mem-limit replace its values.
+    """
+    import json
+
     from bakery import sizing
     from bakery.config import load_config
+    from bakery.errors import UsageError
 
     if config is None and users is None:
-        raise typer.BadParameter("give a CONFIG or --users N")
+        raise UsageError("give a CONFIG or --users N")
+    if as_json and flavors:
+        raise UsageError("--json does not cover --flavors yet; run them separately")
     cfg = load_config(config) if config is not None else None
-    need = (
-        sizing.estimate_workshop(cfg)
-        if cfg is not None and users is None
-        else sizing.estimate(
-            users or 1, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
+    if cfg is not None:
+        # The options replace the config's values, here and for --flavors below.
+        cfg = sizing.with_overrides(
+            cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
         )
+    need = sizing.size_estimate(
+        cfg, users=users, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
     )
+    if as_json:
+        typer.echo(json.dumps(need.as_dict(), indent=2))
+        return
     for line in need.lines():
         typer.echo(line)
     if flavors:
@@ -515,9 +672,13 @@ def size(
         )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app(prog_name="bakery")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[: args.index("--") if "--" in args else len(args)]:
+        args.remove("--debug")
+        _state["debug"] = True
+    app(args=args, prog_name="bakery")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,17 +13,43 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from bakery import __version__, versions
+from bakery import __version__, image, notebook_image, versions
 from bakery.config import Workshop
 from bakery.credentials import Account
 from bakery.errors import RenderError
+
+# Where things live on the VM (bakery.layout); the names stay importable from here.
+from bakery.layout import (
+    ACME_ROOT,
+    CONDA_PREFIX,
+    CONFIG_DIR,
+    DOCKER_BRIDGE,
+    DOCKER_DAEMON_JSON,
+    DOCKER_NETWORK,
+    HUB_PORT,
+    HUB_PREFIX,
+    IMAGE_DIR,
+    LOGIN_DEFS,
+    NGINX_SITE,
+    PROXY_API_PORT,
+    PROXY_ENV,
+    PROXY_PORT,
+    SCRIPT_DIR,
+    SSHD_DROPIN,
+    STATE_DIR,
+    TLS_DIR,
+    UNIT_DIR,
+    UNITS,
+    USER_IMAGE_ARCHIVE,
+    USER_IMAGE_UNIT,
+)
 from bakery.templates import render
 
 Stage = Literal["full", "bake", "boot"]
@@ -32,25 +58,15 @@ STAGES: tuple[Stage, ...] = ("full", "bake", "boot")
 # Nova rejects a server's user_data above 65,535 characters of base64.
 NOVA_USER_DATA_LIMIT = 65535
 
-# Where things live on the VM.
-HUB_PREFIX = "/opt/jupyterhub"
-CONDA_PREFIX = "/opt/miniforge"
-CONFIG_DIR = "/etc/jupyterhub"
-STATE_DIR = "/srv/jupyterhub"
-TLS_DIR = "/etc/jupyterhub/tls"
-PROXY_ENV = "/etc/jupyterhub/proxy.env"
-SCRIPT_DIR = "/usr/local/lib/bakery"
-IMAGE_DIR = "/etc/jupyterhub/image"
-# Where a bake puts spawner.image_archive; user-image.sh loads it into docker, then deletes it.
-USER_IMAGE_ARCHIVE = "/var/lib/bakery/user-image.tar"
-ACME_ROOT = "/var/www/letsencrypt"
-BAKE_RECORD = "/etc/bakery/bake.json"
-UNIT_DIR = "/etc/systemd/system"
-NGINX_SITE = "/etc/nginx/conf.d/jupyterhub.conf"
-SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bakery.conf"
-DOCKER_NETWORK = "jupyterhub"
-DOCKER_BRIDGE = "br-jupyterhub"
-PROXY_PORT, PROXY_API_PORT, HUB_PORT = 8000, 8001, 8081
+# Sets useradd's mode for new homes in /etc/login.defs (replaces a HOME_MODE line, else adds one).
+HOME_MODE_CMD = (
+    f"if grep -q '^HOME_MODE' {LOGIN_DEFS}; "
+    f"then sed -i 's/^HOME_MODE.*/HOME_MODE\\t0700/' {LOGIN_DEFS}; "
+    f"else printf 'HOME_MODE\\t0700\\n' >> {LOGIN_DEFS}; fi"
+)
+# Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
+# kernels and terminals uses well under 100.
+PIDS_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -85,50 +101,6 @@ class UserData:
     def encoded_size(self) -> int:
         """Characters of base64, the unit of Nova's 65,535 limit."""
         return len(base64.b64encode(self.data))
-
-
-def config_digest(cfg: Workshop) -> str:
-    """A stable hash of the workshop config (recorded in golden images).
-
-    Only what the bake stage depends on counts: users, ssh keys, extra files, the host name and
-    where the image is built or launched do not change what is in it.
-    """
-    data = cfg.model_dump(mode="json", include={"name", "os", "hub", "spawner", "tls", "packages"})
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def custom_image_tag(cfg: Workshop) -> str | None:
-    """The local tag of the workshop's custom image, named after its Dockerfile's content."""
-    if cfg.spawner.custom_image is None:
-        return None
-    digest = hashlib.sha256(_dockerfile(cfg).encode()).hexdigest()[:12]
-    return f"bakery/{cfg.name}-notebook:{digest}"
-
-
-def _dockerfile(cfg: Workshop) -> str:
-    custom = cfg.spawner.custom_image
-    assert custom is not None
-    return render(
-        "cloudinit/Dockerfile.j2",
-        bakery_version=__version__,
-        base_image=cfg.spawner.image,
-        apt=custom.apt,
-        conda=custom.conda,
-        pip=custom.pip,
-    )
-
-
-def import_changes(cfg: Workshop) -> list[str]:
-    """The ``docker import --change`` instructions restoring a rootfs archive's image settings."""
-    archive = cfg.spawner.image_archive
-    if archive is None or archive.format != "rootfs":
-        return []
-    changes = [f"ENV {name}={value}" for name, value in archive.env.items()]
-    if archive.entrypoint:
-        changes.append(f"ENTRYPOINT {json.dumps(archive.entrypoint)}")
-    changes.append(f"CMD {json.dumps(archive.cmd)}")
-    return changes
 
 
 def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, Any]:
@@ -172,17 +144,19 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "proxy_port": PROXY_PORT,
         "proxy_api_port": PROXY_API_PORT,
         "hub_port": HUB_PORT,
-        "hub_ip": "0.0.0.0" if docker else "127.0.0.1",  # noqa: S104 (firewalled, see firewall.sh)
+        # The hub's API listens only where its clients are: the trainees' docker network's
+        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it too.
+        "hub_ip": cfg.spawner.gateway if docker else "127.0.0.1",
         "hub_connect_ip": cfg.spawner.gateway if docker else None,
         "docker_network": DOCKER_NETWORK,
         "docker_bridge": DOCKER_BRIDGE,
         "docker_subnet": cfg.spawner.network_subnet,
-        "image": custom_image_tag(cfg) or cfg.spawner.image,
-        "custom_tag": custom_image_tag(cfg),
+        "image": notebook_image.custom_image_tag(cfg) or cfg.spawner.image,
+        "custom_tag": notebook_image.custom_image_tag(cfg),
         "base_image": cfg.spawner.image,
         "image_archive": USER_IMAGE_ARCHIVE if archive else None,
         "archive_format": archive.format if archive else None,
-        "import_changes": import_changes(cfg),
+        "import_changes": notebook_image.import_changes(cfg),
         "mem_limit": cfg.spawner.mem_limit,
         "cpu_limit": cfg.spawner.cpu_limit,
         "default_url": cfg.spawner.default_url,
@@ -199,6 +173,7 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "server_name": cfg.tls.domain or "_",
         "hsts": cfg.tls.mode == "letsencrypt",
         "login_user": cfg.login_user,
+        "pids_limit": PIDS_LIMIT,
     }
 
 
@@ -208,18 +183,6 @@ def _script(name: str, ctx: dict[str, Any]) -> VmFile:
 
 def _unit(name: str, ctx: dict[str, Any]) -> VmFile:
     return VmFile(f"{UNIT_DIR}/{name}", render(f"cloudinit/{name}.j2", **ctx))
-
-
-# The systemd units bakery installs, in the order they start.
-UNITS = (
-    "bakery-firewall.service",
-    "bakery-tls.service",
-    "jupyterhub-secrets.service",
-    "configurable-http-proxy.service",
-    "jupyterhub.service",
-)
-# Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
-USER_IMAGE_UNIT = "bakery-user-image.service"
 
 
 def units(cfg: Workshop) -> tuple[str, ...]:
@@ -239,34 +202,12 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
     if cfg.spawner.kind == "docker":
         files += [_script("docker-network.sh", ctx), _script("user-image.sh", ctx)]
         daemon = {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
-        files.append(VmFile("/etc/docker/daemon.json", json.dumps(daemon, indent=2) + "\n"))
+        files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
         if cfg.spawner.custom_image is not None:
-            files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", _dockerfile(cfg)))
+            files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
     files += [_unit(name, ctx) for name in units(cfg)]
-    record = {
-        "bakery": __version__,
-        "workshop": cfg.name,
-        "config_sha256": config_digest(cfg),
-        "components": {
-            "jupyterhub": cfg.hub.versions.jupyterhub,
-            "configurable-http-proxy": cfg.hub.versions.configurable_http_proxy,
-            "jupyterhub-idle-culler": cfg.hub.versions.idle_culler,
-            **(
-                {
-                    "dockerspawner": cfg.hub.versions.dockerspawner,
-                    "user-image": ctx["image"],
-                    **(
-                        {"user-image-archive": cfg.spawner.image_archive.format}
-                        if cfg.spawner.image_archive
-                        else {}
-                    ),
-                }
-                if cfg.spawner.kind == "docker"
-                else {"jupyterhub-systemdspawner": cfg.hub.versions.systemdspawner}
-            ),
-        },
-    }
-    files.append(VmFile(BAKE_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n"))
+    # The one bake record (bakery.image), written into every golden image by the bake stage.
+    files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     return files
 
 
@@ -323,8 +264,35 @@ def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
     return cmds
 
 
-def _users(accounts: list[Account]) -> list[Any]:
+# cloud-init prints the document's final_message on the console once every module has run; its
+# text before $UPTIME is how the console scan (bakery/console.py) recognises the end of a stage.
+FINAL_MARKER_RE = re.compile(
+    r"bakery: (?P<workshop>\S+) (?P<stage>" + "|".join(STAGES) + r") stage done after "
+)
+
+
+def final_message(cfg: Workshop, stage: Stage) -> str:
+    """The cloud-config's ``final_message``: the console line that marks the end of ``stage``.
+
+    :data:`FINAL_MARKER_RE` recognises it (cloud-init replaces ``$UPTIME`` with seconds).
+    """
+    return f"bakery: {cfg.name} {stage} stage done after $UPTIME seconds"
+
+
+def _users(cfg: Workshop, accounts: list[Account]) -> list[Any]:
     users: list[Any] = ["default"]
+    if cfg.creates_login_user:
+        # Not the image's own user: sshd lets only this one in (AllowUsers), so it is made here
+        # with the keys (the cloud's key pair goes to the image's default user only) and sudo.
+        users.append(
+            {
+                "name": cfg.login_user,
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": list(cfg.ssh.authorized_keys),
+            }
+        )
     users += [
         {"name": a.username, "lock_passwd": False, "passwd": a.hash, "shell": "/bin/bash"}
         for a in accounts
@@ -353,10 +321,13 @@ def build_cloud_config(
         names = [a.username for a in accounts]
         if names != cfg.users.all_names():
             raise RenderError("the accounts do not match the config's users; reload credentials")
+        # Runs before cloud-init's users module: every home it (or a later useradd) makes is
+        # private. Debian 12's useradd would make them 0755 and trainees read each other's files.
+        doc["bootcmd"] = [["sh", "-c", HOME_MODE_CMD]]
         doc["hostname"] = cfg.fqdn.split(".")[0]
         if "." in cfg.fqdn:
             doc["fqdn"] = cfg.fqdn
-        doc["users"] = _users(accounts)
+        doc["users"] = _users(cfg, accounts)
         doc["chpasswd"] = {"expire": False}
         doc["ssh_pwauth"] = False
         if cfg.ssh.authorized_keys:
@@ -368,6 +339,11 @@ def build_cloud_config(
         files += bake_files(cfg)
     if with_boot:
         files += boot_files(cfg, accounts)
+    paths = [f.path for f in files]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        # config refuses user files on bakery's paths; this catches any it does not know of.
+        raise RenderError(f"files: {', '.join(twice)} would be written twice; choose another path")
     doc["write_files"] = [f.as_cloud_config() for f in files]
     runcmd: list[list[str]] = []
     if with_bake:
@@ -375,7 +351,7 @@ def build_cloud_config(
     if with_boot:
         runcmd += _boot_runcmd(cfg)
     doc["runcmd"] = runcmd
-    doc["final_message"] = f"bakery: {cfg.name} {stage} stage done after $UPTIME seconds"
+    doc["final_message"] = final_message(cfg, stage)
     return doc
 
 
@@ -424,16 +400,30 @@ def render_user_data(
         # mtime=0: the same input gives the same bytes.
         result = UserData(stage, gzip.compress(text, compresslevel=9, mtime=0), gzipped=True)
     if result.encoded_size > NOVA_USER_DATA_LIMIT:
-        n = len(accounts or [])
         how = "even gzipped" if result.gzipped else "(try --gzip)"
         ways = ["split the trainees over several workshops, fewer accounts each"]
+        if cfg.files:
+            ways.append("copy large files another way (a package, the image, scp)")
         if stage == "full":
             ways.insert(0, "bake a golden image and launch it with the smaller boot stage")
         raise RenderError(
             f"the {stage} user-data is {result.encoded_size:,} base64 characters, over Nova's "
-            f"limit of {NOVA_USER_DATA_LIMIT:,} {how}. Each of the {n} accounts adds a password "
-            f"hash that does not compress. Way{'s' if len(ways) > 1 else ''} out: "
+            f"limit of {NOVA_USER_DATA_LIMIT:,} {how}. Biggest parts: "
+            f"{_biggest_parts(cfg, accounts or [])}. Way{'s' if len(ways) > 1 else ''} out: "
             + "; or ".join(ways)
             + "."
         )
     return result
+
+
+def _biggest_parts(cfg: Workshop, accounts: list[Account]) -> str:
+    """What makes a user-data document big, largest first (for the size-limit message)."""
+    parts = [
+        (len(f.content), f"files: {f.path} ({len(f.content):,} characters)") for f in cfg.files
+    ]
+    if accounts:
+        size = sum(len(a.hash) + len(a.username) + 60 for a in accounts)
+        hashes = f"~{size:,} characters of hashes that do not compress"
+        parts.append((size, f"{len(accounts)} accounts ({hashes})"))
+    parts.sort(reverse=True)
+    return "; ".join(text for _, text in parts[:3]) or "bakery's own files"

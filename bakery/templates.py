@@ -1,13 +1,14 @@
 """The one strict Jinja2 environment, loading the templates bakery ships.
 
-Templates live in the repository's top-level ``cloudinit/`` and ``packer/`` folders and are
-installed as ``bakery/templates/{cloudinit,packer}`` (see pyproject.toml), read with
+Templates live in the repository's top-level ``cloudinit/``, ``packer/`` and ``print/`` folders
+and are installed as ``bakery/templates/{cloudinit,packer,print}`` (see pyproject.toml), read with
 ``importlib.resources``. An editable install (``pip install -e .``) has no such package data: there
 the templates are read from the source tree beside the package, still never imported as packages.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shlex
@@ -48,7 +49,7 @@ def _finalize(value: Any) -> Any:
         return value
     raise RenderError(
         f"the value {value!r} would reach a rendered file unquoted; quote it with the filter for "
-        "the file's language (|sh, |shwords, |py, |pyset, |json)"
+        "the file's language (|sh, |shwords, |py, |pyset, |json, |html)"
     )
 
 
@@ -79,7 +80,12 @@ def _json(value: Any) -> Quoted:
     return Quoted(json.dumps(value, sort_keys=True))
 
 
-FOLDERS = ("cloudinit", "packer")
+def _html(value: Any) -> Quoted:
+    """HTML text or a quoted attribute value: ``& < > " '`` escaped."""
+    return Quoted(html.escape(str(value), quote=True))
+
+
+FOLDERS = ("cloudinit", "packer", "print")
 
 
 def template_root() -> Traversable:
@@ -113,7 +119,7 @@ class _Loader(jinja2.BaseLoader):
 
 @cache
 def environment() -> jinja2.Environment:
-    """The shared environment: StrictUndefined, ``.j2`` templates, no autoescape (not HTML)."""
+    """The shared environment: StrictUndefined, ``.j2`` templates, no autoescape (HTML: |html)."""
     env = jinja2.Environment(
         loader=_Loader(),
         undefined=jinja2.StrictUndefined,
@@ -123,7 +129,9 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701
         finalize=_finalize,
     )
-    env.filters.update(py=_pystr, pyset=_pyset, sh=_shell, shwords=_shell_words, json=_json)
+    env.filters.update(
+        py=_pystr, pyset=_pyset, sh=_shell, shwords=_shell_words, json=_json, html=_html
+    )
     return env
 
 
@@ -135,5 +143,3 @@ def render(template: str, /, **context: Any) -> str:
         return environment().get_template(template).render(**context)
     except RenderError as exc:
         raise RenderError(f"{template}: {exc}") from None
-
-

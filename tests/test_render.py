@@ -60,7 +60,7 @@ def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> Non
         'c.JupyterHub.spawner_class = "dockerspawner.SystemUserSpawner"',
         "c.SystemUserSpawner.run_as_root = True",
         "c.DockerSpawner.remove = True",
-        "c.JupyterHub.hub_ip = '0.0.0.0'",
+        "c.JupyterHub.hub_ip = '172.30.0.1'",
         "c.JupyterHub.hub_connect_ip = '172.30.0.1'",
         "c.ConfigurableHTTPProxy.should_start = False",
         "c.PAMAuthenticator.open_sessions = False",
@@ -112,7 +112,7 @@ def test_full_is_bake_then_boot(make_workshop: MakeWorkshop) -> None:
     assert not any("--now" in cmd for cmd in bake["runcmd"])
     assert any("--now" in cmd for cmd in boot["runcmd"])
     assert not any("tls.sh" in " ".join(cmd) for cmd in bake["runcmd"])
-    assert "/etc/bakery/bake.json" in files_of(bake)
+    assert "/etc/bakery/image.json" in files_of(bake)
 
 
 @pytest.mark.parametrize("stage", ["full", "bake", "boot"])

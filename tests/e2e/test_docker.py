@@ -126,7 +126,7 @@ def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
             cpus=2,
             accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
             run_dir=dws.run_dir,
-            progress=lambda m: print(f"[try docker] {m}", file=sys.stderr),
+            progress=lambda m, **_: print(f"[try docker] {m}", file=sys.stderr),
         )
     except Exception:
         dump_console(dws.run_dir)
@@ -328,6 +328,16 @@ with urllib.request.urlopen(api, timeout=20) as r:
     assert proxy_api[0] != "open", f"the proxy API port is open to containers: {proxy_api}"
     assert api == f"http://{gateway}:8081/hub/api", api
     assert hub[0] == 200 and '"version"' in hub[1], hub
+    # On the host: the hub's API listens on the trainees' gateway only, and the trainee's
+    # container has a pids limit (a fork bomb stays inside it).
+    out = ssh(
+        dvm,
+        dvm.login_user,
+        "sudo ss -ltnH 'sport = :8081' | awk '{print $4}'; "
+        f"sudo docker inspect --format '{{{{.HostConfig.PidsLimit}}}}' jupyter-{user}",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"{gateway}:8081", "1024"], out.stdout
 
 
 def test_4_mem_limit_kills_the_kernel_not_the_vm(dvm: Workshop, t1: tuple[str, Any]) -> None:

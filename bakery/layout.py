@@ -1,0 +1,66 @@
+"""Where things live on the VM: the paths, units, ports and names bakery's files agree on."""
+
+from __future__ import annotations
+
+import posixpath
+
+# The hub's Python environment (venv or conda), and Miniforge for `hub.install: conda`.
+HUB_PREFIX = "/opt/jupyterhub"
+CONDA_PREFIX = "/opt/miniforge"
+# The hub's configuration (rewritten at every boot stage) and its state (secrets, database).
+CONFIG_DIR = "/etc/jupyterhub"
+STATE_DIR = "/srv/jupyterhub"
+TLS_DIR = "/etc/jupyterhub/tls"
+PROXY_ENV = "/etc/jupyterhub/proxy.env"
+IMAGE_DIR = "/etc/jupyterhub/image"
+SCRIPT_DIR = "/usr/local/lib/bakery"
+# Where a bake puts spawner.image_archive; user-image.sh loads it into docker, then deletes it.
+USER_IMAGE_ARCHIVE = "/var/lib/bakery/user-image.tar"
+# The bake record: what a golden image holds and how it was made (bakery.image writes it).
+RECORD_PATH = "/etc/bakery/image.json"
+ACME_ROOT = "/var/www/letsencrypt"
+UNIT_DIR = "/etc/systemd/system"
+NGINX_SITE = "/etc/nginx/conf.d/jupyterhub.conf"
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bakery.conf"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+# The boot stage sets HOME_MODE here (private homes).
+LOGIN_DEFS = "/etc/login.defs"
+DOCKER_NETWORK = "jupyterhub"
+DOCKER_BRIDGE = "br-jupyterhub"
+PROXY_PORT, PROXY_API_PORT, HUB_PORT = 8000, 8001, 8081
+
+# The systemd units bakery installs, in the order they start.
+UNITS = (
+    "bakery-firewall.service",
+    "bakery-tls.service",
+    "jupyterhub-secrets.service",
+    "configurable-http-proxy.service",
+    "jupyterhub.service",
+)
+# Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
+USER_IMAGE_UNIT = "bakery-user-image.service"
+
+# Files bakery writes or edits outside its own folders, and the folders it owns: user `files:`
+# may replace neither (render also refuses any path written twice, whatever this list says).
+MANAGED_FILES = frozenset(
+    {
+        NGINX_SITE,
+        SSHD_DROPIN,
+        DOCKER_DAEMON_JSON,
+        LOGIN_DEFS,
+        RECORD_PATH,
+        *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT)),
+    }
+)
+MANAGED_DIRS = frozenset(
+    {
+        HUB_PREFIX,
+        CONDA_PREFIX,
+        CONFIG_DIR,
+        STATE_DIR,
+        SCRIPT_DIR,
+        ACME_ROOT,
+        posixpath.dirname(RECORD_PATH),
+        posixpath.dirname(USER_IMAGE_ARCHIVE),
+    }
+)
