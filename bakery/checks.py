@@ -268,4 +268,24 @@ def validate_workshop(*, config_path: Path) -> Report:
     accounts = ensure_credentials(cfg, sheet) if sheet.exists() else preview_accounts(cfg)
     report = check_workshop(cfg, accounts)
     report.checks.insert(0, Check(f"config {config_path}", "ok"))
+    with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
+        report.checks += check_builder_scripts(cfg, Path(tmp))
     return report
+
+
+def check_builder_scripts(cfg: Workshop, work: Path) -> list[Check]:
+    """shellcheck and ``bash -n`` of the scripts the builders run in the image (not user-data)."""
+    from bakery import bake_openstack, image
+
+    scripts = {
+        "clean.sh": image.clean_script(),
+        "wait-cloud-init.sh": image.wait_script(),
+        "seal.sh": bake_openstack.seal_script(cfg.login_user),
+    }
+    checks: list[Check] = []
+    for name, text in scripts.items():
+        path = work / "builder" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        checks += [replace(c, name=f"golden-image builders: {c.name}") for c in check_shell(path)]
+    return checks

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from bakery.cloud import META_KEY, RETRIABLE_FOR_CREATE, api, http_status
 from bakery.config import Workshop
-from bakery.errors import AuthError, BakeryError, CloudError, NotFoundError, QuotaError
+from bakery.errors import (
+    AuthError,
+    BakeryError,
+    CloudError,
+    LeftBehind,
+    NotFoundError,
+    QuotaError,
+)
 from bakery.files import write_private
 from bakery.progress import Reporter, quiet
 
@@ -482,9 +489,15 @@ def cleanup_on_failure(conn: Connection, progress: Reporter = quiet) -> Iterator
     made: list[Tracked] = []
     try:
         yield made
-    except BaseException:
-        if made:
-            progress(f"failed: removing the {len(made)} resources this run created")
-            for err in delete_all(conn, list(reversed(made)), progress):
-                progress(f"cleanup: {err}")
-        raise
+    except BaseException as exc:
+        if not made:
+            raise
+        progress(f"failed: removing the {len(made)} resources this run created")
+        errors = delete_all(conn, list(reversed(made)), progress)
+        if not errors:
+            raise
+        # What could not be deleted keeps costing money: say so with the cause, not as a note.
+        raise LeftBehind(
+            f"{exc}\n\nand {len(errors)} of the {len(made)} resources this run created could not "
+            "be removed (run `bakery destroy` to retry):\n  " + "\n  ".join(errors)
+        ) from exc

@@ -79,6 +79,10 @@ def test_validate_strict_and_json_through_the_cli(tmp_path: Path) -> None:
     assert strict.stdout.splitlines()[-1].endswith("passed, 0 failed")
     data = json.loads(run("validate", "--json", "workshop.yaml", cwd=tmp_path).stdout)
     assert data["ok"] is True and data["failed"] == 0 and data["passed"] == len(data["checks"])
+    # The scripts the golden-image builders run are checked too, not only user-data.
+    names = " ".join(c["name"] for c in data["checks"])
+    for script in ("clean.sh", "wait-cloud-init.sh", "seal.sh"):
+        assert f"shellcheck {script}" in names, script
     # validate writes no credentials sheet: it uses throwaway passwords.
     assert not (tmp_path / "workshop.credentials.csv").exists()
 

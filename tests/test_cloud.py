@@ -39,7 +39,7 @@ from bakery import cli, cloud, resources
 from bakery import launch as launch_mod
 from bakery.cli import app
 from bakery.config import load_config
-from bakery.errors import AuthError, BakeryError, CloudError, QuotaError, RenderError
+from bakery.errors import AuthError, BakeryError, CloudError, LeftBehind, QuotaError, RenderError
 from bakery.sizing import Estimate, estimate_workshop
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -195,6 +195,23 @@ def test_error_state_reports_the_fault_and_removes_what_this_run_made(
     assert fake.calls("POST", r"/floatingips$") == []
     assert fake.servers == {} and fake.groups == {} and fake.fips == {}
     assert list(fake.keypairs) == ["bakery-intro"]
+
+
+def test_a_failed_launch_that_cannot_clean_up_names_what_is_left(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    path = write_workshop(tmp_path)
+    fake.boot_outcome = "ERROR"
+    fake.fail("DELETE", r"/security-groups/[^/]+$", 500, {"message": "boom"}, times=None)
+
+    with pytest.raises(LeftBehind) as info:
+        launch(path)
+
+    text = str(info.value)
+    assert "intro-1 failed to build" in text  # the cause comes first
+    assert "could not be removed" in text and "security group" in text
+    assert info.value.exit_code == 1
+    assert fake.servers == {} and len(fake.groups) == 1
 
 
 def test_cloud_init_failure_on_the_console_fails_the_launch(
