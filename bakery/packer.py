@@ -21,7 +21,7 @@ import yaml
 
 from bakery import __version__, image, layout, render, seed
 from bakery.config import DEFAULT_LOGIN_USER, Workshop, load_config
-from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing
+from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing, UsageError
 from bakery.image import BakeResult
 from bakery.progress import Reporter, quiet
 from bakery.templates import render as render_template
@@ -62,9 +62,9 @@ def installed_packer_version(packer: str = "packer") -> str | None:
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
     if match is None:
-        raise ValueError(f"{version!r} is not a Packer version")
+        raise UsageError(f"--packer-version {version!r} is not a Packer version; write e.g. 1.6.6")
     return tuple(int(p) for p in match.groups())
 
 
@@ -279,11 +279,19 @@ def write_packer(
 # --- baking -------------------------------------------------------------------------------------
 
 
-def _run(cmd: Sequence[str], *, cwd: Path, progress: Reporter) -> None:
+def _run(
+    cmd: Sequence[str], *, cwd: Path, progress: Reporter, env: dict[str, str] | None = None
+) -> None:
     """Run ``cmd``, reporting each line of its output; raise on failure."""
     progress(f"running {' '.join(cmd)}")
     with subprocess.Popen(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -291,6 +299,13 @@ def _run(cmd: Sequence[str], *, cwd: Path, progress: Reporter) -> None:
         rc = proc.wait()
     if rc != 0:
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {rc}); its output is above")
+
+
+def _cloud_env(cfg: Workshop, sources: Sequence[str]) -> dict[str, str] | None:
+    """Packer's environment: ``openstack.cloud`` reaches Packer as OS_CLOUD (it reads clouds.yaml)."""
+    if "openstack" in sources and cfg.openstack.cloud:
+        return {**os.environ, "OS_CLOUD": cfg.openstack.cloud}
+    return None
 
 
 def _results(
@@ -376,6 +391,12 @@ def bake(
     if version is None:
         raise ToolMissing(INSTALL_ADVICE)
     exe = shutil.which(packer) or packer
+    if "openstack" in sources:
+        from bakery.cloud import connect
+
+        # The cloud is checked before Packer starts: a missing clouds.yaml entry or refused
+        # credentials is a clear error (exit 2) here, not a Packer failure minutes later.
+        connect(cfg)
     folder = Path(output) if output else config_path.parent / "build" / "packer" / cfg.name
     name = image.image_name(cfg)
     timings: dict[str, float] = {}
@@ -399,9 +420,7 @@ def bake(
             _run([exe, "init", "."], cwd=folder, progress=progress)
         if only:
             args.append(f"-only={only}.golden")
-        if "openstack" in sources and not ("OS_CLOUD" in os.environ or "OS_AUTH_URL" in os.environ):
-            progress("note: neither OS_CLOUD nor OS_AUTH_URL is set")
         start = time.monotonic()
-        _run([*args, "."], cwd=folder, progress=progress)
+        _run([*args, "."], cwd=folder, progress=progress, env=_cloud_env(cfg, sources))
         timings["packer build"] = round(time.monotonic() - start, 1)
     return _results(cfg, folder, image.record(cfg), timings)

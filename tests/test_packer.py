@@ -22,7 +22,7 @@ from helpers import EXAMPLES, require_tool
 
 from bakery import image, packer
 from bakery.config import load_config
-from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing
+from bakery.errors import BuildError, CloudNotConfigured, ConfigError, RenderError, ToolMissing
 from bakery.progress import Collector
 
 OLD, NEW = "1.6.6", "1.11.2"
@@ -464,10 +464,26 @@ def test_bake_runs_packer(
 
 
 def test_bake_reports_packer_failure(write_config: Callable[[str], Path], tmp_path: Path) -> None:
-    path = write_config("name: mini\n")
+    path = write_config(INLINE_CONFIGS["qemu-and-openstack"])
     exe, _ = _fake_packer(tmp_path, OLD, build_rc=1)
     with pytest.raises(BuildError, match="exit 1"):
+        packer.bake(config_path=path, only="qemu", output=tmp_path / "b", packer=exe)
+
+
+def test_bake_checks_the_cloud_before_packer_starts(
+    write_config: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config("name: mini\n")
+    exe, log = _fake_packer(tmp_path, OLD)
+    for var in [v for v in os.environ if v.startswith("OS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CloudNotConfigured, match="clouds.yaml") as info:
         packer.bake(config_path=path, output=tmp_path / "b", packer=exe)
+    assert info.value.exit_code == 2
+    # Packer was asked its version, never to build.
+    assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["version"]
 
 
 def test_bake_without_packer(write_config: Callable[[str], Path], tmp_path: Path) -> None:
