@@ -29,13 +29,14 @@ def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        model = _inner_model(field.annotation)
+        model = inner_model(field.annotation)
         if model is None:
             return None
     return model  # type: ignore[no-any-return]
 
 
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
+def inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation (``Model | None``, ``list[Model]``...)."""
     todo = [annotation]
     while todo:
         t = todo.pop()

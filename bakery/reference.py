@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel
 
 from bakery.config import Workshop
+from bakery.configerrors import inner_model
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
@@ -111,21 +112,11 @@ def _models() -> list[tuple[type[BaseModel], str]]:
             continue
         out.append((model, path))
         for name, field in model.model_fields.items():
-            inner = _inner_model(field.annotation)
+            inner = inner_model(field.annotation)
             if inner is not None:
                 item = "[]" if "list" in str(field.annotation) else ""
                 todo.append((inner, f"{path}.{name}{item}".lstrip(".")))
     return out
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    todo = [annotation]
-    while todo:
-        t = todo.pop()
-        if isinstance(t, type) and issubclass(t, BaseModel):
-            return t
-        todo.extend(getattr(t, "__args__", ()))
-    return None
 
 
 def markdown() -> str:

@@ -21,3 +21,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed; .ci/run must install it")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def config_error(text: str, line: int, words: list[str]) -> str:
+    """Parse ``text`` as ws.yaml; assert one ConfigError at ``line`` naming ``words``."""
+    from bakery.config import parse_config
+    from bakery.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("ws.yaml"))
+    message = str(info.value)
+    assert message.startswith(f"ws.yaml:{line}:"), message
+    for word in words:
+        assert word in message, message
+    assert info.value.exit_code == 2
+    return message

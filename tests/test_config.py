@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import config_error
 
 from bakery.config import Workshop, load_config, parse_config, parse_size
 from bakery.errors import ConfigError
@@ -103,13 +104,7 @@ BAD = [
 
 @pytest.mark.parametrize(("text", "line", "words"), BAD, ids=[b[0][:40] for b in BAD])
 def test_bad_input_gets_one_clear_message(text: str, line: int, words: list[str]) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, Path("ws.yaml"))
-    message = str(info.value)
-    assert message.startswith(f"ws.yaml:{line}:"), message
-    for word in words:
-        assert word in message, message
-    assert info.value.exit_code == 2
+    config_error(text, line, words)
 
 
 def test_missing_and_empty_files(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_every_field_is_described(model: type[BaseModel]) -> None:
 def test_bake_and_openstack_are_in_the_reference() -> None:
     text = REFERENCE.read_text(encoding="utf-8")
     keys = [*Bake.model_fields, *OpenStack.model_fields]
-    assert len(keys) == 33
+    assert len(keys) >= 33  # the 33 keys of bakery 0.1.0 and any added since
     for section in ("## `bake`: Bake", "## `openstack`: OpenStack"):
         assert section in text
     for key in keys:
