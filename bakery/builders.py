@@ -30,6 +30,7 @@ def bake(
     builder: Builder = "packer",
     output: str | Path | None = None,
     only: str | None = None,
+    upload: bool = False,
     progress: Reporter = quiet,
 ) -> list[BakeResult]:
     """Bake ``config_path``'s golden image with ``builder``.
@@ -40,6 +41,8 @@ def bake(
             ``openstacksdk`` (a Glance image, no Packer) or ``chroot`` (a local qcow2, as root).
         output: packer: its folder; chroot: the qcow2; openstacksdk: not used.
         only: packer only: build one source, ``openstack`` or ``qemu``.
+        upload: put each image file made (chroot, Packer's qemu) into the config's cloud, as
+            `bakery image upload` does.
         progress: where the builder's notes and states go.
 
     Returns:
@@ -56,4 +59,8 @@ def bake(
     }[builder]
     out = Path(output) if output is not None else None
     results: list[BakeResult] = run(config_path=Path(config_path), output=out, progress=progress)
+    if upload:
+        from bakery.upload import upload_results
+
+        results = upload_results(results, config_path=Path(config_path), progress=progress)
     return results
