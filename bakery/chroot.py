@@ -26,8 +26,13 @@ from bakery.progress import Reporter, quiet
 
 # The cloud-config keys this builder applies; anything else is refused rather than ignored.
 SUPPORTED_KEYS = frozenset(
-    {"package_update", "package_upgrade", "packages", "write_files", "runcmd", "bootcmd"}
+    {"apt", "package_update", "package_upgrade", "packages", "write_files", "runcmd", "bootcmd"}
 )
+# The part of cloud-init's `apt` module (cc_apt_configure) this builder applies, and where
+# cloud-init writes `apt: conf:` (APT_CONFIG_FN) and removes a stale proxy file (APT_PROXY_FN).
+APT_KEYS = frozenset({"conf", "preserve_sources_list"})
+APT_CONF_FILE = "etc/apt/apt.conf.d/94cloud-init-config"
+APT_PROXY_FILE = "etc/apt/apt.conf.d/90cloud-init-aptproxy"
 # Keys that only matter for a booted instance and are safe to skip in an image build.
 IGNORED_KEYS = frozenset({"final_message", "output"})
 
@@ -225,6 +230,28 @@ def write_file(root: Path, item: dict[str, Any]) -> None:
     )
 
 
+def apply_apt_config(root: Path, apt: dict[str, Any]) -> None:
+    """Apply a cloud-config ``apt`` key as cloud-init's apt module does, inside ``root``.
+
+    ``conf`` is written verbatim to cloud-init's apt.conf.d file (removed when absent), the proxy
+    file cloud-init would remove goes; the sources must be preserved (this builder does not
+    generate a sources.list). Anything else is refused rather than ignored.
+    """
+    unknown = sorted(set(apt) - APT_KEYS)
+    if unknown or apt.get("preserve_sources_list") is not True:
+        raise ChrootError(
+            "the chroot builder applies apt: conf with preserve_sources_list: true only"
+            + (f"; not {', '.join(unknown)}" if unknown else "")
+            + " (bake in a VM with Packer instead)"
+        )
+    conf = root / APT_CONF_FILE
+    (root / APT_PROXY_FILE).unlink(missing_ok=True)
+    if "conf" in apt:
+        write_file(root, {"path": "/" + APT_CONF_FILE, "content": str(apt["conf"])})
+    else:
+        conf.unlink(missing_ok=True)
+
+
 def _package_names(packages: list[Any]) -> list[str]:
     names = []
     for pkg in packages:
@@ -262,9 +289,9 @@ def apply_cloud_config(
 ) -> dict[str, float]:
     """Apply a bake-stage cloud-config to the root filesystem at ``root`` (already prepared).
 
-    Order follows cloud-init's modules: bootcmd, write_files, package_update/upgrade, packages,
-    deferred write_files, runcmd. Each runcmd item runs on its own and must succeed (cloud-init
-    would only log a failure; a bake must not hide one).
+    Order follows cloud-init's modules: bootcmd, write_files, apt (configuration),
+    package_update/upgrade, packages, deferred write_files, runcmd. Each runcmd item runs on its
+    own and must succeed (cloud-init would only log a failure; a bake must not hide one).
 
     Returns:
         Seconds spent per step.
@@ -324,6 +351,7 @@ def _steps(
     steps: list[tuple[bool, str, Callable[[], object]]] = [
         (bool(config.get("bootcmd")), "bootcmd", run_all("bootcmd")),
         (bool(now), "write_files", write_all(now)),
+        ("apt" in config, "apt configure", lambda: apply_apt_config(root, dict(config["apt"]))),
         (update, "apt-get update", apt("update")),
         (upgrade, "apt-get dist-upgrade", apt("dist-upgrade")),
         (bool(packages), f"apt-get install ({len(packages)} packages)", apt("install", *packages)),

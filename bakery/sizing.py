@@ -1,12 +1,12 @@
 """`bakery size`: memory, CPU and disk a workshop VM needs, and the smallest fitting flavor.
 
-The rules (from the 2016 recipe's experience, measured again on a test VM here):
+The rules (the 2016 recipe's, held against measurements on the e2e VM here; docs/architecture.md):
 
 - Base: the OS, Docker, nginx, configurable-http-proxy and the hub take about 1 GiB of memory
-  (measured in a guest here: hub + nginx + one trainee server ~540 MiB).
-- Each *active* trainee: 200 MiB for an idle notebook server and kernel, plus 5x the data they load
-  (pandas and friends keep several copies of a data set in memory). ``concurrency`` is the share
-  of trainees active at once (1.0 for a hands-on class).
+  (measured: hub 144 MiB, proxy 90 MiB, the whole guest ~420 MiB before any trainee server).
+- Each *active* trainee: :data:`PER_USER_MEMORY` (160 MiB, measured) for an idle notebook server
+  and kernel, plus 5x the data they load (pandas and friends keep several copies of a data set in
+  memory). ``concurrency`` is the share of trainees active at once (1.0 for a hands-on class).
 - The per-trainee ``mem_limit`` caps what one trainee can take; the estimate never assumes more.
 - CPU: one core per four active trainees, at least two.
 - Disk: 20 GB for the system and the user image, plus 0.5 GB and their data per trainee (homes).
@@ -25,9 +25,23 @@ from bakery.fields import canonical_mem_limit, parse_size
 GIB = 1024**3
 MIB = 1024**2
 BASE_MEMORY = 1 * GIB
-PER_USER_MEMORY = 200 * MIB
+# Measured 2026-11-27 (issue 15): memory.current of each trainee's systemd unit cgroup
+# (jupyter-NAME-singleuser.service: JupyterLab 4.3.5 + one idle python3 kernel), six servers
+# idle 60 s after `bench/class_bench.py` on the e2e golden VM (Debian 12, 2 vCPU / 4 GiB, TCG):
+# 141-150 MiB, mean 145, memory.peak 152. Rounded up past the peak to 160 MiB (2016 rule: 200).
+# The docker spawner's container (the user image's server) is not measured yet.
+PER_USER_MEMORY = 160 * MIB
 DATA_FACTOR = 5
 USERS_PER_CORE = 4
+# JupyterHub's own limits (rendered into jupyterhub_config.py, which applies them to the VM it
+# runs on). Starting a server is the CPU-heavy moment (JupyterLab's imports and extension scan):
+# ten at once on 2 vCPUs left four past a 180 s http_timeout (issue 15). Over the limit a trainee
+# gets the hub's "Too many users trying to log in right now, try again" page (HTTP 429), not a hang.
+SPAWNS_PER_CPU = 2
+# A first start under load answers HTTP well after 180 s on a slow VM; the start itself (docker
+# creating the container, or systemd the unit) gets the longer start_timeout.
+SPAWN_HTTP_TIMEOUT = 300
+SPAWN_START_TIMEOUT = 600
 BASE_DISK_GB = 20
 PER_USER_DISK_GB = 0.5
 MAX_DATA_GB = 1000
@@ -44,6 +58,8 @@ class Estimate:
     worst_case_memory_mib: int  # every active account at their mem_limit
     trainees: int = 0
     admins: int = 0
+    active: int = 0  # servers running at once (the share ``concurrency`` of trainees, + admins)
+    per_server_mib: int = 0  # memory counted per active server
 
     def lines(self) -> list[str]:
         """A readable summary."""
@@ -114,7 +130,30 @@ def estimate(
         vcpus=max(2, math.ceil(active / USERS_PER_CORE)),
         disk_gb=math.ceil(disk),
         worst_case_memory_mib=math.ceil(worst / MIB),
+        active=active,
+        per_server_mib=math.ceil(per_user / MIB),
     )
+
+
+def servers_held(memory_mib: int, per_server_mib: int) -> int:
+    """Active servers a VM of ``memory_mib`` holds by the rule of :func:`estimate` (at least 1).
+
+    The inverse of the estimate; jupyterhub_config.py computes the same from the VM's own memory
+    for ``active_server_limit``, so a bigger flavor than the estimate's holds more.
+    """
+    return max(1, (memory_mib - BASE_MEMORY // MIB) // max(1, per_server_mib))
+
+
+def hub_limits(cfg: Workshop) -> dict[str, int]:
+    """The numbers jupyterhub_config.py turns into the hub's spawn limits on the VM it runs on."""
+    need = estimate_workshop(cfg)
+    return {
+        "base_mib": BASE_MEMORY // MIB,
+        "per_server_mib": need.per_server_mib,
+        "spawns_per_cpu": SPAWNS_PER_CPU,
+        "http_timeout": SPAWN_HTTP_TIMEOUT,
+        "start_timeout": SPAWN_START_TIMEOUT,
+    }
 
 
 def estimate_workshop(cfg: Workshop) -> Estimate:

