@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BUILD ?= build
 PYTEST_ARGS ?=
 
-.PHONY: demo install test test-e2e test-cloud test-slow lint typecheck bench bench-e2e golden clean
+.PHONY: demo install test test-e2e test-cloud test-cloud-bake test-slow lint typecheck bench bench-e2e bench-class golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test-e2e: $(VENV)/.deps
 test-cloud: $(VENV)/.deps
 	$(BIN)/pytest -m testcloud -s $(PYTEST_ARGS)
 
+# The real bakes on the test cloud (openstacksdk builder, Packer's openstack source), each launched
+# and logged into: hours under nested TCG, not in CI.
+test-cloud-bake: $(VENV)/.deps
+	$(BIN)/pytest -m slow -s tests/testcloud/test_cloud_bake.py $(PYTEST_ARGS)
+
 test-slow: $(VENV)/.deps
 	$(BIN)/pytest -m slow -s $(PYTEST_ARGS)
 
@@ -65,6 +70,14 @@ bench-e2e: $(VENV)/.deps
 	mkdir -p $(BUILD)
 	BAKERY_E2E_TIMINGS=$(abspath $(BUILD))/e2e-timings.json $(BIN)/pytest -m "e2e and not slow" -q
 	cat $(BUILD)/e2e-timings.json
+
+# N trainees (BENCH_N, default 10) log in, spawn and run a cell at the same moment; a table and
+# $(BUILD)/class-bench-N.json. Boots the e2e golden VM (root, ~15 min under TCG) unless
+# BENCH_ARGS has --url https://HUB --credentials SHEET [--config workshop.yaml --ssh USER@HOST].
+BENCH_N ?= 10
+BENCH_ARGS ?=
+bench-class: $(VENV)/.deps
+	$(BIN)/python bench/class_bench.py -n $(BENCH_N) $(BENCH_ARGS)
 
 golden: $(VENV)/.deps
 	BAKERY_REGEN_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py

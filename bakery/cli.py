@@ -444,6 +444,14 @@ def bake(
             "speed (root).",
         ),
     ] = BakeBuilder.packer,
+    upload: Annotated[
+        bool,
+        typer.Option(
+            "--upload",
+            help="Put the image file made (chroot, or Packer's qemu) into the config's cloud "
+            "(as `bakery image upload` does).",
+        ),
+    ] = False,
 ) -> None:
     """Bake the golden image (Packer by default), streaming progress; prints the images made."""
     from bakery.builders import bake as bake_image
@@ -453,6 +461,7 @@ def bake(
         builder=builder.value,
         output=output,
         only=only.value if only else None,
+        upload=upload,
         progress=progress(),
     )
     for r in results:
@@ -488,18 +497,39 @@ def launch(
             help="Wait until the hub answers on https://IP/hub/health (or cloud-init fails).",
         ),
     ] = True,
-    timeout: Annotated[
-        float | None,
-        typer.Option(help="Minutes to wait for the hub (default: openstack.hub_timeout_minutes)."),
+    hub_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--hub-timeout",
+            "--timeout",
+            metavar="DURATION",
+            help="How long to wait for the hub: seconds or 90s, 20m, 1h "
+            "(default: openstack.hub_timeout, 45m).",
+            show_default=False,
+        ),
+    ] = None,
+    active_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--active-timeout",
+            metavar="DURATION",
+            help="How long a server may take to be ACTIVE (default: openstack.active_timeout, "
+            "15m).",
+            show_default=False,
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
             "--dry-run",
-            help="Print the plan (image, stage, flavor, networks, rules, user-data sizes, quota "
-            "headroom) and create nothing.",
+            help="Print the checks of `bakery check` and the plan (image, stage, flavor, "
+            "networks, rules, user-data sizes, quota headroom); create nothing.",
         ),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check/--no-check", help="Run `bakery check` first; refuse on a failure."),
+    ] = True,
 ) -> None:
     """Create (or reuse) security group, key pair, server(s) and floating IPs; print the URL(s).
 
@@ -507,29 +537,83 @@ def launch(
     this run created.
     """
     if dry_run:
-        from bakery.launch_plan import plan_launch
+        from bakery.preflight import dry_run as plan_and_check
 
-        plan = plan_launch(
+        report, plan = plan_and_check(
             config_path=config, image=image, count=count, stage=stage.value if stage else None
         )
         for line in plan.lines():
             typer.echo(line)
+        typer.echo("checks (`bakery check`):")
+        for line in report.lines():
+            typer.echo(f"  {line}")
         return
-    from bakery.launch import launch as do_launch
+    from bakery.launch import launch as unchecked_launch
+    from bakery.preflight import checked_launch
 
+    do_launch = checked_launch if check else unchecked_launch
     result = do_launch(
         config_path=config,
         image=image,
         count=count,
         stage=stage.value if stage else None,
         wait=wait,
-        timeout_minutes=timeout,
+        hub_timeout=hub_timeout,
+        active_timeout=active_timeout,
         progress=progress(),
     )
     for server in result.servers:
         hub = "" if not wait else f"  (hub: {server.hub})"
         typer.echo(f"{server.name}: {server.url or 'no address yet'}{hub}")
     typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
+
+
+image_app = typer.Typer(
+    name="image",
+    help="Golden images in the cloud: upload a baked file, delete one.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(image_app)
+
+
+@image_app.command("upload")
+@handle_errors
+def image_upload(
+    config: ConfigArg,
+    image_file: Annotated[
+        Path,
+        typer.Argument(
+            help="A qcow2 baked by `bakery bake --builder chroot` (or Packer's qemu), with its "
+            "FILE.bakery.json beside it.",
+            show_default=False,
+            metavar="FILE",
+        ),
+    ],
+) -> None:
+    """Upload a baked image file into Glance as the golden image (same name, record, properties).
+
+    An image of that name with the same checksum is reused, not sent again.
+    """
+    from bakery.upload import upload as do_upload
+
+    result = do_upload(config_path=config, image_file=image_file, progress=progress())
+    typer.echo(f"{result.image_name} {result.image_id}")
+    _err(f"bakery: launch it: bakery launch {config} --image {result.image_name}")
+
+
+@image_app.command("delete")
+@handle_errors
+def image_delete(
+    config: ConfigArg,
+    name_or_id: Annotated[
+        str, typer.Argument(help="The image's name or ID.", show_default=False, metavar="IMAGE")
+    ],
+) -> None:
+    """Delete one of this workshop's golden images from Glance (never one bakery did not bake)."""
+    from bakery.upload import delete_image
+
+    delete_image(config_path=config, name_or_id=name_or_id, progress=progress())
 
 
 @app.command()
@@ -539,6 +623,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show the workshop's servers: state, addresses, hub health, cloud-init progress."""
+    from bakery.expiry import status_line
     from bakery.launch import status as get_status
     from bakery.launch import status_json
 
@@ -546,6 +631,9 @@ def status(
     if as_json:
         typer.echo(status_json(infos))
         return
+    ends = status_line(config_path=config, servers=len(infos))
+    if ends:
+        typer.echo(ends)
     if not infos:
         typer.echo("no servers")
         return
@@ -564,13 +652,29 @@ def destroy(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
+    collect_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--collect",
+            metavar="DIR",
+            help="First download every trainee's home into DIR (`bakery collect`); nothing is "
+            "deleted if that fails.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Delete exactly what bakery created for this workshop (safe to re-run).
 
-    The servers' disks go with them: the trainees' files (their homes) are deleted for good.
+    The servers' disks go with them: the trainees' files (their homes) are deleted for good
+    (`--collect DIR` downloads them first).
     """
     from bakery.launch import DestroyPlan
     from bakery.launch import destroy as do_destroy
+
+    if collect_dir is not None and not dry_run:
+        from bakery.collect import collect_before_destroy
+
+        collect_before_destroy(config_path=config, out_dir=collect_dir, progress=progress())
 
     def confirm(plan: DestroyPlan) -> bool:
         for line in plan.lines():
@@ -670,6 +774,10 @@ def size(
             f"smallest fitting flavor: {flavor.name} ({flavor.vcpus} vCPUs, "
             f"{flavor.ram} MiB, {flavor.disk} GB)"
         )
+
+
+# The workshop day's commands (check, users, collect) live in their own module.
+from bakery import cli_day as _cli_day  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bakery.config import Workshop
-from bakery.console import cloud_init_state
+from bakery.console import ConsoleScan
+from bakery.console import scan as scan_console
 from bakery.errors import (
     AuthError,
     BakeryError,
@@ -35,6 +36,7 @@ __all__ = [
     "api",
     "choose_flavor",
     "connect",
+    "console_scan",
     "console_state",
     "find_image",
     "find_network",
@@ -298,16 +300,23 @@ def wait_active(conn: Connection, server: Any, timeout: float, progress: Reporte
     return server
 
 
-def console_state(conn: Connection, server: Any, cfg: Workshop) -> tuple[str, list[str]]:
-    """cloud-init's state from the console log (bakery.console reads it): ``done``, ``error``,
-    ``running`` or ``unknown``, and the failure lines."""
+def console_scan(conn: Connection, server: Any, cfg: Workshop) -> ConsoleScan:
+    """What the server's console log says of cloud-init (bakery.console reads it): its stage,
+    end and failure lines; an empty scan when the cloud does not give the log."""
     try:
         out = api("read console", conn.compute.get_server_console_output, server, length=400).get(
             "output", ""
         )
     except BakeryError:
-        return "unknown", []
-    return cloud_init_state(str(out), cfg.name)
+        return ConsoleScan()
+    return scan_console(str(out), workshop=cfg.name)
+
+
+def console_state(conn: Connection, server: Any, cfg: Workshop) -> tuple[str, list[str]]:
+    """cloud-init's state from the console log: ``done``, ``error``, ``running`` or ``unknown``,
+    and the failure lines (the last 15)."""
+    result = console_scan(conn, server, cfg)
+    return result.state, result.failures[-15:]
 
 
 def hub_health(ip: str, timeout: float = 5) -> str:

@@ -11,6 +11,7 @@ from bakery.fields import (
     BuildUser,
     Cidr,
     CloudName,
+    Duration,
     FieldError,
     ImageName,
     MetadataKey,
@@ -62,8 +63,21 @@ class OpenStack(_Model):
     metadata: dict[MetadataKey, MetadataValue] = Field(
         {}, description="Extra server metadata (bakery* keys are bakery's own)."
     )
-    hub_timeout_minutes: Annotated[int, Field(ge=1, le=240)] = Field(
-        45, description="How long `launch` waits for the hub to answer."
+    config_drive: bool | None = Field(
+        None,
+        description="Give the servers a config drive (true) or not (false); default: what the "
+        "cloud does. Either way cloud-init reads the user-data (metadata service otherwise).",
+    )
+    active_timeout: Duration = Field(
+        "15m",
+        validate_default=True,
+        description="How long `launch` waits for a server to be ACTIVE: seconds or 90s, 15m, 1h.",
+    )
+    hub_timeout: Duration = Field(
+        "45m",
+        validate_default=True,
+        description="How long `launch` waits for https://IP/hub/health to answer (a cloud under "
+        "software emulation needs longer): seconds or 90s, 15m, 1h.",
     )
     data_gb_per_user: Annotated[float, Field(ge=0, le=1000)] = Field(
         0.05, description="Sizing: GB of data each trainee loads (see `bakery size`)."

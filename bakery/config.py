@@ -8,7 +8,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationError, model_validator
 
 from bakery import layout, versions
 from bakery.cloudsections import Bake, OpenStack
@@ -20,6 +20,7 @@ from bakery.fields import (
     AptPackage,
     ArchivePath,
     DockerSubnet,
+    Duration,
     Email,
     EnvName,
     EnvValue,
@@ -354,6 +355,17 @@ class Workshop(_Model):
     files: list[ExtraFile] = Field([], description="Extra files written on the VM at boot.")
     bake: Bake = Field(Bake(), description="The golden image (`bakery bake`).")
     openstack: OpenStack = Field(OpenStack(), description="The cloud (`bakery launch`).")
+    ends: AwareDatetime | None = Field(
+        None,
+        description="When the workshop ends, with its UTC offset (2026-12-01T18:00:00+01:00): "
+        "the VM shows a banner from an hour before, refuses trainees' new logins from then on, "
+        "and powers off after grace; `launch` refuses an ended workshop.",
+    )
+    grace: Duration = Field(
+        7200,
+        description="How long after ends trainees may still download their work before the "
+        "servers stop and the VM powers off (90s, 30m, 2h; at most 24h).",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Workshop:

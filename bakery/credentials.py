@@ -208,3 +208,28 @@ def preview_accounts(cfg: Workshop) -> list[Account]:
     return [
         Account(n, password, sha512crypt.hash_password(password)) for n in cfg.users.all_names()
     ]
+
+
+def reset_passwords(cfg: Workshop, path: str | Path, names: list[str]) -> list[Account]:
+    """Give ``names`` new passwords in the sheet (everyone else keeps theirs); their accounts.
+
+    Raises:
+        CredentialsError: a name the config or the sheet does not have.
+    """
+    path = Path(path)
+    known = _read(path)
+    missing = [n for n in names if n not in known or n not in cfg.users.all_names()]
+    if missing:
+        raise CredentialsError(
+            f"{', '.join(missing)}: not an account of this workshop (in the config and {path}); "
+            "`bakery users add` makes new ones"
+        )
+    accounts = {
+        n: Account(n, pw, digest or sha512crypt.hash_password(pw))
+        for n, (pw, digest) in known.items()
+    }
+    for name in names:
+        password = new_password(cfg.users.password_length)
+        accounts[name] = Account(name, password, sha512crypt.hash_password(password))
+    _write(path, list(accounts.values()))
+    return [accounts[n] for n in names]

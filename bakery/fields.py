@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 # Every string that ends up in a shell script, a Python file, an nginx config or a unit file is
 # either constrained here to a safe alphabet or quoted by the template filter for its language.
@@ -268,6 +268,48 @@ MemSize = Annotated[
             "anyOf": [
                 {"type": "string", "pattern": _anchored(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
                 {"type": "integer", "minimum": 134217728},
+            ]
+        }
+    ),
+]
+
+# --- durations -----------------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(s|m|h)?", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+DURATION_HINT = "write seconds or a number with s, m or h: 90, 90s, 15m, 1h"
+
+
+def parse_duration(value: str | int | float) -> int:
+    """Whole seconds in a duration such as ``90``, ``90s``, ``15m`` or ``1.5h`` (the one parser of
+    every timeout: config fields and command-line options alike).
+
+    Raises:
+        ValueError: not a duration, or not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match or len(value) > 20:
+            raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+        seconds = round(float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()])
+    else:
+        seconds = round(value)
+    if seconds < 1:
+        raise ValueError(f"{value!r}: a timeout must be at least 1 s")
+    return seconds
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    Field(le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _anchored(r"[0-9]+(\.[0-9]+)? ?[smhSMH]?")},
+                {"type": "integer", "minimum": 1, "maximum": 86400},
             ]
         }
     ),

@@ -16,6 +16,7 @@ from bakery.cloud import (
     api,
     choose_flavor,
     connect,
+    console_scan,
     console_state,
     find_image,
     find_network,
@@ -28,6 +29,8 @@ from bakery.cloud import (
 from bakery.config import Users, Workshop, load_config
 from bakery.credentials import Account, credentials_path, ensure_credentials
 from bakery.errors import BakeryError, CloudError, UsageError
+from bakery.expiry import refuse_if_ended
+from bakery.fields import parse_duration
 from bakery.progress import Reporter, quiet
 from bakery.render import Stage, render_user_data
 from bakery.resources import (
@@ -51,10 +54,10 @@ from bakery.resources import (
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
-BOOT_TIMEOUT = 900
 HOMES_WARNING = (
     "the servers' disks are deleted with them: the trainees' files (their home folders and "
-    "notebooks) are gone for good; download what must be kept first"
+    "notebooks) are gone for good; download them first: `bakery destroy CONFIG --collect DIR` "
+    "(or `bakery collect CONFIG -o DIR`)"
 )
 
 
@@ -123,6 +126,8 @@ def server_attrs(
         "metadata": {**cfg.openstack.metadata, META_KEY: cfg.name, "bakery_stage": basis.stage},
         **extra,
     }
+    if cfg.openstack.config_drive is not None:
+        attrs["config_drive"] = cfg.openstack.config_drive
     if basis.networks:
         attrs["networks"] = [{"uuid": n} for n in basis.networks]
     if cfg.openstack.boot_volume:
@@ -197,11 +202,12 @@ def resolve_basis(
     """Image (and so the stage), flavor and networks: the look-ups a typo fails, before anything
     is created."""
     img = find_image(conn, image)
-    stage = stage or image_stage(img)
-    progress(
-        f"image {img.name}: {'baked by bakery: boot' if stage == 'boot' else 'stock: full'} "
-        "stage user-data"
-    )
+    if stage is not None:
+        progress(f"image {img.name}: {stage} stage user-data (as asked)")
+    else:
+        stage = image_stage(img)
+        kind = "baked by bakery: boot" if stage == "boot" else "stock: full"
+        progress(f"image {img.name}: {kind} stage user-data")
     pool = cfg.openstack.floating_ip_network
     return Basis(
         img,
@@ -253,12 +259,31 @@ def bring_up(
     """Wait for each server to be ACTIVE and give it its floating IP; (infos, servers by name)."""
     infos, raw = [], {}
     for server in servers:
-        server = wait_active(conn, server, BOOT_TIMEOUT, progress)
+        server = wait_active(conn, server, cfg.openstack.active_timeout, progress)
         fip, tracked = ensure_floating_ip(conn, cfg, server, basis.floating_network, progress)
         made += [tracked] if tracked else []
         infos.append(server_info(server, fip))
         raw[server.name] = server
     return infos, raw
+
+
+def with_timeouts(
+    cfg: Workshop, hub_timeout: str | int | None, active_timeout: str | int | None
+) -> Workshop:
+    """The config with ``openstack.hub_timeout`` / ``active_timeout`` replaced (90, 90s, 15m, 1h).
+
+    Raises:
+        UsageError: a value that is not a duration.
+    """
+    update: dict[str, int] = {}
+    for key, value in (("hub_timeout", hub_timeout), ("active_timeout", active_timeout)):
+        if value is None:
+            continue
+        try:
+            update[key] = parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"--{key.replace('_', '-')}: {exc}") from None
+    return cfg.model_copy(update={"openstack": cfg.openstack.model_copy(update=update)})
 
 
 def launch(
@@ -268,15 +293,22 @@ def launch(
     count: int | None = None,
     stage: Stage | None = None,
     wait: bool = True,
-    timeout_minutes: float | None = None,
+    hub_timeout: str | int | None = None,
+    active_timeout: str | int | None = None,
     progress: Reporter = quiet,
 ) -> LaunchResult:
     """Ensure the key pair, security group, server(s) and floating IPs; wait for the hub.
 
     Idempotent: servers, groups and IPs that exist are reused. A failure removes what this run
     created and raises with the cloud's own message.
+
+    Args:
+        hub_timeout: how long to wait for ``/hub/health`` (default ``openstack.hub_timeout``).
+        active_timeout: how long a server may take to be ACTIVE (``openstack.active_timeout``).
+            Both in seconds or as ``90s``, ``15m``, ``1h``.
     """
-    cfg = workshop_config(config_path, count)
+    cfg = with_timeouts(workshop_config(config_path, count), hub_timeout, active_timeout)
+    refuse_if_ended(cfg)  # its VM would refuse every trainee and power itself off
     ref = image_ref(cfg, image)
     parts = split_users(cfg)
     conn = connect(cfg)
@@ -299,10 +331,7 @@ def launch(
         servers = ensure_servers(conn, cfg, payloads, basis, shared, made, progress)
         infos, raw = bring_up(conn, cfg, servers, basis, made, progress)
         if wait:
-            minutes = (
-                cfg.openstack.hub_timeout_minutes if timeout_minutes is None else timeout_minutes
-            )
-            wait_hub(conn, cfg, infos, raw, minutes * 60, progress)
+            wait_hub(conn, cfg, infos, raw, cfg.openstack.hub_timeout, progress)
     return LaunchResult(infos, list(made), sheet)
 
 
@@ -314,30 +343,37 @@ def wait_hub(
     timeout: float,
     progress: Reporter = quiet,
 ) -> None:
-    """Wait until every server's hub answers; stop at a cloud-init failure on a console."""
+    """Wait until every server's hub answers through its address (the floating IP when it has
+    one), showing cloud-init's stage from the console log; stop at a cloud-init failure."""
     start = time.monotonic()
     pending = {s.name: s for s in servers if s.ip}
+    # The console log is read as its last lines: a stage's line scrolls out while the stage runs.
+    stages: dict[str, str] = {}
     while pending:
         for name, info in list(pending.items()):
             info.hub = hub_health(str(info.ip))
-            state, lines = console_state(conn, raw[name], cfg)
-            info.cloud_init = state
+            scan = console_scan(conn, raw[name], cfg)
+            stages[name] = scan.stage or stages.get(name, "")
+            info.cloud_init = scan.state
             if info.hub == "ok":
                 progress(
                     f"server {name}: hub answers at {info.url} ({time.monotonic() - start:.0f} s)"
                 )
                 del pending[name]
-            elif state == "error":
+            elif scan.state == "error":
                 raise CloudError(
-                    f"cloud-init failed on {name}; from its console:\n  " + "\n  ".join(lines)
+                    f"cloud-init failed on {name}; from its console:\n  "
+                    + "\n  ".join(scan.failures[-15:])
                 )
             else:
-                progress(f"server {name}: cloud-init {state}, hub {info.hub}", transient=True)
+                where = stages[name] or "booting (no console output yet)"
+                progress(f"server {name}: {where}; hub: {info.hub}", transient=True)
         if pending and time.monotonic() - start > timeout:
             raise CloudError(
-                f"the hub on {', '.join(pending)} did not answer within {timeout / 60:.0f} min "
-                f"(last: {'; '.join(p.hub for p in pending.values())}); see `bakery status` and "
-                "the console log (openstack console log show SERVER)"
+                f"the hub on {', '.join(pending)} did not answer within {timeout:.0f} s "
+                f"(last: {'; '.join(p.hub for p in pending.values())}); a slow cloud needs "
+                "longer: --hub-timeout 1h or openstack.hub_timeout; see `bakery status` and the "
+                "console log (openstack console log show SERVER)"
             )
         if pending:
             time.sleep(10)

@@ -61,6 +61,7 @@ class Need:
     floating_ips: int = 0
     security_groups: int = 0
     rules: int = 0
+    keypairs: int = 0
 
 
 @dataclass
@@ -152,26 +153,51 @@ def _group(conn: Connection, cfg: Workshop) -> tuple[str, list[str], int]:
     return f"{name}: exists (bakery's), rules reconciled", rules, len(add)
 
 
-def _headroom(label: str, limit: Any, used: Any, need: int) -> str:
+@dataclass(frozen=True)
+class Headroom:
+    """One quota against what a launch needs: ``free`` and ``limit`` are None without a limit."""
+
+    label: str
+    need: int
+    free: int | None = None
+    limit: int | None = None
+    error: str | None = None  # the limits could not be read
+
+    @property
+    def fits(self) -> bool:
+        """Whether the need fits (an unreadable or absent limit counts as fitting)."""
+        return self.free is None or self.need <= self.free
+
+    def line(self) -> str:
+        """``instances: needs 1, 9 free of 10: fits``."""
+        if self.error is not None:
+            return f"{self.label}: unavailable ({self.error})"
+        if self.free is None:
+            return f"{self.label}: needs {self.need}, no limit"
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        return f"{self.label}: needs {self.need}, {self.free} free of {self.limit}: {verdict}"
+
+
+def _headroom(label: str, limit: Any, used: Any, need: int) -> Headroom:
     if limit is None or int(limit) < 0:
-        return f"{label}: needs {need}, no limit"
-    free = int(limit) - int(used or 0)
-    verdict = "fits" if need <= free else "DOES NOT FIT"
-    return f"{label}: needs {need}, {free} free of {limit}: {verdict}"
+        return Headroom(label, need)
+    return Headroom(label, need, int(limit) - int(used or 0), int(limit))
 
 
-def quota_lines(conn: Connection, need: Need) -> list[str]:
-    """The headroom of the compute limits and the network quota for ``need``."""
+def headroom(conn: Connection, need: Need) -> list[Headroom]:
+    """The compute limits and the network quota against ``need``."""
     out = []
     try:
         limits = api("read compute limits", conn.compute.get_limits).absolute
+        keypairs = len(api("list key pairs", lambda: list(conn.compute.keypairs())))
         out += [
             _headroom("instances", limits.instances, limits.instances_used, need.servers),
             _headroom("vCPUs", limits.total_cores, limits.total_cores_used, need.vcpus),
             _headroom("RAM MiB", limits.total_ram, limits.total_ram_used, need.ram_mib),
+            _headroom("key pairs", limits.keypairs, keypairs, need.keypairs),
         ]
     except BakeryError as exc:
-        out.append(f"compute limits: unavailable ({exc})")
+        out.append(Headroom("compute limits", 0, error=str(exc)))
     try:
         project = conn.current_project_id
         quota = api("read network quota", conn.network.get_quota, project, details=True)
@@ -184,8 +210,13 @@ def quota_lines(conn: Connection, need: Need) -> list[str]:
             used = int(detail.get("used") or 0) + int(detail.get("reserved") or 0)
             out.append(_headroom(label, detail.get("limit"), used, n))
     except BakeryError as exc:
-        out.append(f"network quota: unavailable ({exc})")
+        out.append(Headroom("network quota", 0, error=str(exc)))
     return out
+
+
+def quota_lines(conn: Connection, need: Need) -> list[str]:
+    """The headroom of the compute limits and the network quota for ``need``."""
+    return [h.line() for h in headroom(conn, need)]
 
 
 def _servers(cfg: Workshop, existing: dict[str, Any], stage: Stage) -> list[PlannedServer]:
@@ -214,12 +245,32 @@ def _floating(conn: Connection, cfg: Workshop, existing: dict[str, Any]) -> tupl
     return f"from {net.name} ({net.id}); {need} to allocate", need
 
 
+def launch_need(conn: Connection, cfg: Workshop, flavor: Any) -> Need:
+    """What a launch of ``cfg`` with ``flavor`` adds to the project (what exists is reused)."""
+    existing = {s.name: s for s in workshop_servers(conn, cfg)}
+    new = sum(1 for name in server_names(cfg) if name not in existing)
+    _, fip_need = _floating(conn, cfg, existing)
+    group_text, _, rule_need = _group(conn, cfg)
+    name = key_name(cfg)
+    new_key = name is not None and cfg.openstack.public_key is not None
+    return Need(
+        servers=new,
+        vcpus=new * int(flavor.vcpus),
+        ram_mib=new * int(flavor.ram),
+        floating_ips=fip_need,
+        security_groups=int(group_text.endswith("will be created")),
+        rules=rule_need,
+        keypairs=int(new_key and existing_keypair(conn, cfg) is None),
+    )
+
+
 def plan_launch(
     *,
     config_path: Path,
     image: str | None = None,
     count: int | None = None,
     stage: Stage | None = None,
+    conn: Connection | None = None,
 ) -> LaunchPlan:
     """What `launch` would do with the same arguments; reads the cloud, creates nothing.
 
@@ -228,7 +279,7 @@ def plan_launch(
     """
     cfg = workshop_config(config_path, count)
     ref = image_ref(cfg, image)
-    conn = connect(cfg)
+    conn = conn or connect(cfg)
     img = find_image(conn, ref)
     chosen, stage_text = _stage(img, stage)
     flavor, flavor_text = _flavor(conn, cfg)
@@ -237,17 +288,9 @@ def plan_launch(
     ]
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
     servers = _servers(cfg, existing, chosen)
-    new = sum(1 for s in servers if s.name not in existing)
-    fip_text, fip_need = _floating(conn, cfg, existing)
-    group_text, rules, rule_need = _group(conn, cfg)
-    need = Need(
-        servers=new,
-        vcpus=new * int(flavor.vcpus),
-        ram_mib=new * int(flavor.ram),
-        floating_ips=fip_need,
-        security_groups=int(group_text.endswith("will be created")),
-        rules=rule_need,
-    )
+    fip_text, _ = _floating(conn, cfg, existing)
+    group_text, rules, _ = _group(conn, cfg)
+    need = launch_need(conn, cfg, flavor)
     return LaunchPlan(
         workshop=cfg.name,
         image=f"{img.name} ({img.id})",

@@ -7,6 +7,10 @@ import posixpath
 # The hub's Python environment (venv or conda), and Miniforge for `hub.install: conda`.
 HUB_PREFIX = "/opt/jupyterhub"
 CONDA_PREFIX = "/opt/miniforge"
+# configurable-http-proxy and its node_modules (`npm ci` from bakery's lock); run by the hub
+# environment's Node.js through the PROXY_BIN wrapper.
+PROXY_DIR = "/opt/configurable-http-proxy"
+PROXY_BIN = "/usr/local/bin/configurable-http-proxy"
 # The hub's configuration (rewritten at every boot stage) and its state (secrets, database).
 CONFIG_DIR = "/etc/jupyterhub"
 STATE_DIR = "/srv/jupyterhub"
@@ -40,6 +44,12 @@ UNITS = (
 # Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
 USER_IMAGE_UNIT = "bakery-user-image.service"
 
+# Workshop expiry (`ends`): the times the hub and the power-off timer read, and the timer's units.
+EXPIRY_FILE = "/etc/bakery/expiry.json"
+EXPIRY_UNITS = ("bakery-expiry.service", "bakery-expiry.timer")
+# The token of bakery's own hub API client (`bakery users`), made on the VM, root only.
+API_TOKEN_FILE = f"{STATE_DIR}/bakery-api-token"
+
 # Files bakery writes or edits outside its own folders, and the folders it owns: user `files:`
 # may replace neither (render also refuses any path written twice, whatever this list says).
 MANAGED_FILES = frozenset(
@@ -49,13 +59,15 @@ MANAGED_FILES = frozenset(
         DOCKER_DAEMON_JSON,
         LOGIN_DEFS,
         RECORD_PATH,
-        *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT)),
+        EXPIRY_FILE,
+        *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT, *EXPIRY_UNITS)),
     }
 )
 MANAGED_DIRS = frozenset(
     {
         HUB_PREFIX,
         CONDA_PREFIX,
+        PROXY_DIR,
         CONFIG_DIR,
         STATE_DIR,
         SCRIPT_DIR,

@@ -302,7 +302,7 @@ def _run(
 
 
 def _cloud_env(cfg: Workshop, sources: Sequence[str]) -> dict[str, str] | None:
-    """Packer's environment: ``openstack.cloud`` reaches Packer as OS_CLOUD (it reads clouds.yaml)."""
+    """Packer's environment: ``openstack.cloud`` reaches Packer as OS_CLOUD (clouds.yaml)."""
     if "openstack" in sources and cfg.openstack.cloud:
         return {**os.environ, "OS_CLOUD": cfg.openstack.cloud}
     return None

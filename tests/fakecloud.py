@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -223,6 +224,8 @@ class FakeCloud:
     console: str = "bakery: intro boot stage done after 61.2 seconds\n"
     failures: list[Failure] = field(default_factory=list)
     since: int = 0  # calls() looks at the requests from this one on
+    uploaded: dict[str, bytes] = field(default_factory=dict)  # image ID -> the data Glance got
+    corrupt_uploads: bool = False  # Glance stores other bytes than it was sent (checksum test)
     # Nova's absolute limits and Neutron's quota: (limit, used); -1 is no limit.
     limits: dict[str, tuple[int, int]] = field(
         default_factory=lambda: {"instances": (10, 2), "cores": (20, 4), "ram": (51200, 8192)}
@@ -273,6 +276,9 @@ class FakeCloud:
             # Glance
             ("GET", re.compile(r":9292/v2/images$"), self._list("images")),
             ("GET", re.compile(r":9292/v2/images/([^/]+)$"), self._get("images")),
+            ("POST", re.compile(r":9292/v2/images$"), self._create_image),
+            ("PUT", re.compile(r":9292/v2/images/([^/]+)/file$"), self._upload_image),
+            ("DELETE", re.compile(r":9292/v2/images/([^/]+)$"), self._delete_image),
         ]
         for method, url, body, status in _discovery():
             self.mock.register_uri(method, url, json=body, status_code=status, headers=JSON)
@@ -408,7 +414,7 @@ class FakeCloud:
             match = pattern.search(url)
             if method == request.method and match:
                 query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
-                body = json.loads(request.body) if request.body else None
+                body = _body(request)
                 status, payload = handler(*match.groups(), query=query, body=body)
                 if payload is None:
                     return rm.create_response(request, status_code=status)
@@ -474,6 +480,53 @@ class FakeCloud:
             return 204, None
 
         return handler
+
+    # -- Glance --
+
+    def _create_image(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        image_id = _id()
+        self.images[image_id] = {
+            "id": image_id,
+            "status": "queued",
+            "visibility": "shared",
+            "min_disk": 0,
+            "min_ram": 0,
+            "size": None,
+            "checksum": None,
+            "os_hash_algo": None,
+            "os_hash_value": None,
+            "owner": PROJECT,
+            "protected": False,
+            "os_hidden": False,
+            "tags": [],
+            "created_at": NOW,
+            "updated_at": NOW,
+            "self": f"/v2/images/{image_id}",
+            "file": f"/v2/images/{image_id}/file",
+            "schema": "/v2/schemas/image",
+            **body,
+        }
+        return 201, self.images[image_id]
+
+    def _upload_image(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        image = self.images.get(ident)
+        if image is None:
+            return 404, {"code": 404, "title": "Not Found", "message": "404 Not Found"}
+        data = bytes(body) + (b"x" if self.corrupt_uploads else b"")
+        self.uploaded[ident] = data
+        image.update(
+            status="active",
+            size=len(data),
+            checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            os_hash_algo="sha512",
+            os_hash_value=hashlib.sha512(data).hexdigest(),
+        )
+        return 204, None
+
+    def _delete_image(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if self.images.pop(ident, None) is None:
+            return 404, {"code": 404, "title": "Not Found", "message": "404 Not Found"}
+        return 204, None
 
     # -- keystone --
 
@@ -755,6 +808,16 @@ class FakeCloud:
             "revision_number": 0,
         }
         return 201, {"floatingip": self.fips[fip_id]}
+
+
+def _body(request: Any) -> Any:
+    """A request's body: JSON parsed, an image upload's bytes read (openstacksdk sends a file)."""
+    raw = request.body
+    if not raw:
+        return None
+    if request.headers.get("Content-Type") == "application/octet-stream":
+        return raw.read() if hasattr(raw, "read") else raw
+    return json.loads(raw)
 
 
 def use_fake_cloud(

@@ -479,7 +479,7 @@ def test_bake_checks_the_cloud_before_packer_starts(
         monkeypatch.delenv(var)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CloudNotConfigured, match="clouds.yaml") as info:
+    with pytest.raises(CloudNotConfigured, match=r"clouds\.yaml") as info:
         packer.bake(config_path=path, output=tmp_path / "b", packer=exe)
     assert info.value.exit_code == 2
     # Packer was asked its version, never to build.

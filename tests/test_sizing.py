@@ -12,13 +12,21 @@ import pytest
 
 from bakery.config import Workshop, parse_config
 from bakery.errors import UsageError
-from bakery.sizing import estimate, estimate_workshop, size_estimate, smallest_flavor
+from bakery.sizing import (
+    PER_USER_MEMORY,
+    estimate,
+    estimate_workshop,
+    servers_held,
+    size_estimate,
+    smallest_flavor,
+)
 
 
 def test_rules_for_a_class_of_30() -> None:
     need = estimate(30, data_gb=0.05, concurrency=1.0, mem_limit="2G")
-    # 1 GiB base + 30 x (200 MiB + 5 x 51.2 MiB)
-    assert need.memory_mib == 1024 + 30 * 456
+    # 1 GiB base + 30 x (160 MiB measured + 5 x 51.2 MiB)
+    assert need.memory_mib == 1024 + 30 * 416
+    assert (need.active, need.per_server_mib) == (30, 416)
     assert need.vcpus == 8  # one per four active trainees
     assert need.disk_gb == 37  # 20 + 30 x 0.55, rounded up
     assert need.worst_case_memory_mib == 1024 + 30 * 2048
@@ -28,7 +36,7 @@ def test_mem_limit_caps_and_concurrency_scales() -> None:
     capped = estimate(10, data_gb=10, mem_limit="1G")
     assert capped.memory_mib == 1024 + 10 * 1024
     half = estimate(40, data_gb=0, concurrency=0.5)
-    assert half.memory_mib == 1024 + 20 * 200 and half.vcpus == 5
+    assert half.memory_mib == 1024 + 20 * 160 and half.vcpus == 5
     assert estimate(1).vcpus == 2
 
 
@@ -121,3 +129,16 @@ def test_size_cli_json_and_overrides(tmp_path: Path) -> None:
         result = runner.invoke(app, ["size", str(config), *bad])
         assert result.exit_code == 2, (bad, result.output)
         assert "internal error" not in result.output
+
+
+def test_the_idle_server_figure_is_the_measured_one() -> None:
+    # bakery/sizing.py names the measurement (141-150 MiB per idle server + kernel, peak 152).
+    assert PER_USER_MEMORY == 160 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("memory_mib", "per_server_mib", "held"),
+    [(4096, 416, 7), (1024, 150, 1), (512, 150, 1), (16384, 150, 102)],
+)
+def test_servers_held_inverts_the_estimate(memory_mib: int, per_server_mib: int, held: int) -> None:
+    assert servers_held(memory_mib, per_server_mib) == held

@@ -51,11 +51,14 @@ class Workshop:
     http_port: int
     ssh_port: int
     run_dir: Path
+    host: str = "127.0.0.1"  # where the hub and sshd answer (a floating IP on the test cloud)
 
 
 CONFIG = """\
 name: {name}
 os: debian-12
+# Far ahead: the expiry machinery is on the VM; test_try's last test moves the dates close.
+ends: 2099-01-01T00:00:00Z
 users:
   count: 2
   admins: [teacher]

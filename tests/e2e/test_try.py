@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 import uuid
@@ -38,7 +39,7 @@ def session() -> Any:
 
 
 def base(w: Workshop) -> str:
-    return f"https://127.0.0.1:{w.https_port}"
+    return f"https://{w.host}:{w.https_port}"
 
 
 def login(w: Workshop, user: str, password: str) -> tuple[Any, Any]:
@@ -112,7 +113,7 @@ def kernel_cell(
     kernel_id = r.json()["id"]
     cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
     ws = websocket.create_connection(
-        f"wss://127.0.0.1:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
+        f"wss://{w.host}:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
         header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
         sslopt={"cert_reqs": 0, "check_hostname": False},
         timeout=timeout,
@@ -175,7 +176,7 @@ def ssh(w: Workshop, user: str, command: str, *, password: str | None = None) ->
         }
         opts += ["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"]
     return subprocess.run(
-        ["ssh", *opts, f"{user}@127.0.0.1", command],
+        ["ssh", *opts, f"{user}@{w.host}", command],
         capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False,
     )  # fmt: skip
 
@@ -365,6 +366,133 @@ def test_status_and_stop_report_the_vm(vm: Workshop) -> None:
     assert st.hub_status == 200
     assert "running" in st.describe()
     assert Path(st.state.credentials).is_file()
+
+
+# --- the workshop day on the running VM: late trainee, reset password, collect, expiry -----------
+
+
+def _day_args(vm: Workshop) -> dict[str, Any]:
+    return {"hosts": [f"127.0.0.1:{vm.ssh_port}"], "identity": vm.ssh_key}
+
+
+def _started(vm: Workshop, user: str) -> str | None:
+    from bakery.users import list_users
+
+    found = {u.name: u for u in list_users(config_path=vm.config, **_day_args(vm))}
+    return found[user].started if user in found else None
+
+
+def test_f_users_add_and_reset_on_the_running_hub(vm: Workshop) -> None:
+    from bakery.users import add_users, reset_users
+
+    runner, late, forgetful = vm.trainees[0], "latecomer", vm.trainees[1]
+    s, resp = login(vm, runner, vm.passwords[runner])
+    assert resp.status_code == 302
+    open_server(vm, s, runner)
+    started = _started(vm, runner)
+    assert started, "the first trainee's server should be running"
+
+    text = vm.config.read_text()
+    # A walk-in: the instructor adds the name to users.names, then runs `bakery users add`.
+    late_config = text.replace("users:\n  count: 2", "users:\n  names: [latecomer]\n  count: 2")
+    assert late_config != text
+    vm.config.write_text(late_config)
+    start = time.monotonic()
+    added = add_users(config_path=vm.config, names=[late], **_day_args(vm))
+    record("users add (ssh, account, hub API)", time.monotonic() - start)
+    assert not added.errors, added.errors
+    assert list(added.servers.values()) == [{late: "account created; added to the hub"}]
+    password = added.accounts[0].password
+    home = ssh(vm, vm.login_user, f"sudo stat -c %a /home/{late}")
+    assert home.stdout.strip() == "700", home.stdout + home.stderr
+
+    s2, resp = login(vm, late, password)
+    assert resp.status_code == 302, f"late trainee login: {resp.status_code} {resp.text[:300]}"
+    open_server(vm, s2, late)
+    assert run_cell(vm, s2, late, "import getpass; getpass.getuser()") == repr(late)
+
+    old = vm.passwords[forgetful]
+    start = time.monotonic()
+    reset = reset_users(config_path=vm.config, names=[forgetful], **_day_args(vm))
+    record("users reset", time.monotonic() - start)
+    assert not reset.errors, reset.errors
+    _, refused = login(vm, forgetful, old)
+    assert refused.status_code != 302 and "Invalid username or password" in refused.text
+    _, ok = login(vm, forgetful, reset.accounts[0].password)
+    assert ok.status_code == 302
+    vm.passwords[forgetful] = reset.accounts[0].password
+    vm.passwords[late] = password
+
+    # Nobody else's server restarted: the first trainee's still runs since the same moment.
+    assert _started(vm, runner) == started
+
+
+def test_g_collect_returns_a_trainee_file_byte_identical(vm: Workshop, tmp_path: Path) -> None:
+    import hashlib
+    import tarfile
+
+    from bakery.collect import collect
+
+    user = "latecomer"  # test_f's walk-in: their server still runs
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    open_server(vm, s, user)
+    code = (
+        "import hashlib, os\nd = os.urandom(300_000)\nos.makedirs('results', exist_ok=True)\n"
+        "open('results/run.bin', 'wb').write(d)\nos.makedirs('.cache/pip', exist_ok=True)\n"
+        "open('.cache/pip/junk', 'w').write('x')\nhashlib.sha256(d).hexdigest()"
+    )
+    digest = run_cell(vm, s, user, code).strip("'")
+    out = tmp_path / "work"
+    start = time.monotonic()
+    result = collect(config_path=vm.config, out_dir=out, **_day_args(vm))
+    record("collect (all homes over ssh)", time.monotonic() - start)
+    assert not result.errors, result.errors
+    assert set(result.collected) == {user, *vm.trainees}
+    with tarfile.open(out / f"{user}.tar.gz") as tar:
+        names = tar.getnames()
+        got = tar.extractfile(f"{user}/results/run.bin")
+        assert got is not None
+        data = got.read()
+    assert len(data) == 300_000 and hashlib.sha256(data).hexdigest() == digest
+    assert not [n for n in names if "/.cache" in n], names
+    again = collect(config_path=vm.config, out_dir=out, **_day_args(vm))
+    assert not again.collected and set(again.skipped) == set(result.collected)
+
+
+def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
+    """Last of the VM's tests: the dates move close, the VM enforces them and powers off."""
+    from bakery import localvm, qemu
+
+    # The guest's clock decides (under TCG it may drift from the host's).
+    clock = ssh(vm, vm.login_user, "date +%s")
+    assert clock.returncode == 0, clock.stderr
+    now = int(clock.stdout.strip())
+    offset = now - time.time()
+    ends = now + 45
+    times: dict[str, Any] = {
+        "banner_from": now - 60, "ends": ends, "power_off": now + 75,
+        "ends_text": "soon", "power_off_text": "a little later",
+    }  # fmt: skip
+    command = f"echo {shlex.quote(json.dumps(times))} | sudo tee /etc/bakery/expiry.json"
+    wrote = ssh(vm, vm.login_user, command)
+    assert wrote.returncode == 0, wrote.stderr
+    page = session().get(f"{base(vm)}/hub/login", timeout=30)
+    assert "This workshop ends at soon" in page.text
+    trainee, admin = vm.trainees[0], vm.admin
+    time.sleep(max(0, ends - offset - time.time() + 2))
+    _, refused = login(vm, trainee, vm.passwords[trainee])
+    assert refused.status_code != 302
+    assert "This workshop ended at soon: no new logins" in refused.text
+    _, ok = login(vm, admin, vm.passwords[admin])
+    assert ok.status_code == 302, "admins may still log in"
+    start = time.monotonic()
+    pid = localvm.VmState.load(vm.run_dir).pid
+    deadline = time.monotonic() + 240
+    while qemu.alive(pid) and time.monotonic() < deadline:
+        time.sleep(5)
+    record("ends + grace to VM powered off", time.monotonic() - start)
+    assert not qemu.alive(pid), "the VM did not power itself off after the grace"
 
 
 @pytest.mark.slow
