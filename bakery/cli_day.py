@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bakery.cli import CONTEXT, ConfigArg, app, handle_errors, progress
+from bakery.cli_base import CONTEXT, ConfigArg, app, handle_errors, progress
 from bakery.errors import BakeryError
 
 HostOpt = Annotated[

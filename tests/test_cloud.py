@@ -35,7 +35,7 @@ from fakecloud import (
 )
 from typer.testing import CliRunner
 
-from bakery import cli, cloud, resources
+from bakery import cloud, resources
 from bakery import launch as launch_mod
 from bakery.cli import app
 from bakery.config import load_config
@@ -52,9 +52,7 @@ def fake(requests_mock: rm.Mocker, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def invoke(*args: str) -> Any:
-    """``bakery ARGS`` through typer's runner, with a reporter of its own (the CLI keeps one per
-    process, bound to the stderr of its first command; CliRunner swaps stderr on every invoke)."""
-    cli._reporter = None
+    """``bakery ARGS`` through typer's runner (each command gets a reporter of its own)."""
     return CliRunner().invoke(app, list(args))
 
 

@@ -355,7 +355,6 @@ def test_builders_dispatch_and_the_cli_prints_every_result(
         ]
 
     monkeypatch.setattr(module, "bake", fake_bake)
-    cli._reporter = None
     result = CliRunner().invoke(cli.app, ["bake", str(config), "--builder", builder, "-o", "out"])
 
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ import yaml
 from fakecloud import BAKED_IMAGE, FakeCloud, use_fake_cloud, write_workshop
 from typer.testing import CliRunner
 
-from bakery import cli, image, preflight
+from bakery import image, preflight
 from bakery.cli import app
 from bakery.config import load_config
 from bakery.launch import workshop_config
@@ -29,7 +29,6 @@ def fake(requests_mock: rm.Mocker, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def invoke(*args: str) -> Any:
-    cli._reporter = None
     return CliRunner().invoke(app, list(args))
 
 

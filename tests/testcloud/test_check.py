@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bakery import cli, image
+from bakery import image
 from bakery.cli import app
 from bakery.config import load_config
 
@@ -31,7 +31,6 @@ def admin(cloud_connect: Callable[[str], Any]) -> Any:
 
 
 def invoke(*args: str) -> Any:
-    cli._reporter = None
     return CliRunner().invoke(app, list(args))
 
 
