@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery import chroot
+from bakery import chroot, chroot_apply
 from bakery.errors import ChrootError
 
 
@@ -20,7 +20,7 @@ from bakery.errors import ChrootError
     ],
 )
 def test_only_daemon_reload_is_skipped_in_a_chroot(item: object, noop: bool) -> None:
-    assert chroot._offline_noop(item) is noop
+    assert chroot_apply._offline_noop(item) is noop
 
 
 @pytest.mark.parametrize(
@@ -32,12 +32,12 @@ def test_only_daemon_reload_is_skipped_in_a_chroot(item: object, noop: bool) -> 
     ],
 )
 def test_write_files_encodings(item: dict[str, str], content: bytes) -> None:
-    assert chroot._file_content({"path": "/x", **item}) == content
+    assert chroot_apply._file_content({"path": "/x", **item}) == content
 
 
 def test_unsupported_keys_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ChrootError, match="users"):
-        chroot.apply_cloud_config(tmp_path, {"users": ["default"], "packages": []})
+        chroot_apply.apply_cloud_config(tmp_path, {"users": ["default"], "packages": []})
 
 
 @pytest.mark.parametrize(("incompat", "clean"), [(0x2C2, True), (0x2C6, False)])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bakery import chroot, sizing, versions
+from bakery import chroot_apply, sizing, versions
 from bakery.config import Workshop
 from bakery.credentials import Account
 from bakery.errors import ChrootError
@@ -103,15 +103,15 @@ def test_install_script_passes_shellcheck(make_workshop: MakeWorkshop, tmp_path:
 
 def test_chroot_applies_apt_before_installing(tmp_path: Path, monkeypatch: Any) -> None:
     written: list[dict[str, Any]] = []
-    monkeypatch.setattr(chroot, "write_file", lambda root, item: written.append(item))
-    proxy = tmp_path / chroot.APT_PROXY_FILE
+    monkeypatch.setattr(chroot_apply, "write_file", lambda root, item: written.append(item))
+    proxy = tmp_path / chroot_apply.APT_PROXY_FILE
     proxy.parent.mkdir(parents=True)
     proxy.write_text("stale")
     config = {"apt": APT_CONFIG, "packages": ["nginx"]}
-    names = [name for name, _ in chroot._steps(tmp_path, config, lambda m, **_: None)]
+    names = [name for name, _ in chroot_apply._steps(tmp_path, config, lambda m, **_: None)]
     assert names.index("apt configure") < names.index("apt-get update")
-    chroot.apply_apt_config(tmp_path, APT_CONFIG)
-    assert written == [{"path": "/" + chroot.APT_CONF_FILE, "content": APT_CONFIG["conf"]}]
+    chroot_apply.apply_apt_config(tmp_path, APT_CONFIG)
+    assert written == [{"path": "/" + chroot_apply.APT_CONF_FILE, "content": APT_CONFIG["conf"]}]
     assert written[0]["path"] == "/etc/apt/apt.conf.d/94cloud-init-config"  # cloud-init's file
     assert not proxy.exists()
 
@@ -129,7 +129,7 @@ def test_chroot_refuses_apt_settings_it_cannot_apply(
     tmp_path: Path, apt: dict[str, Any], error: str
 ) -> None:
     with pytest.raises(ChrootError, match=error):
-        chroot.apply_apt_config(tmp_path, apt)
+        chroot_apply.apply_apt_config(tmp_path, apt)
 
 
 # --- JupyterHub's limits from sizing -------------------------------------------------------------

@@ -125,7 +125,7 @@ def golden_copies(config: Path) -> dict[str, Path]:
 def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]]:
     """Where the golden image for ``config`` lives: keyed by base, bake document, builder code
     and the files copied in (by path and size: the user image's path holds its recipe hash)."""
-    from bakery import chroot
+    from bakery import chroot, chroot_apply
     from bakery.config import load_config
     from bakery.render import build_cloud_config
 
@@ -133,7 +133,8 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
     key = hashlib.sha256()
     key.update(base_image.parent.name.encode())
     key.update(json.dumps(doc, sort_keys=True).encode())
-    key.update(Path(chroot.__file__).read_bytes())
+    for module in (chroot, chroot_apply):
+        key.update(Path(module.__file__).read_bytes())
     for target, source in sorted(golden_copies(config).items()):
         key.update(f"{target}={source}:{source.stat().st_size}".encode())
     return GOLDEN_CACHE / key.hexdigest()[:24] / "golden.qcow2", doc
