@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudcount import counts
 
 from bakery import image
 from bakery import launch as bakery_launch
@@ -72,25 +73,6 @@ ROOT_METADATA = (
     'sudo -n python3 -c "import urllib.request as u; print(u.urlopen('
     "'http://169.254.169.254/openstack/latest/meta_data.json', timeout=20).status)\""
 )
-
-
-def counts(conn: Any, name: str) -> dict[str, int]:
-    """What exists of workshop ``name``, counted through the API."""
-    token = f"bakery:workshop={name}"
-    return {
-        "servers": sum(
-            1
-            for s in conn.compute.servers(details=True)
-            if (s.metadata or {}).get("bakery_workshop") == name
-        ),
-        "floating_ips": sum(
-            1 for ip in conn.network.ips() if token in (ip.description or "").split()
-        ),
-        "security_groups": sum(
-            1 for g in conn.network.security_groups() if g.name == f"bakery-{name}"
-        ),
-        "keypairs": sum(1 for k in conn.compute.keypairs() if k.name == f"bakery-{name}"),
-    }
 
 
 NOTHING = dict.fromkeys(("servers", "floating_ips", "security_groups", "keypairs"), 0)

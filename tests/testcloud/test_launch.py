@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from cloudcount import counts
 
 from bakery import launch as bakery_launch
 from bakery import resources
@@ -37,25 +38,6 @@ NAME = "bakery-ci"
 @pytest.fixture(scope="module")
 def conn(cloud_connect: Callable[[str], Any]) -> Any:
     return cloud_connect("testcloud")
-
-
-def counts(conn: Any, name: str) -> dict[str, int]:
-    """What exists of workshop ``name``, counted through the API."""
-    token = f"bakery:workshop={name}"
-    return {
-        "servers": sum(
-            1
-            for s in conn.compute.servers(details=True)
-            if (s.metadata or {}).get("bakery_workshop") == name
-        ),
-        "floating_ips": sum(
-            1 for ip in conn.network.ips() if token in (ip.description or "").split()
-        ),
-        "security_groups": sum(
-            1 for g in conn.network.security_groups() if g.name == f"bakery-{name}"
-        ),
-        "keypairs": sum(1 for k in conn.compute.keypairs() if k.name == f"bakery-{name}"),
-    }
 
 
 @pytest.fixture
