@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bakery import image as bake_image
 from bakery.config import Workshop
 from bakery.console import ConsoleScan
 from bakery.console import scan as scan_console
@@ -41,6 +42,7 @@ __all__ = [
     "find_image",
     "find_network",
     "hub_health",
+    "image_properties",
     "image_stage",
     "network_ids",
     "server_fault",
@@ -203,11 +205,19 @@ def find_image(conn: Connection, name_or_id: str) -> Any:
     return image
 
 
-def image_stage(image: Any) -> Stage:
-    """``boot`` for an image bakery baked (it carries bakery_* properties), else ``full``."""
-    props = dict(getattr(image, "properties", None) or {})
-    props.update({k: v for k, v in image.to_dict().items() if isinstance(k, str)})
-    return "boot" if any(str(k).startswith("bakery_") for k in props) else "full"
+def image_properties(img: Any) -> dict[str, Any]:
+    """An image's Glance properties, wherever openstacksdk put them (attributes, ``properties``)."""
+    props = dict(getattr(img, "properties", None) or {})
+    props.update({k: v for k, v in img.to_dict().items() if isinstance(k, str)})
+    return props
+
+
+def image_stage(img: Any) -> Stage:
+    """``boot`` for an image bakery baked (its properties hold a bake record), else ``full``.
+
+    The same test as ``check``, ``image upload`` and ``image delete`` use: bakery.image decides.
+    """
+    return "full" if bake_image.record_from_properties(image_properties(img)) is None else "boot"
 
 
 def find_flavor(conn: Connection, name: str, field: str = "openstack.flavor") -> Any:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bakery import expiry
 from bakery import image as bake_image
-from bakery.cloud import auto_flavor, connect, find_flavor, find_image, find_network
+from bakery.cloud import (
+    auto_flavor,
+    connect,
+    find_flavor,
+    find_image,
+    find_network,
+    image_properties,
+)
 from bakery.config import Workshop
 from bakery.errors import BakeryError, UsageError
 from bakery.progress import Reporter, quiet
@@ -89,13 +96,6 @@ def check_dates(cfg: Workshop) -> Check:
     return Check("dates", "fail" if expiry.ended(cfg) else "ok", line)
 
 
-def image_props(img: Any) -> dict[str, Any]:
-    """An image's Glance properties, wherever openstacksdk put them."""
-    props = dict(getattr(img, "properties", None) or {})
-    props.update({k: v for k, v in img.to_dict().items() if isinstance(k, str)})
-    return props
-
-
 def record_mismatches(found: dict[str, Any], wanted: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(what breaks the launch, what is only worth a warning) between two bake records."""
     fails, warns = [], []
@@ -127,7 +127,7 @@ def check_image(conn: Connection, cfg: Workshop, ref: str | None) -> Check:
         img = find_image(conn, ref)
     except BakeryError as exc:
         return Check("image", "fail", str(exc))
-    rec = bake_image.record_from_properties(image_props(img))
+    rec = bake_image.record_from_properties(image_properties(img))
     if rec is None:
         return Check(
             "image",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bakery import image
-from bakery.cloud import api, connect, find_image
+from bakery.cloud import api, connect, find_image, image_properties
 from bakery.config import Workshop, load_config
 from bakery.errors import BakeryError, BuildError, CloudError, UsageError
 from bakery.progress import Reporter, quiet
@@ -68,13 +68,6 @@ def nova_properties(os_name: str) -> dict[str, str]:
     return {"os_distro": distro, "os_version": version, **NOVA_HINTS}
 
 
-def _props(img: Any) -> dict[str, Any]:
-    """An image's properties, wherever openstacksdk put them (attributes or ``properties``)."""
-    props = dict(getattr(img, "properties", None) or {})
-    props.update({k: v for k, v in img.to_dict().items() if isinstance(k, str)})
-    return props
-
-
 def matches(img: Any, sums: Checksums) -> bool:
     """Whether Glance's digests of ``img`` are those of the local file (sha512 when Glance has it,
     md5 always)."""
@@ -114,7 +107,10 @@ def _existing(conn: Connection, name: str, sums: Checksums, progress: Reporter) 
     upload is deleted, an image of that name with other content stops the upload."""
     found = None
     for img in api(f"list images named {name}", lambda: list(conn.image.images(name=name))):
-        if img.status in UNFINISHED and image.record_from_properties(_props(img)) is not None:
+        if (
+            img.status in UNFINISHED
+            and image.record_from_properties(image_properties(img)) is not None
+        ):
             progress(f"image {name}: deleting an unfinished upload ({img.id}, {img.status})")
             api(f"delete image {img.id}", conn.image.delete_image, img, ignore_missing=True)
         elif img.status == "active" and matches(img, sums):
@@ -266,7 +262,7 @@ def delete_image(*, config_path: Path, name_or_id: str, progress: Reporter = qui
     cfg = load_config(config_path)
     conn = connect(cfg)
     img = find_image(conn, name_or_id)
-    rec = image.record_from_properties(_props(img))
+    rec = image.record_from_properties(image_properties(img))
     if rec is None:
         raise UsageError(
             f"image {img.name} ({img.id}) was not baked by bakery (no bakery_* properties): "
