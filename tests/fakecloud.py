@@ -311,30 +311,21 @@ class FakeCloud:
                 {"bakery_workshop": "intro", "bakery_version": "0.1.0"},
             ),
         ]:
-            self.images[image_id] = {
-                "id": image_id,
-                "name": name,
-                "status": "active",
-                "visibility": "private",
-                "disk_format": "qcow2",
-                "container_format": "bare",
-                "min_disk": 0,
-                "min_ram": 0,
-                "size": 3_221_225_472,
-                "checksum": "0f343b0931126a20f133d67c2b018a3b",
-                "os_hash_algo": "sha512",
-                "os_hash_value": "a" * 128,
-                "owner": PROJECT,
-                "protected": False,
-                "os_hidden": False,
-                "tags": [],
-                "created_at": NOW,
-                "updated_at": NOW,
-                "self": f"/v2/images/{image_id}",
-                "file": f"/v2/images/{image_id}/file",
-                "schema": "/v2/schemas/image",
-                **props,
-            }
+            self.images[image_id] = _image_doc(
+                image_id,
+                {
+                    "name": name,
+                    "status": "active",
+                    "visibility": "private",
+                    "disk_format": "qcow2",
+                    "container_format": "bare",
+                    "size": 3_221_225_472,
+                    "checksum": "0f343b0931126a20f133d67c2b018a3b",
+                    "os_hash_algo": "sha512",
+                    "os_hash_value": "a" * 128,
+                },
+                props,
+            )
         for name, ram, vcpus, disk in [
             ("m1.tiny", 512, 1, 1),
             ("m1.small", 2048, 1, 20),
@@ -485,27 +476,18 @@ class FakeCloud:
 
     def _create_image(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         image_id = _id()
-        self.images[image_id] = {
-            "id": image_id,
-            "status": "queued",
-            "visibility": "shared",
-            "min_disk": 0,
-            "min_ram": 0,
-            "size": None,
-            "checksum": None,
-            "os_hash_algo": None,
-            "os_hash_value": None,
-            "owner": PROJECT,
-            "protected": False,
-            "os_hidden": False,
-            "tags": [],
-            "created_at": NOW,
-            "updated_at": NOW,
-            "self": f"/v2/images/{image_id}",
-            "file": f"/v2/images/{image_id}/file",
-            "schema": "/v2/schemas/image",
-            **body,
-        }
+        self.images[image_id] = _image_doc(
+            image_id,
+            {
+                "status": "queued",
+                "visibility": "shared",
+                "size": None,
+                "checksum": None,
+                "os_hash_algo": None,
+                "os_hash_value": None,
+            },
+            body,
+        )
         return 201, self.images[image_id]
 
     def _upload_image(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -856,3 +838,22 @@ def user_data(request: Any) -> dict[str, Any]:
     doc = yaml.safe_load(text)
     assert isinstance(doc, dict)
     return doc
+
+
+def _image_doc(image_id: str, *parts: dict[str, Any]) -> dict[str, Any]:
+    """A Glance v2 image document: the fields every image has, then ``parts`` (later ones win)."""
+    return {
+        "id": image_id,
+        "min_disk": 0,
+        "min_ram": 0,
+        "owner": PROJECT,
+        "protected": False,
+        "os_hidden": False,
+        "tags": [],
+        "created_at": NOW,
+        "updated_at": NOW,
+        "self": f"/v2/images/{image_id}",
+        "file": f"/v2/images/{image_id}/file",
+        "schema": "/v2/schemas/image",
+        **{k: v for part in parts for k, v in part.items()},
+    }
