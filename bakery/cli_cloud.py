@@ -124,13 +124,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show the workshop's servers: state, addresses, hub health, cloud-init progress."""
+    from bakery.config import load_config
     from bakery.expiry import status_line
     from bakery.launch import status as get_status
     from bakery.launch import status_json
 
     infos = get_status(config_path=config)
     if as_json:
-        typer.echo(status_json(infos))
+        typer.echo(status_json(load_config(config), infos))
         return
     ends = status_line(config_path=config, servers=len(infos))
     if ends:

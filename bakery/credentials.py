@@ -148,6 +148,12 @@ def _write(path: Path, accounts: list[Account]) -> None:
         raise CredentialsError(f"credentials sheet: {exc}") from None
 
 
+def sheet_order(path: str | Path) -> list[str]:
+    """The accounts of the sheet at ``path`` in its order: the order they were made, since new
+    accounts are appended (empty without a sheet). Servers are dealt trainees in this order."""
+    return list(_read(Path(path)))
+
+
 def ensure_credentials(cfg: Workshop, path: str | Path) -> list[Account]:
     """Load the sheet at ``path``, adding a password for every account the config names.
 

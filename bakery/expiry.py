@@ -100,6 +100,29 @@ def refuse_if_ended(cfg: Workshop, *, now: datetime | None = None) -> None:
         )
 
 
+def state(cfg: Workshop, *, now: datetime | None = None) -> dict[str, object] | None:
+    """`bakery status --json`'s ``expiry``: the moments, the phase and the seconds to the next one.
+
+    ``phase``: ``running`` (before ``ends``), ``ended`` (logins refused, VM still on) or
+    ``expired`` (powered off: only `bakery destroy` frees what it holds). None without ``ends``.
+    """
+    ex = expiry(cfg)
+    if ex is None:
+        return None
+    now = now or datetime.now(UTC)
+    phase, until = (
+        ("running", ex.ends) if now < ex.ends
+        else ("ended", ex.power_off) if now < ex.power_off
+        else ("expired", None)
+    )  # fmt: skip
+    return {
+        "ends": ex.ends.isoformat(),
+        "power_off": ex.power_off.isoformat(),
+        "phase": phase,
+        "seconds_to_next": int((until - now).total_seconds()) if until else None,
+    }
+
+
 def status_line(*, config_path: Path, servers: int) -> str | None:
     """`bakery status`'s line about the workshop's end (None without ``ends``)."""
     return describe(load_config(config_path), servers=servers)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from bakery.cloud import (
     wait_active,
 )
 from bakery.config import Users, Workshop, load_config
-from bakery.credentials import Account, credentials_path, ensure_credentials
+from bakery.credentials import Account, credentials_path, ensure_credentials, sheet_order
 from bakery.errors import BakeryError, CloudError, UsageError
 from bakery.expiry import refuse_if_ended
 from bakery.fields import parse_duration
@@ -72,16 +71,24 @@ def workshop_config(config_path: Path, count: int | None = None) -> Workshop:
     return cfg.model_copy(update={"openstack": cfg.openstack.model_copy(update={"count": count})})
 
 
-def split_users(cfg: Workshop) -> list[Workshop]:
-    """One config per server: the trainees split in contiguous groups, every admin on each."""
-    trainees = cfg.users.trainees()
+def split_users(cfg: Workshop, order: Sequence[str] = ()) -> list[Workshop]:
+    """One config per server: trainee number i on server i mod N, every admin on each.
+
+    ``order`` is the credentials sheet's (`sheet_order`): trainees in it are dealt in the order
+    their accounts were made, the others after them in the config's order. So a late trainee,
+    wherever the config lists them, lands on a server without moving anyone already placed, and
+    a relaunch of a lost server, `bakery users add` and the slips agree.
+    """
+    listed = cfg.users.trainees()
     count = cfg.openstack.count
-    if count > len(trainees):
-        raise UsageError(f"openstack.count {count} is more than the {len(trainees)} trainees")
-    size = math.ceil(len(trainees) / count)
+    if count > len(listed):
+        raise UsageError(f"openstack.count {count} is more than the {len(listed)} trainees")
+    known = set(listed)
+    made = [n for n in dict.fromkeys(order) if n in known]
+    trainees = [*made, *(n for n in listed if n not in set(made))]
     parts = []
     for i, name in enumerate(server_names(cfg)):
-        group = trainees[i * size : (i + 1) * size]
+        group = trainees[i::count]
         users = Users.model_validate(
             {**cfg.users.model_dump(), "names": group, "count": None, "prefix": cfg.users.prefix}
         )
@@ -310,11 +317,12 @@ def launch(
     cfg = with_timeouts(workshop_config(config_path, count), hub_timeout, active_timeout)
     refuse_if_ended(cfg)  # its VM would refuse every trainee and power itself off
     ref = image_ref(cfg, image)
-    parts = split_users(cfg)
+    split_users(cfg)  # a count the trainees cannot fill is refused before anything is read
     conn = connect(cfg)
     basis = resolve_basis(conn, cfg, ref, stage, progress)
     sheet = credentials_path(config_path)
     accounts = ensure_credentials(cfg, sheet)
+    parts = split_users(cfg, sheet_order(sheet))
     # Every server's user-data before anything is created: a size error costs nothing.
     payloads = {str(p.hostname): user_data_b64(p, accounts, basis.stage) for p in parts}
     with cleanup_on_failure(conn, progress) as made:
@@ -403,9 +411,12 @@ def status(*, config_path: Path) -> list[ServerInfo]:
     return infos
 
 
-def status_json(infos: list[ServerInfo]) -> str:
-    """`bakery status --json`."""
-    return json.dumps([asdict(i) for i in infos], indent=2, sort_keys=True)
+def status_json(cfg: Workshop, infos: list[ServerInfo]) -> str:
+    """`bakery status --json`: the workshop, its servers and its expiry (see `expiry.state`)."""
+    from bakery.expiry import state
+
+    doc = {"workshop": cfg.name, "servers": [asdict(i) for i in infos], "expiry": state(cfg)}
+    return json.dumps(doc, indent=2, sort_keys=True)
 
 
 # --- destroy --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from bakery.cloud import (
     image_stage,
 )
 from bakery.config import Workshop
-from bakery.credentials import preview_accounts
+from bakery.credentials import credentials_path, preview_accounts, sheet_order
 from bakery.errors import BakeryError
 from bakery.launch import image_ref, split_users, user_data_b64, workshop_config
 from bakery.render import Stage
@@ -62,6 +62,8 @@ class Need:
     security_groups: int = 0
     rules: int = 0
     keypairs: int = 0
+    volumes: int = 0  # boot volumes (openstack.boot_volume)
+    volume_gb: int = 0
 
 
 @dataclass
@@ -211,6 +213,20 @@ def headroom(conn: Connection, need: Need) -> list[Headroom]:
             out.append(_headroom(label, detail.get("limit"), used, n))
     except BakeryError as exc:
         out.append(Headroom("network quota", 0, error=str(exc)))
+    if need.volumes:
+        try:
+            vol = api("read volume limits", conn.block_storage.get_limits).absolute
+            out += [
+                _headroom("volumes", vol.max_total_volumes, vol.total_volumes_used, need.volumes),
+                _headroom(
+                    "volume GB",
+                    vol.max_total_volume_gigabytes,
+                    vol.total_gigabytes_used,
+                    need.volume_gb,
+                ),
+            ]
+        except BakeryError as exc:
+            out.append(Headroom("volume limits", 0, error=str(exc)))
     return out
 
 
@@ -219,10 +235,12 @@ def quota_lines(conn: Connection, need: Need) -> list[str]:
     return [h.line() for h in headroom(conn, need)]
 
 
-def _servers(cfg: Workshop, existing: dict[str, Any], stage: Stage) -> list[PlannedServer]:
+def _servers(
+    cfg: Workshop, existing: dict[str, Any], stage: Stage, order: list[str]
+) -> list[PlannedServer]:
     accounts = preview_accounts(cfg)  # the same sizes as the real sheet's; nothing is written
     out = []
-    for part in split_users(cfg):
+    for part in split_users(cfg, order):
         name = str(part.hostname)
         payload = user_data_b64(part, accounts, stage)
         server = existing.get(name)
@@ -261,6 +279,8 @@ def launch_need(conn: Connection, cfg: Workshop, flavor: Any) -> Need:
         security_groups=int(group_text.endswith("will be created")),
         rules=rule_need,
         keypairs=int(new_key and existing_keypair(conn, cfg) is None),
+        volumes=new if cfg.openstack.boot_volume else 0,
+        volume_gb=new * cfg.openstack.volume_size if cfg.openstack.boot_volume else 0,
     )
 
 
@@ -287,7 +307,7 @@ def plan_launch(
         f"{net.name} ({net.id})" for net in (find_network(conn, n) for n in cfg.openstack.networks)
     ]
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
-    servers = _servers(cfg, existing, chosen)
+    servers = _servers(cfg, existing, chosen, sheet_order(credentials_path(config_path)))
     fip_text, _ = _floating(conn, cfg, existing)
     group_text, rules, _ = _group(conn, cfg)
     need = launch_need(conn, cfg, flavor)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import segno
 
 from bakery.config import Workshop, load_config
-from bakery.credentials import Account, credentials_path, ensure_credentials
+from bakery.credentials import Account, credentials_path, ensure_credentials, sheet_order
 from bakery.errors import RenderError, UsageError
 from bakery.files import write_private
 from bakery.progress import Reporter, quiet
@@ -77,10 +77,13 @@ def _qr(url: str) -> str:
     return str(segno.make_qr(url, error="m").svg_data_uri(border=4, dark="#000", light="#fff"))
 
 
-def make_slips(cfg: Workshop, accounts: Sequence[Account], urls: Sequence[str]) -> list[Slip]:
+def make_slips(
+    cfg: Workshop, accounts: Sequence[Account], urls: Sequence[str], order: Sequence[str] = ()
+) -> list[Slip]:
     """One slip per trainee (admins get none), each with its own server's address.
 
-    Trainees are split over ``openstack.count`` servers as ``bakery launch`` splits them.
+    Trainees are dealt over ``openstack.count`` servers as ``bakery launch`` deals them (``order``:
+    the sheet's, `sheet_order`).
     """
     from bakery.launch import split_users
 
@@ -88,7 +91,8 @@ def make_slips(cfg: Workshop, accounts: Sequence[Account], urls: Sequence[str]) 
     addresses = hub_urls(cfg, urls)
     qr_codes = {u: _qr(u) for u in dict.fromkeys(addresses) if u is not None}
     slips = []
-    for index, (part, url) in enumerate(zip(split_users(cfg), addresses, strict=True), start=1):
+    parts = split_users(cfg, order)
+    for index, (part, url) in enumerate(zip(parts, addresses, strict=True), start=1):
         server = part.hostname or f"{cfg.name}-{index}"
         for name in part.users.trainees():
             account = by_name[name]
@@ -137,8 +141,9 @@ def write_slips(
     ``bakery credentials`` makes them. Returns the slips written.
     """
     cfg = load_config(config_path)
-    accounts = ensure_credentials(cfg, credentials_path(config_path))
-    slips = make_slips(cfg, accounts, urls)
+    sheet = credentials_path(config_path)
+    accounts = ensure_credentials(cfg, sheet)
+    slips = make_slips(cfg, accounts, urls, sheet_order(sheet))
     if any(s.url is None for s in slips):
         progress(NO_URL_NOTE)
     write_private(output, render_slips(cfg, slips))

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from bakery.config import Workshop, load_config
-from bakery.credentials import Account, credentials_path, ensure_credentials, reset_passwords
+from bakery.credentials import (
+    Account,
+    credentials_path,
+    ensure_credentials,
+    reset_passwords,
+    sheet_order,
+)
 from bakery.errors import BakeryError, UsageError
 from bakery.layout import API_TOKEN_FILE, HUB_PREFIX, PROXY_PORT
 from bakery.progress import Reporter, quiet
@@ -74,19 +80,42 @@ def _not_in_config(cfg: Workshop, config_path: Path, names: list[str]) -> None:
         )
 
 
+def homes(cfg: Workshop, config_path: Path) -> dict[str, str]:
+    """Which server holds each trainee, as `bakery launch` dealt them (admins are on every one)."""
+    from bakery.launch import split_users
+
+    parts = split_users(cfg, sheet_order(credentials_path(config_path)))
+    return {name: str(part.hostname) for part in parts for name in part.users.trainees()}
+
+
 def _push(
     ssh: Ssh,
     servers: list[Target],
-    request: dict[str, Any],
+    action: str,
+    accounts: list[Account],
     result: UsersResult,
     progress: Reporter,
+    home: dict[str, str] | None = None,
 ) -> UsersResult:
+    """Send ``accounts`` to each server; with ``home``, a trainee only to the server that holds
+    them (``--host`` targets, which bakery did not place, get every account)."""
     for target in servers:
-        progress(f"{target.name}: {request['action']} {len(request['accounts'])} account(s)")
+        mine = [a for a in accounts if (home or {}).get(a.username, target.name) == target.name]
+        if not mine:
+            continue
+        progress(f"{target.name}: {action} {len(mine)} account(s)")
         try:
-            result.servers[target.name] = run_remote(ssh, target, request)
+            result.servers[target.name] = run_remote(ssh, target, _request(action, mine))
         except BakeryError as exc:
             result.errors.append(str(exc))
+    running = {t.name for t in servers}
+    for a in accounts:
+        where = (home or {}).get(a.username)
+        if where is not None and where not in running:
+            result.errors.append(
+                f"{a.username}: their server {where} is not running (see `bakery status`); "
+                "`bakery launch` brings it back with this account"
+            )
     return result
 
 
@@ -113,8 +142,8 @@ def add_users(
     accounts = ensure_credentials(cfg, credentials_path(config_path))
     chosen = [a for a in accounts if a.username in names]
     ssh = Ssh.for_workshop(cfg, config_path, identity)
-    result = UsersResult(chosen)
-    return _push(ssh, targets(cfg, hosts), _request("add", chosen), result, progress)
+    home = None if hosts else homes(cfg, config_path)
+    return _push(ssh, targets(cfg, hosts), "add", chosen, UsersResult(chosen), progress, home)
 
 
 def reset_users(
@@ -131,7 +160,8 @@ def reset_users(
     servers = targets(cfg, hosts)  # before the sheet changes: no server, no new password
     accounts = reset_passwords(cfg, credentials_path(config_path), names)
     ssh = Ssh.for_workshop(cfg, config_path, identity)
-    return _push(ssh, servers, _request("reset", accounts), UsersResult(accounts), progress)
+    home = None if hosts else homes(cfg, config_path)
+    return _push(ssh, servers, "reset", accounts, UsersResult(accounts), progress, home)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ IDENTITY = "http://cloud.test:5000/v3"
 COMPUTE = "http://cloud.test:8774/v2.1"
 NETWORK = "http://cloud.test:9696"
 IMAGE = "http://cloud.test:9292"
+VOLUME_ROOT = "http://cloud.test:8776"
 PROJECT = "8ba4f1b5f3b84a0e9f2f5a5c0c5c3f11"
 USER = "5c6fd1a3d9f84b7c8e0cb7b0d4a33e2a"
 PUBLIC_NET = "b1f1c0de-0000-4000-8000-00000000e7e1"
@@ -85,6 +86,7 @@ def _catalog_token() -> dict[str, Any]:
         ("compute", "nova", COMPUTE),
         ("network", "neutron", NETWORK),
         ("image", "glance", IMAGE),
+        ("block-storage", "cinder", f"{VOLUME_ROOT}/v3/{PROJECT}"),
     ]:
         catalog.append(
             {
@@ -173,7 +175,22 @@ def _discovery() -> list[tuple[str, str, dict[str, Any], int]]:
             for n in range(16, -1, -1)
         ]
     }
+    volume = {
+        "versions": [
+            {
+                "id": "v3.0",
+                "status": "CURRENT",
+                "version": "3.70",
+                "min_version": "3.0",
+                "links": [{"rel": "self", "href": f"{VOLUME_ROOT}/v3/"}],
+            }
+        ]
+    }
     return [
+        ("GET", f"{VOLUME_ROOT}/", volume, 300),
+        ("GET", f"{VOLUME_ROOT}/v3/", {"version": volume["versions"][0]}, 200),
+        ("GET", f"{VOLUME_ROOT}/v3/{PROJECT}", {"version": volume["versions"][0]}, 200),
+        ("GET", f"{VOLUME_ROOT}/v3/{PROJECT}/", {"version": volume["versions"][0]}, 200),
         ("GET", IDENTITY, identity, 200),
         ("GET", f"{IDENTITY}/", identity, 200),
         ("GET", COMPUTE, {"version": compute_v21}, 200),
@@ -237,6 +254,10 @@ class FakeCloud:
             "security_group_rule": (100, 4),
         }
     )
+    # Cinder's absolute limits: (limit, used).
+    volume_limits: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {"volumes": (10, 1), "gigabytes": (1000, 20)}
+    )
 
     def __post_init__(self) -> None:
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
@@ -254,6 +275,7 @@ class FakeCloud:
             ("DELETE", re.compile(r":8774/v2\.1/servers/([^/]+)$"), self._delete_server),
             ("POST", re.compile(r":8774/v2\.1/servers/([^/]+)/action$"), self._server_action),
             ("GET", re.compile(r":8774/v2\.1/limits$"), self._limits),
+            ("GET", re.compile(r":8776/v3/[^/]+/limits$"), self._volume_limits),
             # Neutron
             ("GET", re.compile(r":9696/v2\.0/security-groups$"), self._list("groups")),
             ("GET", re.compile(r":9696/v2\.0/security-groups/([^/]+)$"), self._get("groups")),
@@ -718,6 +740,25 @@ class FakeCloud:
             r for r in group["security_group_rules"] if r["id"] != ident
         ]
         return 204, None
+
+    def _volume_limits(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        (volumes, volumes_used), (gigabytes, gigabytes_used) = (
+            self.volume_limits["volumes"],
+            self.volume_limits["gigabytes"],
+        )
+        absolute = {
+            "maxTotalVolumes": volumes,
+            "totalVolumesUsed": volumes_used,
+            "maxTotalVolumeGigabytes": gigabytes,
+            "totalGigabytesUsed": gigabytes_used,
+            "maxTotalSnapshots": 10,
+            "totalSnapshotsUsed": 0,
+            "maxTotalBackups": 10,
+            "totalBackupsUsed": 0,
+            "maxTotalBackupGigabytes": 1000,
+            "totalBackupGigabytesUsed": 0,
+        }
+        return 200, {"limits": {"rate": [], "absolute": absolute}}
 
     def _limits(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         (instances, instances_used), (cores, cores_used), (ram, ram_used) = (

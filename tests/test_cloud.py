@@ -379,8 +379,8 @@ def test_launch_count_2_splits_the_trainees(
         for p in posts
     }
     assert users == {
-        "intro-1": ["ada", "training01", "training02", "teacher"],
-        "intro-2": ["training03", "training04", "teacher"],
+        "intro-1": ["ada", "training02", "training04", "teacher"],
+        "intro-2": ["training01", "training03", "teacher"],
     }
     assert [s.floating_ip for s in result.servers] == ["203.0.113.10", "203.0.113.11"]
     assert len(fake.calls("POST", r"/security-groups$")) == 1
@@ -396,10 +396,29 @@ def test_split_users_in_two(tmp_path: Path) -> None:
 
     assert [p.hostname for p in parts] == ["intro-1", "intro-2"]
     assert [p.users.trainees() for p in parts] == [
-        ["ada", "training01", "training02"],
-        ["training03", "training04"],
+        ["ada", "training02", "training04"],
+        ["training01", "training03"],
     ]
     assert all(p.users.admins == ["teacher"] for p in parts)
+    # A late trainee appended to the list moves nobody already placed.
+    path = write_workshop(tmp_path, count=2)
+    path.write_text(path.read_text().replace("count: 4", "count: 5"))
+    more = launch_mod.split_users(load_config(path))
+    assert [p.users.trainees() for p in more] == [
+        ["ada", "training02", "training04"],
+        ["training01", "training03", "training05"],
+    ]
+    # A name listed first in the config but made last (late, after the sheet) is dealt last:
+    # the sheet's order places everyone already there where they were.
+    path.write_text(path.read_text().replace("  - ada", "  - zoe\n  - ada"))
+    cfg = load_config(path)
+    assert cfg.users.trainees()[:2] == ["zoe", "ada"]
+    sheet = ["ada", *(f"training0{i}" for i in range(1, 6)), "teacher"]
+    late = launch_mod.split_users(cfg, [*sheet, "zoe"])
+    assert [p.users.trainees() for p in late] == [
+        ["ada", "training02", "training04", "zoe"],
+        ["training01", "training03", "training05"],
+    ]
     with pytest.raises(BakeryError, match="count 6 is more than the 5 trainees"):
         launch_mod.split_users(load_config(write_workshop(tmp_path, count=6)))
 
@@ -489,7 +508,9 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
 
     assert result.exit_code == 0, result.output
     first_id = next(iter(fake.servers))
-    assert json.loads(result.stdout) == [
+    doc = json.loads(result.stdout)
+    assert (doc["workshop"], doc["expiry"]) == ("intro", None)
+    assert doc["servers"] == [
         {
             "name": "intro-1",
             "id": first_id,
@@ -513,6 +534,12 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
             "fault": FAULT_MESSAGE,
         },
     ]
+    # With `ends`, scripts get the phase and the seconds to the next moment.
+    path.write_text(path.read_text() + "ends: 2099-12-01T18:00:00+01:00\ngrace: 2h\n")
+    expiry = json.loads(invoke("status", str(path), "--json").stdout)["expiry"]
+    assert expiry["ends"] == "2099-12-01T18:00:00+01:00"
+    assert expiry["power_off"] == "2099-12-01T20:00:00+01:00"
+    assert expiry["phase"] == "running" and expiry["seconds_to_next"] > 0
 
 
 # --- destroy --------------------------------------------------------------------------------------

@@ -218,6 +218,22 @@ def test_status_line_shows_time_left_then_flags_an_expired_workshop() -> None:
     assert expiry.describe(parse_config("name: ok\n", Path("w.yaml"))) is None
 
 
+def test_state_for_scripts_names_the_phase_and_the_seconds_to_the_next() -> None:
+    cfg = parse_config(f"name: ok\nends: '{ENDS}'\ngrace: 2h\n", Path("w.yaml"))
+    ends = datetime.fromisoformat(ENDS)
+    moments = {"ends": "2026-12-01T18:00:00+01:00", "power_off": "2026-12-01T20:00:00+01:00"}
+    assert expiry.state(cfg, now=ends - timedelta(minutes=5)) == {
+        **moments, "phase": "running", "seconds_to_next": 300,
+    }  # fmt: skip
+    assert expiry.state(cfg, now=ends + timedelta(minutes=30)) == {
+        **moments, "phase": "ended", "seconds_to_next": 5400,
+    }  # fmt: skip
+    assert expiry.state(cfg, now=ends + timedelta(hours=2)) == {
+        **moments, "phase": "expired", "seconds_to_next": None,
+    }  # fmt: skip
+    assert expiry.state(parse_config("name: ok\n", Path("w.yaml"))) is None
+
+
 def test_refuse_if_ended() -> None:
     cfg = parse_config(f"name: ok\nends: '{ENDS}'\n", Path("w.yaml"))
     ends = datetime.fromisoformat(ENDS)

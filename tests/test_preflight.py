@@ -100,6 +100,29 @@ def test_a_quota_too_low_fails_and_is_named(
     assert line.startswith("fail") and detail in line, line
 
 
+@pytest.mark.parametrize(
+    ("limit", "name", "detail"),
+    [
+        (("volumes", (3, 3)), "quota volumes", "needs 1, 0 free of 3: DOES NOT FIT"),
+        (("gigabytes", (100, 80)), "quota volume GB", "needs 40, 20 free of 100: DOES NOT FIT"),
+    ],
+)
+def test_a_boot_volume_needs_cinder_quota(
+    fake: FakeCloud, tmp_path: Path, limit: tuple[str, Any], name: str, detail: str
+) -> None:
+    config = write_workshop(tmp_path, boot_volume=True, volume_size=40)
+    fits = invoke("check", str(config))
+    assert fits.exit_code == 0, fits.output
+    assert "ok    quota volume GB: needs 40, 980 free of 1000: fits" in fits.stdout
+    fake.volume_limits[limit[0]] = limit[1]
+    result = invoke("check", str(config))
+    assert result.exit_code == 1, result.output
+    line = next(x for x in result.stdout.splitlines() if f" {name}:" in x)
+    assert line.startswith("fail") and detail in line, line
+    # Without a boot volume Cinder is not asked.
+    assert "quota volume" not in invoke("check", str(write_workshop(tmp_path))).stdout
+
+
 def test_a_matching_bake_record_is_ok(fake: FakeCloud, tmp_path: Path) -> None:
     config = write_workshop(tmp_path, image="bakery-intro-20240501-0900")
     bake_into_fake(fake, config)

@@ -98,6 +98,33 @@ def test_add_sends_hashes_only_to_every_server(config: Path, fake_ssh: FakeSsh) 
         assert password.encode() not in stdin and password not in " ".join(command)
 
 
+def test_without_host_a_trainee_goes_to_the_server_that_holds_them(
+    config: Path, fake_ssh: FakeSsh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two hubs; trainees dealt round-robin: ada, training01 on intro-1... as `bakery launch` does.
+    config.write_text(CONFIG.replace("count: 2\n", "count: 3\n") + "openstack:\n  count: 2\n")
+    two = [Target("intro-1", "10.0.0.5"), Target("intro-2", "10.0.0.6")]
+    monkeypatch.setattr(users, "targets", lambda cfg, hosts: two)
+    cfg = load_config(config)
+    assert users.homes(cfg, config) == {
+        "ada": "intro-1", "maria": "intro-2", "training01": "intro-1",
+        "training02": "intro-2", "training03": "intro-1",
+    }  # fmt: skip
+    result = users.add_users(config_path=config, names=["maria", "teacher", "training03"])
+    sent = {t: [a["name"] for a in json.loads(data)["accounts"]] for t, _, data in fake_ssh.sent}
+    assert sent == {"intro-1": ["training03", "teacher"], "intro-2": ["maria", "teacher"]}
+    assert result.errors == []
+
+    # A trainee whose server is gone is named, not silently skipped.
+    monkeypatch.setattr(users, "targets", lambda cfg, hosts: [Target("intro-1", "10.0.0.5")])
+    result = users.reset_users(config_path=config, names=["maria"])
+    assert result.servers == {}
+    assert result.errors == [
+        "maria: their server intro-2 is not running (see `bakery status`); `bakery launch` brings "
+        "it back with this account"
+    ]
+
+
 def test_add_of_an_existing_account_keeps_its_password(config: Path, fake_ssh: FakeSsh) -> None:
     before = sheet(config)
     users.add_users(config_path=config, names=["ada"], hosts=["h"])

@@ -209,7 +209,7 @@ def test_golden_image_to_a_working_hub_and_back(
     # 5. status --json: healthy; a second launch creates nothing.
     status = bakery("status", str(w.config), "--json")
     assert status.returncode == 0
-    (info,) = json.loads(status.stdout)
+    (info,) = json.loads(status.stdout)["servers"]
     assert (info["status"], info["hub"], info["floating_ip"]) == ("ACTIVE", "ok", fip)
     before = counts(demo, NAME)
     relaunch = bakery_launch.launch(config_path=w.config, image=name, progress=say)
