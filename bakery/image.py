@@ -86,6 +86,8 @@ def config_digest(cfg: Workshop) -> str:
     where the image is built or launched do not change what is in it.
     """
     data = cfg.model_dump(mode="json", include={"name", "os", "hub", "spawner", "tls", "packages"})
+    if cfg.ca_certificates:  # only when set: images baked before the setting keep their hash
+        data["ca_certificates"] = list(cfg.ca_certificates)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -157,9 +159,27 @@ def record_properties(rec: dict[str, Any]) -> dict[str, str]:
     return props
 
 
+# What tells Nova how to run a bakery image; every key is a standard Glance property. virtio disk
+# and NIC are what Debian's and Ubuntu's cloud kernels boot with (and libvirt's default on x86).
+# Left out on purpose: hw_qemu_guest_agent (no agent in the image), hw_rng_model (needs a flavor
+# extra spec), hw_scsi_model (only with virtio-scsi disks), hw_firmware_type (the images boot BIOS).
+NOVA_HINTS = {"hw_disk_bus": "virtio", "hw_vif_model": "virtio", "os_type": "linux"}
+
+
+def nova_properties(os_name: str) -> dict[str, str]:
+    """``os_distro``, ``os_version`` (from the record's ``os``, e.g. ``debian-12``) and hints."""
+    distro, _, version = os_name.partition("-")
+    return {"os_distro": distro, "os_version": version, **NOVA_HINTS}
+
+
 def properties(cfg: Workshop, rec: dict[str, Any]) -> dict[str, str]:
-    """The image's Glance properties: ``bake.image_properties``, then the record's ``bakery_*``."""
-    return {**cfg.bake.image_properties, **record_properties(rec)}
+    """The image's Glance properties, the same from every builder: Nova's hints, then
+    ``bake.image_properties`` (which may override them), then the record's ``bakery_*``."""
+    return {
+        **nova_properties(str(rec.get("os", cfg.os))),
+        **cfg.bake.image_properties,
+        **record_properties(rec),
+    }
 
 
 def record_from_properties(props: dict[str, Any]) -> dict[str, Any] | None:

@@ -81,6 +81,7 @@ class LaunchPlan:
     rules: list[str]
     servers: list[PlannedServer]
     quota: list[str] = field(default_factory=list)
+    boot: str = ""
 
     def lines(self) -> list[str]:
         """The plan as the CLI prints it."""
@@ -89,6 +90,7 @@ class LaunchPlan:
             f"image: {self.image}",
             f"stage: {self.stage}",
             f"flavor: {self.flavor}",
+            f"boot: {self.boot}",
             f"networks: {', '.join(self.networks) or '(the project default)'}",
             f"floating IPs: {self.floating_ip_network}",
             f"key pair: {self.keypair}",
@@ -104,6 +106,18 @@ class LaunchPlan:
             *(f"  {q}" for q in self.quota),
         ]
         return out
+
+
+def _boot(cfg: Workshop) -> str:
+    """The boot disk and how the user-data reaches cloud-init."""
+    o = cfg.openstack
+    disk = f"a new {o.volume_size} GB volume" if o.boot_volume else "the flavor's disk"
+    drive = {
+        None: "the cloud's default (config drive or metadata service)",
+        True: "config drive",
+        False: "metadata service (no config drive)",
+    }[o.config_drive]
+    return f"{disk}; user-data by {drive}"
 
 
 def _stage(img: Any, stage: Stage | None) -> tuple[Stage, str]:
@@ -323,4 +337,5 @@ def plan_launch(
         rules=rules,
         servers=servers,
         quota=quota_lines(conn, need),
+        boot=_boot(cfg),
     )

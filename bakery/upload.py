@@ -22,7 +22,6 @@ __all__ = [
     "Checksums",
     "delete_image",
     "file_checksums",
-    "nova_properties",
     "upload",
     "upload_file",
 ]
@@ -30,11 +29,6 @@ __all__ = [
 CHUNK = 1 << 20
 # Glance states of an upload that never finished (an interrupted earlier run): safe to replace.
 UNFINISHED = ("queued", "saving", "uploading", "importing", "killed")
-# What tells Nova how to run a bakery image; every key is a standard Glance property. virtio disk
-# and NIC are what Debian's and Ubuntu's cloud kernels boot with (and libvirt's default on x86).
-# Left out on purpose: hw_qemu_guest_agent (no agent in the image), hw_rng_model (needs a flavor
-# extra spec), hw_scsi_model (only with virtio-scsi disks), hw_firmware_type (the images boot BIOS).
-NOVA_HINTS = {"hw_disk_bus": "virtio", "hw_vif_model": "virtio", "os_type": "linux"}
 
 
 @dataclass(frozen=True)
@@ -60,12 +54,6 @@ def file_checksums(path: Path, progress: Reporter = quiet) -> Checksums:
                 shown = percent // 10
                 progress(f"checksumming {path.name}: {percent} %", transient=True)
     return Checksums(md5.hexdigest(), sha512.hexdigest(), size)
-
-
-def nova_properties(os_name: str) -> dict[str, str]:
-    """``os_distro``, ``os_version`` (from the record's ``os``, e.g. ``debian-12``) and hints."""
-    distro, _, version = os_name.partition("-")
-    return {"os_distro": distro, "os_version": version, **NOVA_HINTS}
 
 
 def matches(img: Any, sums: Checksums) -> bool:
@@ -170,7 +158,8 @@ def upload_file(
     if found is not None:
         progress(f"image {name}: already in Glance with this checksum ({found.id}), not uploaded")
         return image.BakeResult("upload", name, rec, image_id=str(found.id), path=image_file)
-    props = {**nova_properties(str(rec.get("os", ""))), **data["properties"]}
+    # A sidecar written before the Nova hints joined image.properties still gets them.
+    props = {**image.nova_properties(str(rec.get("os", ""))), **data["properties"]}
     start = time.monotonic()
     img = create_once(
         f"create image {name}",

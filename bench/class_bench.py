@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -377,6 +377,7 @@ def table(res: dict[str, Any]) -> str:
     ]
     lines += [f"hub {k}: {v}" for k, v in res["hub"].items()]
     lines += [f"idle server {k}: {v}" for k, v in res["idle_memory"].items()]
+    lines += [f"boot to login page {k}: {v}" for k, v in res.get("boot_to_login_page", {}).items()]
     lines += [f"  FAILED {f['user']}: {f['error']}" for f in res["failures"]]
     return "\n".join(lines)
 
@@ -393,24 +394,55 @@ def read_sheet(path: Path, config: Path | None = None) -> list[tuple[str, str]]:
     return sorted((r for r in rows if r[0] in trainees), key=lambda r: trainees.index(r[0]))
 
 
-@contextlib.contextmanager
-def local_vm(n: int, memory: str, cpus: int) -> Iterator[Target]:
-    """Boot the e2e golden image (chroot bake, cached) with ``n`` trainees; stop it afterwards."""
+def _say(message: str, **_: Any) -> None:
+    print(f"[vm] {message}", file=sys.stderr)
+
+
+def bench_config(work: Path, n: int, spawner: str) -> Path:
+    """The e2e tier's workshop (systemd, or docker with the e2e user image) for ``n`` trainees."""
     sys.path.insert(0, str(E2E))
+    from e2e_harness import CONFIG, e2e_ssh_key  # type: ignore[import-not-found]
+
+    key = e2e_ssh_key().with_suffix(".pub").read_text().strip()
+    config = work / "workshop.yaml"
+    if spawner == "docker":
+        import userimage  # type: ignore[import-not-found]
+        from test_docker import CONFIG as DOCKER  # type: ignore[import-not-found]
+
+        archive = userimage.ensure_user_image()
+        settings = {"path": str(archive), "format": "rootfs", **userimage.IMPORT_SETTINGS}
+        text = DOCKER.format(
+            name="bench-docker",
+            image=f"bakery/e2e-notebook:{archive.parent.name[:12]}",
+            archive=json.dumps(settings),
+            key=key,
+        )
+    else:
+        text = CONFIG.format(name="e2e-workshop", key=key)
+    config.write_text(text.replace("count: 2", f"count: {n}", 1))
+    return config
+
+
+@contextlib.contextmanager
+def local_vm(
+    n: int, memory: str, cpus: int, spawner: str, boot: dict[str, float]
+) -> Iterator[Target]:
+    """Boot the e2e golden image (chroot bake, cached) with ``n`` trainees; stop it afterwards.
+
+    ``boot`` gets ``golden_s``: seconds from VM start to the login page.
+    """
     import baseimage  # type: ignore[import-not-found]
-    from e2e_harness import CONFIG, build_golden, e2e_ssh_key  # type: ignore[import-not-found]
+    from e2e_harness import build_golden, e2e_ssh_key  # type: ignore[import-not-found]
 
     from bakery import localvm
     from bakery.config import load_config
 
-    work = ROOT / "build" / f"class-bench-{n}"
+    work = ROOT / "build" / f"class-bench-{spawner}-{n}"
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "workshop.yaml"
+    config = bench_config(work, n, spawner)
     key = e2e_ssh_key()
-    text = CONFIG.format(name="e2e-workshop", key=key.with_suffix(".pub").read_text().strip())
-    config.write_text(text.replace("count: 2", f"count: {n}", 1))
     golden = build_golden(baseimage.ensure_base_image(), config)
-    say: Callable[..., None] = lambda m, **_: print(f"[vm] {m}", file=sys.stderr)  # noqa: E731
+    start = time.monotonic()
     result = localvm.try_workshop(
         config,
         image=golden,
@@ -420,8 +452,9 @@ def local_vm(n: int, memory: str, cpus: int) -> Iterator[Target]:
         memory=memory,
         cpus=cpus,
         run_dir=work / "vm",
-        progress=say,
+        progress=_say,
     )
+    boot["golden_s"] = round(time.monotonic() - start, 1)
     ssh = [
         "ssh",
         "-p",
@@ -442,7 +475,34 @@ def local_vm(n: int, memory: str, cpus: int) -> Iterator[Target]:
         accounts = read_sheet(result.credentials, config)
         yield Target(result.url.rstrip("/"), accounts, ssh, verify=False)
     finally:
-        localvm.stop_vm(work / "vm", progress=say)
+        localvm.stop_vm(work / "vm", progress=_say)
+
+
+def from_scratch(n: int, memory: str, cpus: int, spawner: str) -> float:
+    """Seconds from VM start to the login page for the full stage on the stock Debian image."""
+    import baseimage  # type: ignore[import-not-found]
+
+    from bakery import localvm
+
+    work = ROOT / "build" / f"class-bench-{spawner}-{n}"
+    config = bench_config(work, n, spawner)
+    start = time.monotonic()
+    try:
+        localvm.try_workshop(
+            config,
+            image=baseimage.ensure_base_image(),
+            stage="full",
+            https_port=18653,
+            ssh_port=12432,
+            memory=memory,
+            cpus=cpus,
+            timeout=3600,
+            run_dir=work / "vm-full",
+            progress=_say,
+        )
+        return round(time.monotonic() - start, 1)
+    finally:
+        localvm.stop_vm(work / "vm-full", progress=_say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,10 +518,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=60, help="idle seconds before memory is read")
     ap.add_argument("--memory", default="4G", help="local VM memory")
     ap.add_argument("--cpus", type=int, default=2, help="local VM vCPUs")
+    ap.add_argument(
+        "--spawner",
+        choices=("systemd", "docker"),
+        default="systemd",
+        help="local VM: the e2e workshop's spawner",
+    )
+    ap.add_argument(
+        "--compare-scratch",
+        action="store_true",
+        help="local VM: then boot the stock image with the full stage, for the ratio",
+    )
     ap.add_argument("--machine", default="", help="what it ran on, for the record")
     ap.add_argument("--out", type=Path, help="JSON results (default build/class-bench-N.json)")
     a = ap.parse_args(argv)
-    out = a.out or ROOT / "build" / f"class-bench-{a.trainees}.json"
+    name = f"class-bench-{a.trainees}" if a.url else f"class-bench-{a.spawner}-{a.trainees}"
+    out = a.out or ROOT / "build" / f"{name}.json"
     if a.url:
         if a.credentials is None:
             ap.error("--url needs --credentials (the workshop's credentials sheet)")
@@ -482,8 +554,14 @@ def main(argv: list[str] | None = None) -> int:
             a.idle,
         )
     else:
-        with local_vm(a.trainees, a.memory, a.cpus) as tg:
+        boot: dict[str, float] = {}
+        with local_vm(a.trainees, a.memory, a.cpus, a.spawner, boot) as tg:
             res = run(tg, a.trainees, a.timeout, a.idle)
+        if a.compare_scratch:  # after the class VM stopped: one VM at a time
+            boot["scratch_s"] = from_scratch(a.trainees, a.memory, a.cpus, a.spawner)
+            boot["ratio_percent"] = round(100 * boot["golden_s"] / boot["scratch_s"], 1)
+        res["spawner"] = a.spawner
+        res["boot_to_login_page"] = boot
         res["machine"] = a.machine or f"local VM: {a.cpus} vCPU / {a.memory} under qemu"
     res.setdefault("machine", a.machine)
     out.parent.mkdir(parents=True, exist_ok=True)

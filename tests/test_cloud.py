@@ -875,6 +875,7 @@ def test_launch_dry_run_prints_the_plan_and_creates_nothing(
         f"image: ubuntu-24.04 ({STOCK_IMAGE})",
         "stage: full (a stock image",
         "flavor: m1.large (4 vCPUs, 8192 MiB, 80 GB): openstack.flavor",
+        "boot: the flavor's disk; user-data by the cloud's default (config drive or metadata",
         f"networks: private ({PRIVATE_NET})",
         f"floating IPs: from public ({PUBLIC_NET}); 1 to allocate",
         "key pair: bakery-intro: will be created from",
@@ -890,6 +891,15 @@ def test_launch_dry_run_prints_the_plan_and_creates_nothing(
         "  security group rules: needs 3, 96 free of 100: fits",
     ]:
         assert line in out, line
+
+
+def test_launch_dry_run_shows_the_boot_volume_and_config_drive(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    config = write_workshop(tmp_path, boot_volume=True, volume_size=60, config_drive=False)
+    out = invoke("launch", str(config), "--dry-run").stdout
+    assert "boot: a new 60 GB volume; user-data by metadata service (no config drive)" in out
+    assert "  volume GB: needs 60, 980 free of 1000: fits" in out
 
 
 def test_launch_dry_run_after_a_launch_shows_what_exists_and_what_does_not_fit(

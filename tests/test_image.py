@@ -85,9 +85,13 @@ def test_properties_round_trip(example: Path) -> None:
     cfg = load_config(example)
     rec = image.record(cfg)
     props = image.properties(cfg, rec)
-    assert {k: v for k, v in props.items() if not k.startswith("bakery_")} == dict(
-        cfg.bake.image_properties
-    )
+    distro, version = cfg.os.split("-", 1)
+    assert {k: v for k, v in props.items() if not k.startswith("bakery_")} == {
+        "os_distro": distro,
+        "os_version": version,
+        **image.NOVA_HINTS,
+        **cfg.bake.image_properties,
+    }
     assert props["bakery_version"] == rec["bakery_version"]
     assert props["bakery_workshop"] == cfg.name
     assert props["bakery_jupyterhub"] == rec["components"]["jupyterhub"]
