@@ -16,13 +16,26 @@ from bakery.progress import Reporter, quiet
 
 # The cloud-config keys this builder applies; anything else is refused rather than ignored.
 SUPPORTED_KEYS = frozenset(
-    {"apt", "package_update", "package_upgrade", "packages", "write_files", "runcmd", "bootcmd"}
+    {
+        "apt",
+        "ca_certs",
+        "package_update",
+        "package_upgrade",
+        "packages",
+        "write_files",
+        "runcmd",
+        "bootcmd",
+    }
 )
 # The part of cloud-init's `apt` module (cc_apt_configure) this builder applies, and where
 # cloud-init writes `apt: conf:` (APT_CONFIG_FN) and removes a stale proxy file (APT_PROXY_FN).
 APT_KEYS = frozenset({"conf", "preserve_sources_list"})
 APT_CONF_FILE = "etc/apt/apt.conf.d/94cloud-init-config"
 APT_PROXY_FILE = "etc/apt/apt.conf.d/90cloud-init-aptproxy"
+# Where cloud-init's ca_certs module (cc_ca_certs, Debian's 22.4) puts the trusted certificates:
+# one file, named in ca-certificates.conf, then update-ca-certificates.
+CA_CERT_FILE = "usr/share/ca-certificates/cloud-init-ca-certs.crt"
+CA_CERT_CONFIG = "etc/ca-certificates.conf"
 # Keys that only matter for a booted instance and are safe to skip in an image build.
 IGNORED_KEYS = frozenset({"final_message", "output"})
 
@@ -124,6 +137,28 @@ def apply_apt_config(root: Path, apt: dict[str, Any]) -> None:
         conf.unlink(missing_ok=True)
 
 
+def apply_ca_certs(root: Path, ca_certs: dict[str, Any]) -> None:
+    """Apply a cloud-config ``ca_certs: {trusted: [...]}`` as cloud-init's module does.
+
+    The certificates go, joined, into one file named in ``/etc/ca-certificates.conf`` (each name
+    once), then ``update-ca-certificates`` runs in the image. ``remove_defaults`` is refused.
+    """
+    unknown = sorted(set(ca_certs) - {"trusted"})
+    if unknown:
+        raise ChrootError(
+            f"the chroot builder applies ca_certs: trusted only; not {', '.join(unknown)}"
+        )
+    certs = [str(c) for c in ca_certs.get("trusted") or []]
+    if certs:
+        write_file(root, {"path": "/" + CA_CERT_FILE, "content": "\n".join(certs)})
+        name = CA_CERT_FILE.removeprefix("usr/share/ca-certificates/")
+        read = f"cat /{CA_CERT_CONFIG} 2>/dev/null || true"  # read in the image, as written
+        lines = _run(chroot_cmd(root, ["/bin/sh", "-c", read]), "read ca-certificates.conf")
+        kept = "\n".join(line for line in lines.splitlines() if line != name).rstrip()
+        write_file(root, {"path": "/" + CA_CERT_CONFIG, "content": f"{kept}\n{name}\n".lstrip()})
+    _run(chroot_cmd(root, ["update-ca-certificates"]), "update-ca-certificates")
+
+
 def _package_names(packages: list[Any]) -> list[str]:
     names = []
     for pkg in packages:
@@ -161,7 +196,7 @@ def apply_cloud_config(
 ) -> dict[str, float]:
     """Apply a bake-stage cloud-config to the root filesystem at ``root`` (already prepared).
 
-    Order follows cloud-init's modules: bootcmd, write_files, apt (configuration),
+    Order follows cloud-init's modules: bootcmd, write_files, ca_certs, apt (configuration),
     package_update/upgrade, packages, deferred write_files, runcmd. Each runcmd item runs on its
     own and must succeed (cloud-init would only log a failure; a bake must not hide one).
 
@@ -223,6 +258,7 @@ def _steps(
     steps: list[tuple[bool, str, Callable[[], object]]] = [
         (bool(config.get("bootcmd")), "bootcmd", run_all("bootcmd")),
         (bool(now), "write_files", write_all(now)),
+        ("ca_certs" in config, "ca_certs", lambda: apply_ca_certs(root, dict(config["ca_certs"]))),
         ("apt" in config, "apt configure", lambda: apply_apt_config(root, dict(config["apt"]))),
         (update, "apt-get update", apt("update")),
         (upgrade, "apt-get dist-upgrade", apt("dist-upgrade")),

@@ -33,6 +33,7 @@ from bakery.fields import (
     LoginName,
     MemSize,
     PackageSpec,
+    PemCertificate,
     SshKey,
     StrictModel,
     Username,
@@ -353,6 +354,13 @@ class Workshop(_Model):
     ssh: Ssh = Field(Ssh(), description="Admin ssh access.")
     packages: list[AptPackage] = Field([], description="Extra apt packages on the VM.")
     files: list[ExtraFile] = Field([], description="Extra files written on the VM at boot.")
+    ca_certificates: Annotated[list[PemCertificate], Field(max_length=20)] = Field(
+        [],
+        description="Up to 20 CA certificates added to the VM's trust store before anything "
+        "is downloaded (a site's TLS-inspecting proxy or internal CA): apt, curl, the hub's pip "
+        "(venv) and Node.js use it; conda keeps its own. Each a `|` block of PEM, public (never "
+        "a key); baked into a golden image.",
+    )
     bake: Bake = Field(Bake(), description="The golden image (`bakery bake`).")
     openstack: OpenStack = Field(OpenStack(), description="The cloud (`bakery launch`).")
     ends: AwareDatetime | None = Field(

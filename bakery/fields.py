@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable
@@ -402,6 +403,38 @@ SshKey = pattern_str(
     r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+",
     "paste one public key line, e.g. 'ssh-ed25519 AAAA... you@laptop' (no options before it)",
 )
+
+
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\n((?:[A-Za-z0-9+/]{1,76}={0,2}\n)+)-----END CERTIFICATE-----"
+)
+
+
+def _pem_certificate(value: str) -> str:
+    """One PEM certificate and nothing else (no key, no comment); stored ending in a newline."""
+    text = value.strip("\n")
+    match = _PEM_CERTIFICATE.fullmatch(text)
+    der = b""
+    if match:
+        try:
+            der = base64.b64decode(match.group(1).replace("\n", ""), validate=True)
+        except ValueError:
+            der = b""
+    if not der.startswith(b"\x30"):
+        raise ValueError(
+            "paste one PEM certificate: the lines from -----BEGIN CERTIFICATE----- to "
+            "-----END CERTIFICATE----- (a public certificate, never a key), as a | block"
+        )
+    return text + "\n"
+
+
+# A CA certificate the VM trusts (a site's TLS-inspecting proxy or internal CA), in PEM.
+PemCertificate = Annotated[
+    str,
+    Field(max_length=20_000),
+    AfterValidator(_pem_certificate),
+    WithJsonSchema({"type": "string", "$comment": "one PEM certificate"}),
+]
 
 
 def _cidr(value: str) -> str:

@@ -353,6 +353,15 @@ def _users(cfg: Workshop, accounts: list[Account]) -> list[Any]:
     return users
 
 
+def _bake_settings(cfg: Workshop) -> dict[str, Any]:
+    """The bake stage's CA certificates, apt configuration and packages."""
+    doc: dict[str, Any] = {}
+    if cfg.ca_certificates:
+        # cloud-init's ca_certs (an init-stage module): trusted before apt, pip and npm run.
+        doc["ca_certs"] = {"trusted": list(cfg.ca_certificates)}
+    return doc | {"apt": APT_CONFIG, "package_update": True, "packages": packages(cfg)}
+
+
 def build_cloud_config(
     cfg: Workshop, *, stage: Stage = "full", accounts: list[Account] | None = None
 ) -> dict[str, Any]:
@@ -387,9 +396,7 @@ def build_cloud_config(
             doc["ssh_authorized_keys"] = list(cfg.ssh.authorized_keys)
     files: list[VmFile] = []
     if with_bake:
-        doc["apt"] = APT_CONFIG
-        doc["package_update"] = True
-        doc["packages"] = packages(cfg)
+        doc |= _bake_settings(cfg)
         files += bake_files(cfg)
     if with_boot:
         files += boot_files(cfg, accounts)

@@ -230,6 +230,13 @@ HOSTILE: list[tuple[str, int, list[str]]] = [
     ),
     ("name: ok\nspawner:\n  cpu_limit: {a: 1}\n", 3, ["expected one value here, not a mapping"]),
     ("name: ok\nfiles:\n  - {path: /etc/m, content: 2001-01-01}\n", 3, ["the date 2001-01-01"]),
+    # A private key pasted where a CA certificate goes is refused, never rendered into user-data.
+    (
+        "name: ok\nca_certificates:\n  - |\n    -----BEGIN PRIVATE KEY-----\n    MIIB\n"
+        "    -----END PRIVATE KEY-----\n",
+        3,
+        ["ca_certificates.0: paste one PEM certificate", "never a key"],
+    ),
 ]
 
 

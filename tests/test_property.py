@@ -147,8 +147,9 @@ VALID: dict[tuple[str, ...], str] = {
     ("openstack", "metadata", "{key}"): "course",
     ("openstack", "metadata", "{value}"): "intro",
 }
-# Free text on purpose: a file's content; a path on the machine running bakery (never rendered).
-FREE_TEXT = {("files", "[]", "content"), ("openstack", "public_key")}
+# Free text on purpose: a file's content; a path on the machine running bakery (never rendered);
+# a PEM certificate (lines by nature; checked whole in tests/test_ca.py).
+FREE_TEXT = {("files", "[]", "content"), ("openstack", "public_key"), ("ca_certificates", "[]")}
 # Siblings a value needs to be valid.
 CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
     ("files", "[]"): {"path": "/etc/motd", "content": "x"},
