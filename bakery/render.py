@@ -245,7 +245,12 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
         files.append(_script("tls-deploy.sh", ctx))
     if cfg.spawner.kind == "docker":
         files += [_script("docker-network.sh", ctx), _script("user-image.sh", ctx)]
-        daemon = {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
+        # live-restore: trainees' containers keep running while the docker daemon restarts.
+        daemon = {
+            "live-restore": True,
+            "log-driver": "json-file",
+            "log-opts": {"max-size": "10m", "max-file": "3"},
+        }
         files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
         if cfg.spawner.custom_image is not None:
             files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))

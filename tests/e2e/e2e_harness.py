@@ -64,6 +64,8 @@ users:
   admins: [teacher]
 spawner:
   kind: systemd
+  # test_k's memory bomb (3x this) must hit the unit's limit well before the 3 GiB VM runs out.
+  mem_limit: 512M
   idle_cull_minutes: 0
 tls:
   mode: self-signed

@@ -5,7 +5,9 @@ jupyterhub + jupyterlab), shipped as ``spawner.image_archive`` (format rootfs), 
 golden image by the chroot builder and ``docker import``-ed at first boot. Then: each trainee's
 server is its own container, as the trainee's UID, /home/NAME mounted read-write; files outlive
 the container and a reboot; the metadata service is refused and the hub API reachable from the
-container; mem_limit kills the kernel, not the VM; the idle culler stops an idle server.
+container; mem_limit kills the kernel, not the VM; `systemctl restart docker` keeps the trainee's
+container and kernel (live-restore) and re-applies the firewall; the idle culler stops an idle
+server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shlex
 import sys
 import time
 import uuid
@@ -33,7 +34,24 @@ from e2e_harness import (
     with_stop,
     workshop_for,
 )
-from test_try import base, kernel_cell, login, open_server, run_cell, session, ssh
+from test_try import (
+    base,
+    connect,
+    kernel,
+    kernel_cell,
+    login,
+    open_server,
+    root_sh,
+    run_cell,
+    servers,
+    session,
+    ssh,
+    token,
+    unit_run,
+    wait_healthy,
+    wait_restarted,
+)
+from test_try import execute as printed
 
 requests = pytest.importorskip("requests")
 websocket = pytest.importorskip("websocket")
@@ -143,35 +161,10 @@ def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def root_sh(w: Workshop, command: str) -> str:
-    """Run ``command`` as root on the VM (ssh as the login user, sudo); return its stdout."""
-    r = ssh(w, w.login_user, f"sudo -n sh -c {shlex.quote(command)}")
-    assert r.returncode == 0, f"{command}: exit {r.returncode}: {r.stderr[-1000:]}"
-    return str(r.stdout)
-
-
 def image_tag(w: Workshop) -> str:
     from bakery.config import load_config
 
     return load_config(w.config).spawner.image
-
-
-def token(w: Workshop, user: str) -> str:
-    r = session().post(
-        f"{base(w)}/hub/api/users/{user}/tokens",
-        json={"auth": {"username": user, "password": w.passwords[user]}, "note": "e2e"},
-        timeout=60,
-    )
-    assert r.status_code in (200, 201), f"token: {r.status_code} {r.text[:300]}"
-    return str(r.json()["token"])
-
-
-def servers(w: Workshop, user: str, tok: str) -> dict[str, Any]:
-    r = session().get(
-        f"{base(w)}/hub/api/users/{user}", headers={"Authorization": f"token {tok}"}, timeout=60
-    )
-    assert r.status_code == 200, f"user model: {r.status_code} {r.text[:300]}"
-    return dict(r.json().get("servers") or {})
 
 
 def containers(w: Workshop) -> list[str]:
@@ -296,12 +289,8 @@ def test_2_server_in_its_own_container_as_the_trainee(dvm: Workshop, t1: tuple[s
     assert host.splitlines() == [f"{uid} {gid}", KERNEL_TEXT], host
 
 
-def test_3_metadata_refused_hub_api_reachable(dvm: Workshop, t1: tuple[str, Any]) -> None:
-    from bakery.config import load_config
-
-    user, s = t1
-    gateway = load_config(dvm.config).spawner.gateway
-    code = f"""
+# From a trainee's kernel: the metadata service, the proxy's API port and the hub's API.
+PROBE = """
 import os, socket, time, urllib.request
 def probe(host, port, wait):
     start = time.monotonic()
@@ -320,7 +309,14 @@ with urllib.request.urlopen(api, timeout=20) as r:
     hub = (r.status, r.read(200).decode())
 (probe("169.254.169.254", 80, 10), probe({gateway!r}, 8001, 3), api, hub)
 """
-    answer = run_cell(dvm, s, user, code)
+
+
+def test_3_metadata_refused_hub_api_reachable(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    from bakery.config import load_config
+
+    user, s = t1
+    gateway = load_config(dvm.config).spawner.gateway
+    answer = run_cell(dvm, s, user, PROBE.format(gateway=gateway))
     metadata, proxy_api, api, hub = ast.literal_eval(answer)
     # REJECT answers at once; a missing rule would reach the host's network (open or timeout).
     assert metadata[0] in ("refused", "errno 113"), f"metadata service: {metadata}"
@@ -359,6 +355,53 @@ def test_4_mem_limit_kills_the_kernel_not_the_vm(dvm: Workshop, t1: tuple[str, A
         root_sh(dvm, f"docker inspect -f '{{{{.State.Running}}}}' jupyter-{user}").strip() == "true"
     )
     assert run_cell(dvm, s, user, "6 * 7") == "42"
+
+
+def test_4b_docker_restart_keeps_the_container_and_the_firewall(
+    dvm: Workshop, t1: tuple[str, Any]
+) -> None:
+    """`systemctl restart docker`: the trainee's container lives on (live-restore) with its
+    kernel's state, the firewall is re-applied and the metadata service stays refused."""
+    from bakery.config import load_config
+
+    user, s = t1
+    name = f"jupyter-{user}"
+    daemon = json.loads(root_sh(dvm, "cat /etc/docker/daemon.json"))
+    assert daemon.get("live-restore") is True, daemon
+    fmt = "{{.Id}} {{.State.StartedAt}} {{.State.Pid}}"
+    container = root_sh(dvm, f"docker inspect -f '{fmt}' {name}").strip()
+    with kernel(dvm, s, user) as kernel_id:
+        ws = connect(dvm, s, user, kernel_id)
+        try:
+            assert printed(ws, user, "x = 42\nprint('set')") == "set\n"
+        finally:
+            ws.close()
+        docker = unit_run(dvm, "docker.service")
+        firewall = unit_run(dvm, "bakery-firewall.service")
+        start = time.monotonic()
+        root_sh(dvm, "systemctl restart docker")
+        wait_restarted(dvm, "docker.service", docker, start + 300)
+        record("docker: daemon restart", time.monotonic() - start)
+        # bakery-firewall is PartOf docker: re-applied after docker has rebuilt its chains.
+        wait_restarted(dvm, "bakery-firewall.service", firewall, start + 300)
+        rules = root_sh(dvm, "iptables -S DOCKER-USER; iptables -S OUTPUT")
+        assert "-A DOCKER-USER -d 169.254.169.254/32 -j REJECT" in rules, rules
+        wait_healthy(dvm, start + 300)
+        record("docker: daemon restart to /hub/health answering", time.monotonic() - start)
+        assert root_sh(dvm, f"docker inspect -f '{fmt}' {name}").strip() == container
+        ws = connect(dvm, s, user, kernel_id)
+        try:
+            assert printed(ws, user, "print(x)") == "42\n"
+        finally:
+            ws.close()
+        record("docker: daemon restart to the same kernel answering", time.monotonic() - start)
+    gateway = load_config(dvm.config).spawner.gateway
+    metadata, proxy_api, _, hub = ast.literal_eval(
+        run_cell(dvm, s, user, PROBE.format(gateway=gateway))
+    )
+    assert metadata[0] in ("refused", "errno 113") and metadata[1] < 5, metadata
+    assert proxy_api[0] != "open", proxy_api
+    assert hub[0] == 200, hub
 
 
 def test_5_stopped_server_removes_its_container_not_the_files(

@@ -97,6 +97,78 @@ def open_server(w: Workshop, s: Any, user: str, timeout: float = 600) -> None:
 
 
 @contextlib.contextmanager
+def kernel(w: Workshop, s: Any, user: str) -> Iterator[str]:
+    """Start a python3 kernel of ``user``'s server; yield its id; delete it after."""
+    api = f"{base(w)}/user/{user}/api"
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    r = s.post(
+        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
+    )
+    assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
+    kernel_id = str(r.json()["id"])
+    try:
+        yield kernel_id
+    finally:
+        with contextlib.suppress(requests.RequestException):
+            s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
+
+
+def connect(w: Workshop, s: Any, user: str, kernel_id: str, timeout: float = 180) -> Any:
+    """A websocket to the kernel's channels, through nginx and the proxy (what the lab opens)."""
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    return websocket.create_connection(
+        f"wss://{w.host}:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
+        header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
+        sslopt={"cert_reqs": 0, "check_hostname": False},
+        timeout=timeout,
+    )
+
+
+def send_execute(ws: Any, user: str, code: str) -> str:
+    """Send ``code`` as an execute_request on the shell channel; return its msg_id."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
+        "msg_type": "execute_request", "version": "5.3",
+        "date": datetime.now(timezone.utc).isoformat(),
+    }  # fmt: skip
+    content = {"code": code, "silent": False, "store_history": False,
+               "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+    ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                        "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
+    return msg_id
+
+
+def execute(ws: Any, user: str, code: str, timeout: float = 180) -> str:
+    """Run ``code`` over an open kernel websocket; return what it printed (stdout).
+
+    The reply (shell channel) may come before the output (iopub): the cell is over once both
+    the execute_reply and the kernel's iopub "idle" for this request have arrived.
+    """
+    msg_id = send_execute(ws, user, code)
+    out: list[str] = []
+    replied = idle = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (replied and idle):
+        msg = json.loads(ws.recv())
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = msg.get("msg_type") or msg["header"]["msg_type"]
+        if kind == "stream" and msg["content"].get("name") == "stdout":
+            out.append(msg["content"]["text"])
+        elif kind == "error":
+            err = msg["content"]
+            pytest.fail(f"cell raised: {err.get('ename')}: {err.get('evalue')}")
+        elif kind == "execute_reply":
+            replied = True
+        elif kind == "status" and msg["content"].get("execution_state") == "idle":
+            idle = True
+    assert replied and idle, f"the cell did not end within {timeout:.0f} s: {code[:80]!r}"
+    return "".join(out)
+
+
+@contextlib.contextmanager
 def kernel_cell(
     w: Workshop, s: Any, user: str, code: str, timeout: float
 ) -> Iterator[tuple[Any, str]]:
@@ -104,35 +176,12 @@ def kernel_cell(
 
     Yields (websocket, msg_id of the execute_request); closes the socket and deletes the kernel.
     """
-    api = f"{base(w)}/user/{user}/api"
-    xsrf = xsrf_for(s, f"/user/{user}/")
-    r = s.post(
-        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
-    )
-    assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
-    kernel_id = r.json()["id"]
-    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
-    ws = websocket.create_connection(
-        f"wss://{w.host}:{w.https_port}/user/{user}/api/kernels/{kernel_id}/channels",
-        header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
-        sslopt={"cert_reqs": 0, "check_hostname": False},
-        timeout=timeout,
-    )
-    try:
-        msg_id = uuid.uuid4().hex
-        header = {
-            "msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
-            "msg_type": "execute_request", "version": "5.3",
-            "date": datetime.now(timezone.utc).isoformat(),
-        }  # fmt: skip
-        content = {"code": code, "silent": False, "store_history": False,
-                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}  # fmt: skip
-        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                            "content": content, "channel": "shell", "buffers": []}))  # fmt: skip
-        yield ws, msg_id
-    finally:
-        ws.close()
-        s.delete(f"{api}/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf}, timeout=60)
+    with kernel(w, s, user) as kernel_id:
+        ws = connect(w, s, user, kernel_id, timeout)
+        try:
+            yield ws, send_execute(ws, user, code)
+        finally:
+            ws.close()
 
 
 def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) -> str:
@@ -179,6 +228,67 @@ def ssh(w: Workshop, user: str, command: str, *, password: str | None = None) ->
         ["ssh", *opts, f"{user}@{w.host}", command],
         capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False,
     )  # fmt: skip
+
+
+def root_sh(w: Workshop, command: str) -> str:
+    """Run ``command`` as root on the VM (ssh as the login user, sudo); return its stdout."""
+    r = ssh(w, w.login_user, f"sudo -n sh -c {shlex.quote(command)}")
+    assert r.returncode == 0, f"{command}: exit {r.returncode}: {r.stderr[-1000:]}"
+    return str(r.stdout)
+
+
+def token(w: Workshop, user: str) -> str:
+    """A hub API token of ``user`` (the password API)."""
+    r = session().post(
+        f"{base(w)}/hub/api/users/{user}/tokens",
+        json={"auth": {"username": user, "password": w.passwords[user]}, "note": "e2e"},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), f"token: {r.status_code} {r.text[:300]}"
+    return str(r.json()["token"])
+
+
+def servers(w: Workshop, user: str, tok: str) -> dict[str, Any]:
+    """The hub's view of ``user``'s servers (empty: none running)."""
+    r = session().get(
+        f"{base(w)}/hub/api/users/{user}", headers={"Authorization": f"token {tok}"}, timeout=60
+    )
+    assert r.status_code == 200, f"user model: {r.status_code} {r.text[:300]}"
+    return dict(r.json().get("servers") or {})
+
+
+def unit_run(w: Workshop, unit: str) -> dict[str, str]:
+    """A systemd unit's current run: MainPID, InvocationID (new at every start), NRestarts."""
+    out = root_sh(
+        w, f"systemctl show -p MainPID -p InvocationID -p NRestarts -p ActiveState {unit}"
+    )
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_restarted(w: Workshop, unit: str, old: dict[str, str], deadline: float) -> dict[str, str]:
+    """Wait until systemd has started ``unit`` again (a new run, active); return that run."""
+    while True:
+        now = unit_run(w, unit)
+        if now["ActiveState"] == "active" and now["InvocationID"] != old["InvocationID"]:
+            return now
+        assert time.monotonic() < deadline, f"{unit} was not restarted: {now}"
+        time.sleep(1)
+
+
+def wait_healthy(w: Workshop, deadline: float) -> None:
+    """Wait until the hub answers /hub/health through nginx and the proxy."""
+    s = session()
+    last = ""
+    while True:
+        try:
+            r = s.get(f"{base(w)}/hub/health", timeout=10)
+            if r.status_code == 200:
+                return
+            last = str(r.status_code)
+        except requests.RequestException as exc:
+            last = str(exc)
+        assert time.monotonic() < deadline, f"the hub is not healthy: {last}"
+        time.sleep(1)
 
 
 # --- the tests, in order (they share one VM) ----------------------------------------------------
@@ -458,6 +568,332 @@ def test_g_collect_returns_a_trainee_file_byte_identical(vm: Workshop, tmp_path:
     assert not [n for n in names if "/.cache" in n], names
     again = collect(config_path=vm.config, out_dir=out, **_day_args(vm))
     assert not again.collected and set(again.skipped) == set(result.collected)
+
+
+# --- crash recovery (issue 15): the hub, the proxy, a full home, a trainee's bombs ---------------
+
+# JupyterHub.last_activity_interval (default 300 s): how often the hub checks the proxy's routes
+# and adds the missing ones, when the proxy is not the hub's child (should_start False).
+ROUTE_CHECK_INTERVAL = 300
+
+
+def server_unit(user: str) -> str:
+    return f"jupyter-{user}-singleuser.service"  # SystemdSpawner's default unit_name_template
+
+
+def test_h_hub_killed_servers_and_kernels_live_on(vm: Workshop) -> None:
+    """kill -9 of the hub: systemd restarts it; the trainee's server, kernel and its state stay."""
+    user = vm.trainees[0]
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    open_server(vm, s, user)
+    server = unit_run(vm, server_unit(user))
+    assert server["ActiveState"] == "active", server
+    with kernel(vm, s, user) as kernel_id:
+        ws = connect(vm, s, user, kernel_id)
+        try:
+            assert execute(ws, user, "x = 42\nprint('set')") == "set\n"
+            hub = unit_run(vm, "jupyterhub.service")
+            start = time.monotonic()
+            root_sh(vm, f"kill -9 {hub['MainPID']}")
+            again = wait_restarted(vm, "jupyterhub.service", hub, start + 300)
+            wait_healthy(vm, start + 300)
+            record("kill -9 hub to /hub/health answering", time.monotonic() - start)
+            assert int(again["NRestarts"]) == int(hub["NRestarts"]) + 1, (hub, again)
+            # The open notebook's websocket runs through the proxy, not the hub: it stays up.
+            assert execute(ws, user, "print(x)") == "42\n"
+        finally:
+            ws.close()
+        # A reconnect to the same kernel (what the lab does) authenticates with the new hub.
+        start = time.monotonic()
+        ws = connect(vm, s, user, kernel_id)
+        try:
+            assert execute(ws, user, "x += 1\nprint(x)") == "43\n"
+        finally:
+            ws.close()
+        record("reconnect to the same kernel after the hub's restart", time.monotonic() - start)
+    assert unit_run(vm, server_unit(user)) == server, "the trainee's server was re-spawned"
+    # The restarted hub logs trainees in and starts servers.
+    other = vm.trainees[1]
+    s2, resp = login(vm, other, vm.passwords[other])
+    assert resp.status_code == 302, resp.status_code
+    open_server(vm, s2, other)
+    assert run_cell(vm, s2, other, "6 * 7") == "42"
+
+
+def test_i_proxy_killed_routes_restored_without_a_respawn(vm: Workshop) -> None:
+    """kill -9 of configurable-http-proxy: restarted, the hub restores the trainee's route."""
+    user = vm.trainees[0]
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    open_server(vm, s, user)
+    server = unit_run(vm, server_unit(user))
+    with kernel(vm, s, user) as kernel_id:
+        ws = connect(vm, s, user, kernel_id)
+        try:
+            assert execute(ws, user, "y = 7\nprint('set')") == "set\n"
+        finally:
+            ws.close()
+        proxy = unit_run(vm, "configurable-http-proxy.service")
+        hub = unit_run(vm, "jupyterhub.service")
+        start = time.monotonic()
+        root_sh(vm, f"kill -9 {proxy['MainPID']}")
+        wait_restarted(vm, "configurable-http-proxy.service", proxy, start + 120)
+        record("kill -9 proxy to proxy restarted", time.monotonic() - start)
+        # Until the hub has put the route back, /user/NAME/ lands at the hub (redirect loop).
+        url = f"{base(vm)}/user/{user}/api/kernels/{kernel_id}"
+        last = ""
+        while True:
+            try:
+                r = s.get(url, timeout=30, allow_redirects=False)
+                if r.status_code == 200 and r.json().get("id") == kernel_id:
+                    break
+                last = f"{r.status_code} {r.headers.get('Location', '')}"
+            except (requests.RequestException, ValueError) as exc:
+                last = str(exc)
+            elapsed = time.monotonic() - start
+            assert elapsed < ROUTE_CHECK_INTERVAL + 60, f"no route after {elapsed:.0f} s: {last}"
+            time.sleep(2)
+        elapsed = time.monotonic() - start
+        record("kill -9 proxy to the trainee's server answering again", elapsed)
+        hub_now = unit_run(vm, "jupyterhub.service")
+        how = "the hub restarted with it" if hub_now != hub else "the hub's route check"
+        print(f"[e2e] route restored after {elapsed:.0f} s by {how}")
+        ws = connect(vm, s, user, kernel_id)
+        try:
+            assert execute(ws, user, "print(y)") == "7\n"
+        finally:
+            ws.close()
+    assert unit_run(vm, server_unit(user)) == server, "the trainee's server was re-spawned"
+
+
+FILL_HOME = """
+import errno, os
+written = 0
+try:
+    with open('fill.bin', 'wb') as fh:
+        while True:
+            fh.write(b'x' * 2**20)
+            fh.flush()
+            written += 1
+except OSError as exc:
+    result = (exc.errno == errno.ENOSPC, written)
+result
+"""
+
+
+def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None:
+    """A trainee's full home (a 24 MiB filesystem mounted on it): their save fails with a clear
+    message; another trainee logs in and runs cells; the hub's state is not under /home."""
+    from bakery.layout import STATE_DIR
+
+    full, other = vm.trainees[1], vm.trainees[0]
+    # The hub's database and secrets live in STATE_DIR, outside /home; the hub runs as root, so
+    # on a shared root filesystem the reserve kept for root (ext4) is the hub's, not the homes'.
+    facts = root_sh(
+        vm,
+        f"findmnt -no TARGET -T {STATE_DIR}/jupyterhub.sqlite; "
+        "systemctl show -p User --value jupyterhub; "
+        "tune2fs -l $(findmnt -no SOURCE -T /home) | sed -n 's/^Reserved block count: *//p'",
+    ).split()
+    assert not STATE_DIR.startswith("/home"), STATE_DIR
+    assert facts[0] == "/", facts
+    assert facts[1] == "root", facts
+    assert int(facts[2]) > 0, f"no blocks reserved for root on /home's filesystem: {facts}"
+    tok = token(vm, full)
+    if servers(vm, full, tok):
+        r = session().delete(
+            f"{base(vm)}/hub/api/users/{full}/server",
+            headers={"Authorization": f"token {tok}"},
+            timeout=120,
+        )
+        assert r.status_code in (202, 204), r.status_code
+        deadline = time.monotonic() + 180
+        while servers(vm, full, tok):
+            assert time.monotonic() < deadline, f"{full}'s server did not stop"
+            time.sleep(2)
+    img = f"/var/tmp/e2e-home-{full}.img"
+    root_sh(
+        vm,
+        f"set -e; truncate -s 24M {img}; mkfs.ext4 -q -m 0 {img}; "
+        f"mount -o loop {img} /home/{full}; chown {full}:{full} /home/{full}; "
+        f"chmod 700 /home/{full}",
+    )
+    try:
+        s, resp = login(vm, full, vm.passwords[full])
+        assert resp.status_code == 302
+        open_server(vm, s, user=full)
+        start = time.monotonic()
+        assert run_cell(vm, s, full, FILL_HOME).startswith("(True, "), "the home did not fill"
+        record("fill a 24 MiB home from the kernel", time.monotonic() - start)
+        xsrf = xsrf_for(s, f"/user/{full}/")
+        notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        r = s.put(
+            f"{base(vm)}/user/{full}/api/contents/work.ipynb",
+            json={"type": "notebook", "format": "json", "content": notebook},
+            headers={"X-XSRFToken": xsrf},
+            timeout=60,
+        )
+        # What the lab shows in its "File Save Error" dialog.
+        assert r.status_code == 500, f"save on a full home: {r.status_code} {r.text[:300]}"
+        assert "No space left on device" in r.json()["message"], r.text[:500]
+        # The hub and the others go on: a fresh login, a running server, a new kernel.
+        start = time.monotonic()
+        s2, resp = login(vm, other, vm.passwords[other])
+        assert resp.status_code == 302
+        open_server(vm, s2, other)
+        assert run_cell(vm, s2, other, "6 * 7") == "42"
+        record("other trainee: login to cell answer, one home full", time.monotonic() - start)
+        assert session().get(f"{base(vm)}/hub/health", timeout=30).status_code == 200
+        r = session().delete(
+            f"{base(vm)}/hub/api/users/{full}/server",
+            headers={"Authorization": f"token {tok}"},
+            timeout=120,
+        )
+        assert r.status_code in (202, 204), f"stop: {r.status_code} {r.text[:300]}"
+        deadline = time.monotonic() + 180
+        while servers(vm, full, tok):
+            assert time.monotonic() < deadline, f"{full}'s server did not stop"
+            time.sleep(2)
+    finally:
+        ssh(
+            vm,
+            vm.login_user,
+            f"sudo systemctl stop {server_unit(full)}; "
+            f"sudo umount /home/{full} || sudo umount -l /home/{full}; sudo rm -f {img}",
+        )
+    assert root_sh(vm, f"findmnt -no TARGET -T /home/{full}").strip() == "/"
+
+
+FORK_BOMB = """
+import os, signal, subprocess, sys, time
+HOLD = {hold}
+kids, refused, full_since = [], 0, None
+end = time.monotonic() + 600
+while time.monotonic() < end:
+    if full_since is not None and time.monotonic() - full_since > HOLD:
+        break
+    try:
+        pid = os.fork()
+    except BlockingIOError:  # EAGAIN: the unit's TasksMax
+        refused += 1
+        full_since = full_since or time.monotonic()
+        time.sleep(0.05)
+        continue
+    if pid == 0:
+        os.execv("/bin/sleep", ["sleep", "900"])
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+for pid in kids:
+    os.waitpid(pid, 0)
+print(len(kids), refused)
+"""
+
+
+def cgroup(vm: Workshop, user: str, *names: str) -> dict[str, str]:
+    """Files of the trainee's unit's cgroup (v2), by name."""
+    cg = f"/sys/fs/cgroup/system.slice/{server_unit(user)}"
+    out = root_sh(vm, "; ".join(f"echo {n}=$(tr '\\n' ' ' < {cg}/{n})" for n in names))
+    return {k: v.strip() for k, v in (line.split("=", 1) for line in out.splitlines())}
+
+
+def pids_refused(vm: Workshop, user: str) -> int:
+    """Forks the unit's pids limit has refused so far."""
+    return int(cgroup(vm, user, "pids.events")["pids.events"].split()[1])
+
+
+def oom_kills(vm: Workshop, user: str) -> int:
+    events = cgroup(vm, user, "memory.events")["memory.events"].split()
+    return int(events[events.index("oom_kill") + 1])
+
+
+def cell(w: Workshop, s: Any, user: str, kernel_id: str, code: str, timeout: float = 180) -> str:
+    """Run ``code`` in an existing kernel over a websocket of its own; return its stdout."""
+    ws = connect(w, s, user, kernel_id, timeout)
+    try:
+        return execute(ws, user, code, timeout)
+    finally:
+        ws.close()
+
+
+def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> None:
+    from bakery.config import load_config
+    from bakery.render import PIDS_LIMIT
+    from bakery.sizing import mem_limit_bytes
+
+    a, b = vm.trainees[0], "latecomer"
+    mem_limit = mem_limit_bytes(load_config(vm.config).spawner.mem_limit)
+    sa, resp = login(vm, a, vm.passwords[a])
+    assert resp.status_code == 302
+    open_server(vm, sa, a)
+    sb, resp = login(vm, b, vm.passwords[b])
+    assert resp.status_code == 302
+    open_server(vm, sb, b)
+    limits = cgroup(vm, a, "pids.max", "memory.max")
+    assert limits == {"pids.max": str(PIDS_LIMIT), "memory.max": str(mem_limit)}, limits
+    server = unit_run(vm, server_unit(a))
+    with kernel(vm, sa, a) as ka, kernel(vm, sb, b) as kb:
+        # A websocket per cell: an idle one is closed by the server's ping timeout (90 s).
+        assert cell(vm, sb, b, kb, "print(6 * 7)") == "42\n"
+        refusals = pids_refused(vm, a)
+        start = time.monotonic()
+        code = (
+            "import subprocess, sys\n"
+            f"bomb = subprocess.Popen([sys.executable, '-c', {FORK_BOMB.format(hold=40)!r}],"
+            " stdout=subprocess.PIPE, text=True)\nprint('started')"
+        )
+        assert cell(vm, sa, a, ka, code) == "started\n"
+        # Wait for the unit to hit its pids limit (forks refused), then time b's cells.
+        deadline, peak = start + 400, 0
+        while pids_refused(vm, a) == refusals:
+            peak = max(peak, int(cgroup(vm, a, "pids.current")["pids.current"]))
+            assert time.monotonic() < deadline, f"no fork refused; {peak} tasks"
+            time.sleep(2)
+        record("fork bomb: start to the unit's pids limit", time.monotonic() - start)
+        waits = []
+        for _ in range(3):
+            t = time.monotonic()
+            assert cell(vm, sb, b, kb, "print(6 * 7)", timeout=60) == "42\n"
+            waits.append(time.monotonic() - t)
+            peak = max(peak, int(cgroup(vm, a, "pids.current")["pids.current"]))
+        record("fork bomb: other trainee's slowest cell", max(waits))
+        assert peak <= PIDS_LIMIT, peak
+        assert peak > PIDS_LIMIT - 50, f"the bomb did not reach the limit: {peak}"
+        result = cell(vm, sa, a, ka, "print(bomb.communicate()[0])", timeout=600)
+        kids, refused = map(int, result.split())
+        assert refused > 0 and kids < PIDS_LIMIT, (kids, refused)
+        record("fork bomb: start to cleaned up", time.monotonic() - start)
+        assert int(cgroup(vm, a, "pids.current")["pids.current"]) < 100
+
+        # The memory bomb: well over mem_limit, in chunks that are written (not just mapped).
+        ooms = oom_kills(vm, a)
+        start = time.monotonic()
+        wa = connect(vm, sa, a, ka, timeout=300)
+        try:
+            chunks = 3 * mem_limit // 2**24
+            msg_id = send_execute(wa, a, f"chunks = [b'x' * 2**24 for _ in range({chunks})]")
+            t = time.monotonic()
+            assert cell(vm, sb, b, kb, "print(6 * 7)", timeout=60) == "42\n"
+            record("memory bomb: other trainee's cell", time.monotonic() - t)
+            died = ""
+            while not died:
+                assert time.monotonic() < start + 300, "the memory bomb's kernel was not killed"
+                msg = json.loads(wa.recv())
+                state = msg.get("content", {}).get("execution_state")
+                kind = msg.get("msg_type") or msg["header"]["msg_type"]
+                if kind == "status" and state in ("restarting", "dead"):
+                    died = state
+                elif msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    assert kind not in ("execute_result", "execute_reply"), msg["content"]
+        finally:
+            wa.close()
+        record("memory bomb: start to the kernel's OOM kill", time.monotonic() - start)
+    assert oom_kills(vm, a) > ooms, cgroup(vm, a, "memory.events")
+    assert session().get(f"{base(vm)}/hub/health", timeout=30).status_code == 200
+    assert unit_run(vm, server_unit(a)) == server, "the trainee's server did not survive its bombs"
+    assert run_cell(vm, sa, a, "6 * 7") == "42"
+    assert run_cell(vm, sb, b, "6 * 7") == "42"
 
 
 def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
