@@ -398,9 +398,15 @@ def _say(message: str, **_: Any) -> None:
     print(f"[vm] {message}", file=sys.stderr)
 
 
+def _e2e_path() -> None:
+    """The e2e tier's harness (base image, golden bake, user image, configs) on sys.path."""
+    if str(E2E) not in sys.path:
+        sys.path.insert(0, str(E2E))
+
+
 def bench_config(work: Path, n: int, spawner: str) -> Path:
     """The e2e tier's workshop (systemd, or docker with the e2e user image) for ``n`` trainees."""
-    sys.path.insert(0, str(E2E))
+    _e2e_path()
     from e2e_harness import CONFIG, e2e_ssh_key  # type: ignore[import-not-found]
 
     key = e2e_ssh_key().with_suffix(".pub").read_text().strip()
@@ -431,6 +437,7 @@ def local_vm(
 
     ``boot`` gets ``golden_s``: seconds from VM start to the login page.
     """
+    _e2e_path()
     import baseimage  # type: ignore[import-not-found]
     from e2e_harness import build_golden, e2e_ssh_key  # type: ignore[import-not-found]
 
@@ -480,6 +487,7 @@ def local_vm(
 
 def from_scratch(n: int, memory: str, cpus: int, spawner: str) -> float:
     """Seconds from VM start to the login page for the full stage on the stock Debian image."""
+    _e2e_path()
     import baseimage  # type: ignore[import-not-found]
 
     from bakery import localvm
