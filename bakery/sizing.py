@@ -28,9 +28,9 @@ BASE_MEMORY = 1 * GIB
 # Measured 2026-11-27 (issue 15): memory.current of each trainee's systemd unit cgroup
 # (jupyter-NAME-singleuser.service: JupyterLab 4.3.5 + one idle python3 kernel), servers idle 60 s
 # after `bench/class_bench.py` on the e2e golden VM (Debian 12, 2 vCPU, TCG): twenty servers
-# 137-154 MiB, mean 141, memory.peak 156; ten 137-150, six 141-150. Rounded up past the peak to
-# 160 MiB (2016 rule: 200).
-# The docker spawner's container (the user image's server) is not measured yet.
+# 137-154 MiB, mean 141, memory.peak 156; ten 137-150, six 141-150. The docker spawner's
+# containers (docker-ID.scope, the e2e user image): four 141-149 MiB, mean 144. Rounded up past
+# the peak to 160 MiB (2016 rule: 200).
 PER_USER_MEMORY = 160 * MIB
 DATA_FACTOR = 5
 USERS_PER_CORE = 4
