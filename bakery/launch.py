@@ -71,6 +71,16 @@ def workshop_config(config_path: Path, count: int | None = None) -> Workshop:
     return cfg.model_copy(update={"openstack": cfg.openstack.model_copy(update={"count": count})})
 
 
+def refuse_unfilled_count(cfg: Workshop) -> list[str]:
+    """The trainees, after refusing an ``openstack.count`` they cannot fill (a server each)."""
+    listed = cfg.users.trainees()
+    if cfg.openstack.count > len(listed):
+        raise UsageError(
+            f"openstack.count {cfg.openstack.count} is more than the {len(listed)} trainees"
+        )
+    return listed
+
+
 def split_users(cfg: Workshop, order: Sequence[str] = ()) -> list[Workshop]:
     """One config per server: trainee number i on server i mod N, every admin on each.
 
@@ -79,13 +89,12 @@ def split_users(cfg: Workshop, order: Sequence[str] = ()) -> list[Workshop]:
     wherever the config lists them, lands on a server without moving anyone already placed, and
     a relaunch of a lost server, `bakery users add` and the slips agree.
     """
-    listed = cfg.users.trainees()
+    listed = refuse_unfilled_count(cfg)
     count = cfg.openstack.count
-    if count > len(listed):
-        raise UsageError(f"openstack.count {count} is more than the {len(listed)} trainees")
     known = set(listed)
     made = [n for n in dict.fromkeys(order) if n in known]
-    trainees = [*made, *(n for n in listed if n not in set(made))]
+    placed = set(made)
+    trainees = [*made, *(n for n in listed if n not in placed)]
     parts = []
     for i, name in enumerate(server_names(cfg)):
         group = trainees[i::count]
@@ -317,7 +326,7 @@ def launch(
     cfg = with_timeouts(workshop_config(config_path, count), hub_timeout, active_timeout)
     refuse_if_ended(cfg)  # its VM would refuse every trainee and power itself off
     ref = image_ref(cfg, image)
-    split_users(cfg)  # a count the trainees cannot fill is refused before anything is read
+    refuse_unfilled_count(cfg)  # before anything is read from the cloud
     conn = connect(cfg)
     basis = resolve_basis(conn, cfg, ref, stage, progress)
     sheet = credentials_path(config_path)
