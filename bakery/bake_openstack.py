@@ -197,6 +197,14 @@ def bake(
             "(it only passes user-data, far too small for an image): use --builder packer, which "
             "uploads the archive over ssh, or --builder chroot"
         )
+    folders = [k for k, v in (("shared_data.from", cfg.shared_data), ("course.from", cfg.course))
+               if v is not None and v.from_ is not None]  # fmt: skip
+    if folders:
+        raise UsageError(
+            f"{' and '.join(folders)}: the openstacksdk builder cannot copy a folder into its "
+            "builder (it only passes user-data): use --builder packer, which uploads it over ssh, "
+            "or --builder chroot"
+        )
     conn = cloud.connect(cfg)
     rec = image.record(cfg)
     start = time.monotonic()

@@ -237,7 +237,7 @@ def check_user_data(ud: UserData, work: Path) -> list[Check]:
             checks += check_shell(local)
         elif path == NGINX_SITE:
             checks.append(check_nginx(content, work / f"nginx-{ud.stage}"))
-        elif path.startswith(UNIT_DIR + "/") and path.endswith(".service"):
+        elif path.startswith(UNIT_DIR + "/") and path.endswith((".service", ".timer")):
             units[Path(path).name] = content
     if units:
         checks.append(check_units(units, work / f"systemd-{ud.stage}"))

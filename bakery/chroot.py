@@ -366,20 +366,28 @@ def bake_output(config_path: Path, cfg: Workshop, output: Path | None) -> Path:
     return output or Path(config_path).parent / "build" / f"{cfg.name}-golden.qcow2"
 
 
-def _copies(cfg: Workshop, config_path: Path) -> dict[str, Path]:
-    """Files copied into the image before the bake stage (the user image archive)."""
+def _copies(
+    cfg: Workshop, config_path: Path, workdir: Path, progress: Reporter = quiet
+) -> dict[str, Path]:
+    """Files copied into the image before the bake stage: the user image archive, and the shared
+    data and course folders packed as tars in ``workdir`` (bakery.content)."""
+    from bakery import content
     from bakery.layout import USER_IMAGE_ARCHIVE
 
-    if cfg.spawner.kind != "docker":
-        return {}
-    if cfg.spawner.image_archive is None:
-        raise ChrootError(
-            "the chroot builder cannot pull the user image (no Docker daemon runs in a "
-            "chroot): set spawner.image_archive (loaded at first boot), use --builder packer "
-            "or openstacksdk, or spawner.kind: systemd"
-        )
-    # No daemon in a chroot: bakery-user-image.service loads the archive at first boot.
-    return {USER_IMAGE_ARCHIVE: cfg.spawner.image_archive.source(Path(config_path).parent)}
+    copies: dict[str, Path] = {}
+    if cfg.spawner.kind == "docker":
+        if cfg.spawner.image_archive is None:
+            raise ChrootError(
+                "the chroot builder cannot pull the user image (no Docker daemon runs in a "
+                "chroot): set spawner.image_archive (loaded at first boot), use --builder packer "
+                "or openstacksdk, or spawner.kind: systemd"
+            )
+        # No daemon in a chroot: bakery-user-image.service loads the archive at first boot.
+        copies[USER_IMAGE_ARCHIVE] = cfg.spawner.image_archive.source(Path(config_path).parent)
+    for packed in content.pack_all(cfg, Path(config_path).parent, workdir):
+        progress(f"packed {content.describe(packed)}")
+        copies[packed.target] = packed.path
+    return copies
 
 
 def bake(
@@ -407,17 +415,17 @@ def bake(
             f"{config_path}: bake.qemu_base_image: the chroot builder needs a base qcow2 cloud "
             "image with cloud-init"
         )
-    copies = _copies(cfg, config_path)
     out = bake_output(config_path, cfg, Path(output) if output else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     name = image.image_name(cfg)
-    timings = bake_chroot(
-        build_cloud_config(cfg, stage="bake"),
-        base=Path(cfg.bake.qemu_base_image),
-        output=out,
-        progress=progress,
-        copies=copies,
-    )
+    with tempfile.TemporaryDirectory(prefix="bakery-content-", dir=out.parent) as packdir:
+        timings = bake_chroot(
+            build_cloud_config(cfg, stage="bake"),
+            base=Path(cfg.bake.qemu_base_image),
+            output=out,
+            progress=progress,
+            copies=_copies(cfg, config_path, Path(packdir), progress),
+        )
     rec = image.record(cfg)
     image.write_sidecar(out, image.sidecar(cfg, rec, name, "qcow2"))
     progress(f"baked {name} in {sum(timings.values()):.0f} s: {out}")

@@ -300,7 +300,12 @@ def size(
             cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
         )
     need = sizing.size_estimate(
-        cfg, users=users, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
+        cfg,
+        users=users,
+        data_gb=data_gb,
+        concurrency=concurrency,
+        mem_limit=mem_limit,
+        config_dir=Path(config).parent if config is not None else None,
     )
     if as_json:
         typer.echo(json.dumps(need.as_dict(), indent=2))

@@ -27,13 +27,19 @@ from bakery.fields import (
     FieldError,
     FileMode,
     FileOwner,
+    FolderPath,
+    GitBranch,
+    GitUrl,
     Hostname,
+    HttpsUrl,
     ImageRef,
     ImportWord,
+    Kernel,
     LoginName,
     MemSize,
     PackageSpec,
     PemCertificate,
+    SharedPath,
     SshKey,
     StrictModel,
     Username,
@@ -243,6 +249,10 @@ class Spawner(_Model):
         return str(next(ipaddress.IPv4Network(self.network_subnet).hosts()))
 
 
+# Let's Encrypt's production ACME directory: certbot's default, tls.acme_server's too.
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
 class Tls(_Model):
     """HTTPS in front of the hub; HTTP always redirects to it."""
 
@@ -255,9 +265,21 @@ class Tls(_Model):
         None, description="The DNS name pointing at the VM (letsencrypt); also its host name."
     )
     email: Email | None = Field(None, description="Where Let's Encrypt mails expiry notices.")
+    acme_server: HttpsUrl | None = Field(
+        None,
+        description="The ACME directory certbot asks (letsencrypt; default Let's Encrypt's, "
+        f"{LETSENCRYPT_DIRECTORY}): a site's own ACME CA (step-ca, ...); put that CA's root in "
+        "ca_certificates.",
+    )
 
     @model_validator(mode="after")
     def _letsencrypt_needs(self) -> Tls:
+        if self.acme_server is not None and self.mode != "letsencrypt":
+            raise FieldError(
+                ("acme_server",),
+                "acme_server is only used with mode letsencrypt: set mode: letsencrypt (with "
+                "domain and email) or remove acme_server",
+            )
         if self.mode == "letsencrypt":
             missing = [f for f in ("domain", "email") if getattr(self, f) is None]
             if missing:
@@ -329,6 +351,83 @@ class ExtraFile(_Model):
         return self
 
 
+class SharedData(_Model):
+    """A shared data folder on the VM: read-only for trainees, read-write for admins.
+
+    Its presence turns it on. With ``from``, a local folder is copied into the golden image at
+    bake. Trainees' servers see it read-only at the same path (a read-only bind mount with the
+    docker spawner); admins may add, change and delete files (an ACL per admin).
+    """
+
+    path: SharedPath = Field(
+        layout.SHARED_DATA_DIR,
+        description="The folder on the VM (and in every trainee's server): absolute, not in "
+        "/home or a system folder.",
+    )
+    from_: FolderPath | None = Field(
+        None,
+        alias="from",
+        description="A local folder (absolute, ~/..., or relative to workshop.yaml's folder) "
+        "copied into the golden image at bake; needs `bakery bake`.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SharedData:
+        for owned in sorted({*layout.MANAGED_DIRS, layout.COURSE_DIR}):
+            if (
+                self.path == owned
+                or self.path.startswith(owned + "/")
+                or owned.startswith(self.path + "/")
+            ):
+                raise FieldError(
+                    ("path",), f"{self.path} overlaps {owned}, which bakery manages; use another"
+                )
+        return self
+
+    def source(self, config_dir: Path) -> Path | None:
+        """The local folder of ``from`` (``~`` expanded, relative to ``config_dir``), if set."""
+        return config_dir / Path(self.from_).expanduser() if self.from_ else None
+
+
+class Course(_Model):
+    """Course material every trainee finds in ~/course: a folder copied at bake, or a git repo.
+
+    ``from``: copied into the golden image; each server start copies what a trainee lacks into
+    ~/course (never overwriting a trainee's file). ``git``: nbgitpuller clones the repository
+    into ~/course on first visit and merges new commits later (nbgitpuller's rules). Either way
+    trainees land on the course folder.
+    """
+
+    from_: FolderPath | None = Field(
+        None,
+        alias="from",
+        description="A local folder (absolute, ~/..., or relative to workshop.yaml's folder) "
+        "copied into the golden image; needs `bakery bake`.",
+    )
+    git: GitUrl | None = Field(
+        None,
+        description="A git repository pulled by nbgitpuller into ~/course (a custom docker image "
+        "needs nbgitpuller and git).",
+    )
+    branch: GitBranch = Field("main", description="The branch of git to pull.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Course:
+        if (self.from_ is None) == (self.git is None):
+            raise FieldError(
+                ("from",) if self.from_ else ("git",),
+                "give exactly one of from (a local folder) and git (a repository address)",
+            )
+        # (The default is let through: `bakery config show` prints it.)
+        if self.from_ is not None and self.branch != "main":
+            raise FieldError(("branch",), "branch: only with git")
+        return self
+
+    def source(self, config_dir: Path) -> Path | None:
+        """The local folder of ``from`` (``~`` expanded, relative to ``config_dir``), if set."""
+        return config_dir / Path(self.from_).expanduser() if self.from_ else None
+
+
 OsName = Literal["ubuntu-24.04", "ubuntu-22.04", "debian-12"]
 DEFAULT_LOGIN_USER = {"ubuntu-24.04": "ubuntu", "ubuntu-22.04": "ubuntu", "debian-12": "debian"}
 
@@ -353,7 +452,21 @@ class Workshop(_Model):
     tls: Tls = Field(Tls(), description="HTTPS certificate.")
     ssh: Ssh = Field(Ssh(), description="Admin ssh access.")
     packages: list[AptPackage] = Field([], description="Extra apt packages on the VM.")
+    kernels: list[Kernel] = Field(
+        [],
+        description="Notebook kernels beside Python, for spawner.kind systemd: r (R with "
+        "IRkernel, the distro's r-base-core and r-cran-irkernel, installed at bake). julia is "
+        "refused: no registry bakery uses has it. With spawner.kind docker the kernels are the "
+        "image's (the default datascience-notebook has Python, R and Julia), so kernels is "
+        "refused there.",
+    )
     files: list[ExtraFile] = Field([], description="Extra files written on the VM at boot.")
+    shared_data: SharedData | None = Field(
+        None, description="A shared data folder: read-only for trainees, read-write for admins."
+    )
+    course: Course | None = Field(
+        None, description="Course material in every trainee's ~/course (a folder or a git repo)."
+    )
     ca_certificates: Annotated[list[PemCertificate], Field(max_length=20)] = Field(
         [],
         description="Up to 20 CA certificates added to the VM's trust store before anything "
@@ -379,6 +492,7 @@ class Workshop(_Model):
     def _cross_checks(self) -> Workshop:
         self._check_login_user()
         self._check_files()
+        self._check_kernels()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
             raise FieldError(
                 ("openstack", "count"),
@@ -386,6 +500,18 @@ class Workshop(_Model):
                 f"at {self.openstack.count} servers; use count: 1 or tls.mode: self-signed",
             )
         return self
+
+    def _check_kernels(self) -> None:
+        for i, kernel in enumerate(self.kernels):
+            if kernel in self.kernels[:i]:
+                raise FieldError(("kernels", i), f"{kernel} is listed twice")
+        if self.kernels and self.spawner.kind == "docker":
+            raise FieldError(
+                ("kernels",),
+                "with spawner.kind docker the kernels come from the user image (the default "
+                "quay.io/jupyter/datascience-notebook has Python, R and Julia): remove kernels, "
+                "or use spawner.kind: systemd to install them on the VM",
+            )
 
     def _check_login_user(self) -> None:
         login = self.login_user

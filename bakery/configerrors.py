@@ -89,7 +89,8 @@ def _message(err: ErrorDetails, loc: Loc, source: Source, root: type[BaseModel])
         return f"expected one value here, not a {'list' if isinstance(given, list) else 'mapping'}"
     if err["type"] == "extra_forbidden":
         model = _model_at(root, loc)
-        allowed = list(model.model_fields) if model else []
+        fields = model.model_fields.items() if model else []
+        allowed = [f.alias or name for name, f in fields]  # `from`, a keyword, is an alias
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         did = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown key{did} (allowed here: {', '.join(allowed)})"

@@ -185,6 +185,13 @@ def _email(value: str) -> str:
 
 
 Email = Annotated[str, AfterValidator(_email)]
+# An https URL without user, query or fragment (an ACME directory): it lands in a shell script.
+HttpsUrl = pattern_str(
+    r"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?"
+    r"(?:/[A-Za-z0-9._~%/:@+=-]{0,500})?",
+    "write an https:// URL (a host name or address, an optional :port and path; no user, "
+    "query or spaces), e.g. https://acme-v02.api.letsencrypt.org/directory",
+)
 
 # A container image reference (docker's reference grammar, lower-case repository, optional digest).
 _IMAGE_RE = re.compile(
@@ -225,6 +232,32 @@ PackageSpec = pattern_str(
     "write a package name with an optional [extras] and version constraint, e.g. "
     "'plotly==5.24.1' (no spaces, URLs or options)",
 )
+
+# Kernels `kernels:` adds beside Python (spawner.kind systemd), each from the distro's packages.
+KERNELS = ("r",)
+# Asked for, but not installable from the registries bakery installs from and is tested with.
+_UNINSTALLABLE_KERNELS = {
+    "julia": "julia is not installable from the registries bakery uses and tests with (Debian's "
+    "and Ubuntu's packages, PyPI): no test could prove it. The default docker image "
+    "(quay.io/jupyter/datascience-notebook) has Julia: use spawner.kind: docker without kernels",
+}
+
+
+def _kernel(value: str) -> str:
+    if value in KERNELS:
+        return value
+    if value.lower() in _UNINSTALLABLE_KERNELS:
+        raise ValueError(_UNINSTALLABLE_KERNELS[value.lower()])
+    if value.lower() in KERNELS:
+        raise ValueError(f"{value!r}: write it in lower case, {value.lower()!r}")
+    if value.lower() in ("python", "python3", "ipykernel"):
+        raise ValueError(f"{value!r}: Python is always there; list only other kernels (r)")
+    raise ValueError(f"{value!r} is not a kernel bakery installs; use one of: {', '.join(KERNELS)}")
+
+
+Kernel = Annotated[
+    str, AfterValidator(_kernel), WithJsonSchema({"type": "string", "enum": list(KERNELS)})
+]
 
 # --- sizes ---------------------------------------------------------------------------------------
 
@@ -342,6 +375,42 @@ def _archive_path(value: str) -> str:
 
 # A path on the machine that bakes: absolute, ~/..., or relative to workshop.yaml's folder.
 ArchivePath = Annotated[str, AfterValidator(_archive_path)]
+
+# --- shared data and course material --------------------------------------------------------------
+
+# Folders of the VM's system (or everyone's homes): a shared data folder there would change them.
+_SYSTEM_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var",  # noqa: S108 (refused, not used)
+)  # fmt: skip
+
+
+def _shared_path(value: str) -> str:
+    value = _abs_path(value)
+    parts = value.split("/")[1:]
+    if value == "/" or value.endswith("/") or any(p in ("", ".") for p in parts):
+        raise ValueError(f"{value!r}: write a folder like /srv/shared (no '.', '//' or trailing /)")
+    for top in _SYSTEM_DIRS:
+        if value == top or value.startswith(top + "/"):
+            raise ValueError(
+                f"{value!r} is under {top}, a system folder (or the homes): use e.g. /srv/shared"
+            )
+    return value
+
+
+# The shared data folder on the VM: absolute, not in a system folder or /home.
+SharedPath = Annotated[str, AfterValidator(_shared_path)]
+# A local folder to copy at bake: like an archive's path (absolute, ~/..., or relative).
+FolderPath = Annotated[str, AfterValidator(_archive_path)]
+GitUrl = pattern_str(
+    r"(https?|git)://[A-Za-z0-9._~:@\[\]-]+(/[A-Za-z0-9._~%+-]+)*/?",
+    "write the repository's https://, http:// or git:// address, e.g. "
+    "https://github.com/ORG/REPO (letters, digits and . _ ~ % + - in its path)",
+)
+GitBranch = pattern_str(
+    r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*",
+    "write a branch name: letters, digits, '.', '_', '-' and '/'",
+)
 
 FileMode = pattern_str(
     r"0?[0-7]{3,4}",

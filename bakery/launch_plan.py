@@ -129,16 +129,18 @@ def _stage(img: Any, stage: Stage | None) -> tuple[Stage, str]:
     return found, "full (a stock image: no bakery_* properties, everything installs at boot)"
 
 
-def _flavor(conn: Connection, cfg: Workshop) -> tuple[Any, str]:
+def _flavor(conn: Connection, cfg: Workshop, config_dir: Path) -> tuple[Any, str]:
     if cfg.openstack.flavor != "auto":
         flavor = find_flavor(conn, cfg.openstack.flavor)
         why = "openstack.flavor"
     else:
-        need = estimate_workshop(cfg)
+        need = estimate_workshop(cfg, config_dir)
         flavor = auto_flavor(conn, cfg, need)
+        content = f", {need.content_mb:,} MB of it content" if need.content_mb else ""
         why = (
             f"auto: the smallest that holds the estimate for {need.users} accounts "
-            f"({need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB; `bakery size`)"
+            f"({need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB{content}; "
+            "`bakery size`)"
         )
     text = f"{flavor.name} ({flavor.vcpus} vCPUs, {flavor.ram} MiB, {flavor.disk} GB): {why}"
     return flavor, text
@@ -316,7 +318,7 @@ def plan_launch(
     conn = conn or connect(cfg)
     img = find_image(conn, ref)
     chosen, stage_text = _stage(img, stage)
-    flavor, flavor_text = _flavor(conn, cfg)
+    flavor, flavor_text = _flavor(conn, cfg, Path(config_path).parent)
     networks = [
         f"{net.name} ({net.id})" for net in (find_network(conn, n) for n in cfg.openstack.networks)
     ]

@@ -20,6 +20,15 @@ IMAGE_DIR = "/etc/jupyterhub/image"
 SCRIPT_DIR = "/usr/local/lib/bakery"
 # Where a bake puts spawner.image_archive; user-image.sh loads it into docker, then deletes it.
 USER_IMAGE_ARCHIVE = "/var/lib/bakery/user-image.tar"
+# Shared data and course material (bakery.content): a bake copies their folders in as tars here,
+# content.sh unpacks them (shared_data.path, COURSE_DIR) and deletes them.
+CONTENT_DIR = "/var/lib/bakery/content"
+SHARED_DATA_TAR = f"{CONTENT_DIR}/shared-data.tar"
+COURSE_TAR = f"{CONTENT_DIR}/course.tar"
+SHARED_DATA_DIR = "/srv/shared"  # shared_data.path's default
+# The course as baked, world-readable: each server start copies it into ~/course.
+COURSE_DIR = "/srv/course"
+COURSE_HOME_DIR = "course"  # ~/course, for `from` and `git` alike
 # The bake record: what a golden image holds and how it was made (bakery.image writes it).
 RECORD_PATH = "/etc/bakery/image.json"
 ACME_ROOT = "/var/www/letsencrypt"
@@ -27,6 +36,9 @@ UNIT_DIR = "/etc/systemd/system"
 NGINX_SITE = "/etc/nginx/conf.d/jupyterhub.conf"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bakery.conf"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+# JupyterLab's page config, on Jupyter's system config path (/etc/jupyter): the systemd spawner's
+# servers read it on the host, the docker spawner mounts it read-only at the same path.
+LAB_PAGE_CONFIG = "/etc/jupyter/labconfig/page_config.json"
 # The boot stage sets HOME_MODE here (private homes).
 LOGIN_DEFS = "/etc/login.defs"
 DOCKER_NETWORK = "jupyterhub"
@@ -44,6 +56,8 @@ UNITS = (
 # Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
 USER_IMAGE_UNIT = "bakery-user-image.service"
 
+# tls.mode letsencrypt: retries the ACME certificate until one is installed (tls.sh starts it).
+TLS_RETRY_UNITS = ("bakery-tls-retry.service", "bakery-tls-retry.timer")
 # Workshop expiry (`ends`): the times the hub and the power-off timer read, and the timer's units.
 EXPIRY_FILE = "/etc/bakery/expiry.json"
 EXPIRY_UNITS = ("bakery-expiry.service", "bakery-expiry.timer")
@@ -57,10 +71,12 @@ MANAGED_FILES = frozenset(
         NGINX_SITE,
         SSHD_DROPIN,
         DOCKER_DAEMON_JSON,
+        LAB_PAGE_CONFIG,
         LOGIN_DEFS,
         RECORD_PATH,
         EXPIRY_FILE,
         *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT, *EXPIRY_UNITS)),
+        *(f"{UNIT_DIR}/{unit}" for unit in TLS_RETRY_UNITS),
     }
 )
 MANAGED_DIRS = frozenset(
@@ -72,6 +88,7 @@ MANAGED_DIRS = frozenset(
         STATE_DIR,
         SCRIPT_DIR,
         ACME_ROOT,
+        COURSE_DIR,
         posixpath.dirname(RECORD_PATH),
         posixpath.dirname(USER_IMAGE_ARCHIVE),
     }

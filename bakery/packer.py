@@ -212,6 +212,27 @@ def _context(cfg: Workshop, variables: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _content_context(cfg: Workshop, config_dir: Path, out: Path) -> dict[str, Any]:
+    """Shared data and course folders: packed into ``out/content``, uploaded, unpacked in place."""
+    from bakery import content
+
+    folder = out / "content"
+    shutil.rmtree(folder, ignore_errors=True)
+    packed = content.pack_all(cfg, config_dir, folder)
+    uploads = [
+        {"name": p.path.name, "upload": f"/tmp/bakery-{p.path.name}", "target": p.target}  # noqa: S108
+        for p in packed
+    ]
+    commands = [
+        f"sudo install -D -o root -g root -m 0600 {u['upload']} {u['target']}" for u in uploads
+    ]
+    commands += [f"sudo rm -f {u['upload']}" for u in uploads]
+    return {
+        "content_uploads": uploads,
+        "content_commands": [*commands, f"sudo {layout.SCRIPT_DIR}/content.sh"],
+    }
+
+
 def write_packer(
     cfg: Workshop,
     *,
@@ -251,7 +272,7 @@ def write_packer(
         bake_user_data = render.render_user_data(cfg, stage="bake").data
     rec = image.record(cfg)
     variables = _variables(cfg, rec, image_name or image.image_name(cfg), Path(config_dir))
-    ctx = _context(cfg, variables)
+    ctx = _context(cfg, variables) | _content_context(cfg, Path(config_dir), out)
     (out / "bakery.auto.pkrvars.hcl").unlink(missing_ok=True)  # bakery < 0.2 wrote HCL values
     written = [
         _write(out / "bakery.pkr.hcl", render_template("packer/bakery.pkr.hcl.j2", **ctx)),
@@ -266,6 +287,7 @@ def write_packer(
     written.append(_write(out / "image.json", image.record_json(rec)))
     written.append(_write(out / "scripts" / "wait-cloud-init.sh", image.wait_script(), 0o755))
     written.append(_write(out / "scripts" / "clean.sh", image.clean_script(), 0o755))
+    written += [out / "content" / Path(u["target"]).name for u in ctx["content_uploads"]]
     folder = out / "qemu-seed"
     if ctx["qemu"]:
         meta = seed.meta_data(f"bakery-{cfg.name}-build", f"{cfg.name}-build")

@@ -40,7 +40,7 @@ def schema_text() -> str:
 
 def effective_config(cfg: Workshop) -> str:
     """``cfg`` as YAML with every default filled in (``bakery config show``)."""
-    data = cfg.model_dump(mode="json")
+    data = cfg.model_dump(mode="json", by_alias=True)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 
 
@@ -95,10 +95,11 @@ def _section(model: type[BaseModel], title: str, defs: dict[str, Any]) -> list[s
     doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     lines = [f"## {title}", "", doc, "", "| key | type | default | description |"]
     lines.append("|---|---|---|---|")
-    for name in model.model_fields:
-        prop = props.get(name, {})
+    for name, field in model.model_fields.items():
+        key = field.alias or name  # `from` (a Python keyword) is an alias
+        prop = props.get(key, {})
         text = (prop.get("description", "") + _rule(prop)).replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type(prop, defs)} | {_default(model, name)} | {text} |")
+        lines.append(f"| `{key}` | {_type(prop, defs)} | {_default(model, name)} | {text} |")
     return [*lines, ""]
 
 

@@ -17,11 +17,12 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote, urlencode
 
 import yaml
 
 from bakery import __version__, expiry, image, notebook_image, sizing, versions
-from bakery.config import Workshop
+from bakery.config import LETSENCRYPT_DIRECTORY, Workshop
 from bakery.credentials import Account
 from bakery.errors import RenderError
 
@@ -31,6 +32,10 @@ from bakery.layout import (
     API_TOKEN_FILE,
     CONDA_PREFIX,
     CONFIG_DIR,
+    CONTENT_DIR,
+    COURSE_DIR,
+    COURSE_HOME_DIR,
+    COURSE_TAR,
     DOCKER_BRIDGE,
     DOCKER_DAEMON_JSON,
     DOCKER_NETWORK,
@@ -39,6 +44,7 @@ from bakery.layout import (
     HUB_PORT,
     HUB_PREFIX,
     IMAGE_DIR,
+    LAB_PAGE_CONFIG,
     LOGIN_DEFS,
     NGINX_SITE,
     PROXY_API_PORT,
@@ -47,9 +53,11 @@ from bakery.layout import (
     PROXY_ENV,
     PROXY_PORT,
     SCRIPT_DIR,
+    SHARED_DATA_TAR,
     SSHD_DROPIN,
     STATE_DIR,
     TLS_DIR,
+    TLS_RETRY_UNITS,
     UNIT_DIR,
     UNITS,
     USER_IMAGE_ARCHIVE,
@@ -77,6 +85,18 @@ APT_CONFIG = {"preserve_sources_list": True, "conf": APT_CONF}
 # Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
 # kernels and terminals uses well under 100.
 PIDS_LIMIT = 1024
+# `kernels:` (spawner.kind systemd): each kernel's distro packages and the kernelspec folder they
+# ship, registered as NAME in the hub's environment, where its Jupyter looks first (Debian 12 also
+# ships it in /usr/share/jupyter/kernels; registering it does not rely on a distro's packaging).
+KERNEL_PACKAGES = {"r": ("r-base-core", "r-cran-irkernel")}
+KERNEL_SPECS = {"r": ("ir", "/usr/lib/R/site-library/IRkernel/kernelspec")}
+# The first screen, both spawners: JupyterLab's announcements plugin off, so no "get notified about
+# official Jupyter news?" pop-up and no news or update check (that plugin does both).
+LAB_PAGE_CONFIG_DATA = {
+    "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}
+}
+# How often bakery-tls-retry.timer retries a failed ACME certificate (why: its template).
+TLS_RETRY_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,8 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
             f"jupyterhub-systemdspawner=={v.systemdspawner}",
             f"jupyterlab=={v.jupyterlab}",
         ]
+        if cfg.course is not None and cfg.course.git is not None:
+            pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
     admins = set(cfg.users.admins)
     return {
         "bakery_version": __version__,
@@ -175,7 +197,7 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "import_changes": notebook_image.import_changes(cfg),
         "mem_limit": cfg.spawner.mem_limit,
         "cpu_limit": cfg.spawner.cpu_limit,
-        "default_url": cfg.spawner.default_url,
+        "default_url": _default_url(cfg),
         "cull_seconds": cull,
         "cull_every": max(30, min(300, cull // 4)),
         # Servers report activity to the hub every 300 s by default: with a shorter idle timeout
@@ -186,14 +208,56 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "letsencrypt": cfg.tls.mode == "letsencrypt",
         "domain": cfg.tls.domain or "",
         "email": cfg.tls.email or "",
+        "acme_server": cfg.tls.acme_server or LETSENCRYPT_DIRECTORY,
+        "retry_timer": TLS_RETRY_UNITS[1],
+        "retry_minutes": TLS_RETRY_MINUTES,
         "server_name": cfg.tls.domain or "_",
         "hsts": cfg.tls.mode == "letsencrypt",
         "login_user": cfg.login_user,
         "pids_limit": PIDS_LIMIT,
+        "lab_page_config": LAB_PAGE_CONFIG,
         # bakery's own hub API client (`bakery users`) and the workshop's expiry (`ends`).
         "api_token_file": API_TOKEN_FILE,
         "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
+    } | _content_context(cfg)
+
+
+def _content_context(cfg: Workshop) -> dict[str, Any]:
+    """Shared data and course material: what content.sh and the hub's pre-spawn hook need."""
+    shared = cfg.shared_data.path if cfg.shared_data is not None else None
+    copy = cfg.course is not None and cfg.course.from_ is not None
+    return {
+        "content": shared is not None or copy,
+        "shared_path": shared,
+        "course_copy": copy,
+        "course_dir": COURSE_DIR,
+        "course_home": COURSE_HOME_DIR,
+        "content_dir": CONTENT_DIR,
+        "shared_tar": SHARED_DATA_TAR,
+        "course_tar": COURSE_TAR,
+        "course_url": course_url(cfg),
     }
+
+
+def _default_url(cfg: Workshop) -> str:
+    """Where a trainee's server opens: the course folder (copied at start) when there is one."""
+    if cfg.course is None or cfg.course.from_ is None:
+        return cfg.spawner.default_url
+    return ("/lab/tree/" if cfg.spawner.default_url == "/lab" else "/tree/") + COURSE_HOME_DIR
+
+
+def course_url(cfg: Workshop) -> str | None:
+    """course.git's nbgitpuller link (the hub's default URL): clone or merge, then open ~/course."""
+    if cfg.course is None or cfg.course.git is None:
+        return None
+    view = "lab/tree" if cfg.spawner.default_url == "/lab" else "tree"
+    query = {
+        "repo": cfg.course.git,
+        "branch": cfg.course.branch,
+        "targetpath": COURSE_HOME_DIR,
+        "urlpath": f"{view}/{COURSE_HOME_DIR}",
+    }
+    return f"/hub/user-redirect/git-pull?{urlencode(query, quote_via=quote, safe='/')}"
 
 
 def _proxy_locked(cfg: Workshop) -> bool:
@@ -241,8 +305,14 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
     ctx = _context(cfg)
     files = [_script("install-hub.sh", ctx), *proxy_files(cfg), _script("make-secrets.sh", ctx)]
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
+    if ctx["content"]:
+        # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
+        files.append(_script("content.sh", ctx))
+        hook = render("cloudinit/bakery_content.py.j2", **ctx)
+        files.append(VmFile(f"{SCRIPT_DIR}/bakery_content.py", hook))
     if cfg.tls.mode == "letsencrypt":
         files.append(_script("tls-deploy.sh", ctx))
+        files += [_unit(name, ctx) for name in TLS_RETRY_UNITS]
     if cfg.spawner.kind == "docker":
         files += [_script("docker-network.sh", ctx), _script("user-image.sh", ctx)]
         # live-restore: trainees' containers keep running while the docker daemon restarts.
@@ -254,6 +324,7 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
         files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
         if cfg.spawner.custom_image is not None:
             files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
+    files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
     files += [_unit(name, ctx) for name in units(cfg)]
     # The one bake record (bakery.image), written into every golden image by the bake stage.
     files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
@@ -295,11 +366,23 @@ def packages(cfg: Workshop) -> list[str]:
         pkgs += ["docker.io", "apparmor"]
     if cfg.tls.mode == "letsencrypt":
         pkgs.append("certbot")
+    for kernel in cfg.kernels:
+        pkgs += KERNEL_PACKAGES[kernel]
+    if cfg.shared_data is not None:
+        pkgs.append("acl")  # setfacl: each admin may write the shared folder
+    if cfg.course is not None and cfg.course.git is not None and cfg.spawner.kind == "systemd":
+        pkgs.append("git")  # nbgitpuller runs git on the host (in the user image with docker)
     return pkgs + [p for p in cfg.packages if p not in pkgs]
 
 
 def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
     cmds = [[f"{SCRIPT_DIR}/install-hub.sh"]]
+    for kernel in cfg.kernels:
+        name, spec = KERNEL_SPECS[kernel]
+        install = [f"{HUB_PREFIX}/bin/jupyter", "kernelspec", "install", "--prefix", HUB_PREFIX]
+        cmds.append([*install, "--name", name, spec])
+    if _content_context(cfg)["content"]:
+        cmds.append([f"{SCRIPT_DIR}/content.sh"])
     if cfg.spawner.kind == "docker":
         cmds.append([f"{SCRIPT_DIR}/user-image.sh"])
     # `enable` only makes symlinks (no daemon-reload: it also has to work in a chroot bake).
@@ -318,7 +401,8 @@ def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
     if cfg.ends is not None:
         cmds.append(["systemctl", "enable", "--now", EXPIRY_UNITS[1]])
     if cfg.tls.mode == "letsencrypt":
-        cmds.append([f"{SCRIPT_DIR}/tls.sh", "letsencrypt"])
+        # A failed first try (exit 1) must not fail the boot: the retry timer takes over.
+        cmds.append(["sh", "-c", f"{SCRIPT_DIR}/tls.sh letsencrypt || true"])
     return cmds
 
 
@@ -397,6 +481,9 @@ def build_cloud_config(
         doc["users"] = _users(cfg, accounts)
         doc["chpasswd"] = {"expire": False}
         doc["ssh_pwauth"] = False
+        # No RSA host key: its key search is the slowest step of a first boot under emulation
+        # (seconds); every ssh client since 2014 takes ed25519 or ECDSA.
+        doc["ssh_genkeytypes"] = ["ed25519", "ecdsa"]
         if cfg.ssh.authorized_keys:
             doc["ssh_authorized_keys"] = list(cfg.ssh.authorized_keys)
     files: list[VmFile] = []

@@ -14,8 +14,10 @@ The rules (the 2016 recipe's, held against measurements on the e2e VM here; docs
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bakery.config import Workshop
@@ -61,6 +63,7 @@ class Estimate:
     admins: int = 0
     active: int = 0  # servers running at once (the share ``concurrency`` of trainees, + admins)
     per_server_mib: int = 0  # memory counted per active server
+    content_mb: int = 0  # shared data + course material (a copy per account), in disk_gb
 
     def lines(self) -> list[str]:
         """A readable summary."""
@@ -70,7 +73,13 @@ class Estimate:
             f"memory: {self.memory_mib / 1024:.1f} GiB "
             f"(worst case, everyone at mem_limit: {self.worst_case_memory_mib / 1024:.1f} GiB)",
             f"vCPUs: {self.vcpus}",
-            f"disk: {self.disk_gb} GB",
+            f"disk: {self.disk_gb} GB"
+            + (
+                f" (with {self.content_mb:,} MB of shared data and course material: the course "
+                "once in the image and once per home)"
+                if self.content_mb
+                else ""
+            ),
         ]
 
     def as_dict(self) -> dict[str, int]:
@@ -82,6 +91,7 @@ class Estimate:
             "worst_case_memory_mib": self.worst_case_memory_mib,
             "vcpus": self.vcpus,
             "disk_gb": self.disk_gb,
+            "content_mb": self.content_mb,
         }
 
 
@@ -157,15 +167,32 @@ def hub_limits(cfg: Workshop) -> dict[str, int]:
     }
 
 
-def estimate_workshop(cfg: Workshop) -> Estimate:
-    """The estimate for one server of ``cfg`` (trainees split over ``openstack.count``)."""
-    return estimate(
+def estimate_workshop(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
+    """The estimate for one server of ``cfg`` (trainees split over ``openstack.count``).
+
+    With ``config_dir`` (workshop.yaml's folder), the disk also holds shared_data.from once and
+    course.from once in the image plus once per account (each home gets a copy).
+    """
+    need = estimate(
         math.ceil(len(cfg.users.trainees()) / cfg.openstack.count),
         admins=len(cfg.users.admins),
         data_gb=cfg.openstack.data_gb_per_user,
         concurrency=cfg.openstack.concurrency,
         mem_limit=str(cfg.spawner.mem_limit),
     )
+    return with_content(need, cfg, config_dir) if config_dir is not None else need
+
+
+def with_content(need: Estimate, cfg: Workshop, config_dir: Path) -> Estimate:
+    """``need`` with the disk of the workshop's shared data and course folders added."""
+    from bakery import content
+
+    sizes = content.folder_bytes(cfg, config_dir)
+    total = sizes.get("shared_data.from", 0) + sizes.get("course.from", 0) * (1 + need.users)
+    if not total:
+        return need
+    disk = math.ceil(need.disk_gb + total / 1e9)
+    return dataclasses.replace(need, disk_gb=disk, content_mb=math.ceil(total / 1e6))
 
 
 def with_overrides(
@@ -200,8 +227,12 @@ def size_estimate(
     data_gb: float | None = None,
     concurrency: float | None = None,
     mem_limit: str | None = None,
+    config_dir: Path | None = None,
 ) -> Estimate:
-    """What `bakery size` reports: from the config, with any option given overriding it."""
+    """What `bakery size` reports: from the config, with any option given overriding it.
+
+    ``config_dir`` (the config's folder) adds the shared data and course folders to the disk.
+    """
     if cfg is None:
         return estimate(
             1 if users is None else users,
@@ -210,16 +241,17 @@ def size_estimate(
             mem_limit=mem_limit or "2G",
         )
     cfg = with_overrides(cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit)
-    need = estimate_workshop(cfg)
+    need = estimate_workshop(cfg, config_dir)
     if users is None:
         return need
-    return estimate(
+    other = estimate(
         users,
         admins=need.admins,
         data_gb=cfg.openstack.data_gb_per_user,
         concurrency=cfg.openstack.concurrency,
         mem_limit=cfg.spawner.mem_limit,
     )
+    return with_content(other, cfg, config_dir) if config_dir is not None else other
 
 
 def smallest_flavor(

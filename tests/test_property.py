@@ -120,9 +120,11 @@ VALID: dict[tuple[str, ...], str] = {
     ("spawner", "network_subnet"): "10.20.0.0/24",
     ("tls", "domain"): "hub.example.org",
     ("tls", "email"): "me@example.org",
+    ("tls", "acme_server"): "https://ca.example.org:9000/acme/acme/directory",
     ("ssh", "login_user"): "ubuntu",
     ("ssh", "authorized_keys", "[]"): "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDx4 me@laptop",
     ("packages", "[]"): "vim",
+    ("kernels", "[]"): "r",
     ("files", "[]", "path"): "/etc/motd",
     ("files", "[]", "permissions"): "0644",
     ("files", "[]", "owner"): "root:root",
@@ -146,6 +148,11 @@ VALID: dict[tuple[str, ...], str] = {
     ("openstack", "admin_cidr"): "203.0.113.0/24",
     ("openstack", "metadata", "{key}"): "course",
     ("openstack", "metadata", "{value}"): "intro",
+    ("shared_data", "path"): "/srv/shared",
+    ("shared_data", "from"): "./data",
+    ("course", "from"): "./notebooks",
+    ("course", "git"): "https://example.org/org/course",
+    ("course", "branch"): "main",
 }
 # Free text on purpose: a file's content; a path on the machine running bakery (never rendered);
 # a PEM certificate (lines by nature; checked whole in tests/test_ca.py).
@@ -154,7 +161,12 @@ FREE_TEXT = {("files", "[]", "content"), ("openstack", "public_key"), ("ca_certi
 CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
     ("files", "[]"): {"path": "/etc/motd", "content": "x"},
     ("spawner", "image_archive"): {"path": "a.tar", "format": "rootfs", "cmd": ["x"]},
+    ("tls",): {"mode": "letsencrypt", "domain": "hub.example.org", "email": "me@example.org"},
+    # A leaf's own siblings, where its section's other leaves must not have them.
+    ("course", "branch"): {"git": "https://example.org/org/course"},
 }
+# Top-level siblings a section needs (kernels: only with the systemd spawner).
+ROOT_CONTEXT: dict[str, dict[str, Any]] = {"kernels": {"spawner": {"kind": "systemd"}}}
 
 
 def _string_leaves(annotation: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -163,7 +175,7 @@ def _string_leaves(annotation: Any, path: tuple[str, ...]) -> list[tuple[str, ..
         return [
             leaf
             for name, field in annotation.model_fields.items()
-            for leaf in _string_leaves(field.annotation, (*path, name))
+            for leaf in _string_leaves(field.annotation, (*path, field.alias or name))
         ]
     if origin is typing.Annotated:
         return _string_leaves(args[0], path)
@@ -181,7 +193,7 @@ def _string_leaves(annotation: Any, path: tuple[str, ...]) -> list[tuple[str, ..
 
 
 def _config_with(path: tuple[str, ...], value: str) -> dict[str, Any]:
-    root: dict[str, Any] = {"name": "ok"}
+    root: dict[str, Any] = {"name": "ok", **ROOT_CONTEXT.get(path[0], {})}
     node: Any = root
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]
@@ -190,7 +202,8 @@ def _config_with(path: tuple[str, ...], value: str) -> dict[str, Any]:
         elif nxt in ("{key}", "{value}"):
             child = {}
         else:
-            child = dict(CONTEXT.get(path[: i + 1], {}))
+            own = i == len(path) - 2 and path in CONTEXT  # the leaf's own siblings
+            child = dict(CONTEXT.get(path if own else path[: i + 1], {}))
         if part == "[]":
             child = dict(CONTEXT.get(path[: i + 1], {}))
             node.append(child)

@@ -51,6 +51,7 @@ def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> Non
         assert user["lock_passwd"] is False
     assert doc["chpasswd"] == {"expire": False}
     assert doc["ssh_pwauth"] is False
+    assert doc["ssh_genkeytypes"] == ["ed25519", "ecdsa"]  # no RSA keygen at first boot
 
     files = files_of(doc)
     hub = files["/etc/jupyterhub/jupyterhub_config.py"]

@@ -67,12 +67,38 @@ spawner:
   # test_k's memory bomb (3x this) must hit the unit's limit well before the 3 GiB VM runs out.
   mem_limit: 512M
   idle_cull_minutes: 0
+# test_b2: a trainee runs an R cell (IRkernel from Debian's packages, installed at bake).
+kernels: [r]
+# test_tls: certbot gets the hub's certificate from pebble on the host (pebble_server.py), whose
+# CA write_config adds as ca_certificates; until then (and if pebble never runs) the
+# self-signed one serves, as the other tests (127.0.0.1, no verification) expect.
 tls:
-  mode: self-signed
+  mode: letsencrypt
+  domain: hub.bakery.test
+  email: e2e@bakery.test
+  acme_server: https://10.0.2.2:14000/dir
 ssh:
   authorized_keys:
     - {key}
+# test_s*: shared data and course material from the folders write_config makes beside this file.
+shared_data:
+  from: ./shared
+course:
+  from: ./course
 """
+# The folders' files (name -> text): test_s* read them on the VM.
+SHARED_FILES = {"README.txt": "shared data baked into the image\n", "data/numbers.csv": "n\n1\n"}
+COURSE_FILES = {
+    "01-intro.ipynb": '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n',
+    "data/table.csv": "a,b\n1,2\n",
+}
+
+
+def write_folder(folder: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (relative name -> text) under ``folder``."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
 
 
 def e2e_ssh_key() -> Path:
@@ -111,17 +137,29 @@ def workshop_for(config: Path, *, key: Path, https_port: int, ssh_port: int) -> 
 
 
 def write_config(path: Path, name: str, pubkey: str) -> None:
-    """Write the e2e workshop config (the bake document does not depend on the key)."""
-    path.write_text(CONFIG.format(name=name, key=pubkey))
+    """Write the e2e workshop config (the bake document does not depend on the key) with the
+    CA of the e2e ACME server (cached: the same in every run)."""
+    from pebble_server import ca_pem
+
+    ca = "".join(f"    {line}\n" for line in ca_pem().splitlines())
+    path.write_text(CONFIG.format(name=name, key=pubkey) + "ca_certificates:\n  - |\n" + ca)
+    write_folder(path.parent / "shared", SHARED_FILES)
+    write_folder(path.parent / "course", COURSE_FILES)
 
 
 def golden_copies(config: Path) -> dict[str, Path]:
-    """Files the chroot builder copies into the image for ``config`` (its image archive)."""
+    """Files the chroot builder copies into the image for ``config``: its image archive, and its
+    shared data and course folders packed (deterministic tars, in build/content beside it)."""
+    from bakery import content
     from bakery.config import load_config
     from bakery.render import USER_IMAGE_ARCHIVE
 
-    archive = load_config(config).spawner.image_archive
-    return {USER_IMAGE_ARCHIVE: archive.source(config.parent)} if archive else {}
+    cfg = load_config(config)
+    archive = cfg.spawner.image_archive
+    copies = {USER_IMAGE_ARCHIVE: archive.source(config.parent)} if archive else {}
+    for packed in content.pack_all(cfg, config.parent, config.parent / "build" / "content"):
+        copies[packed.target] = packed.path
+    return copies
 
 
 def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]]:
@@ -129,6 +167,7 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
     and the files copied in (by path and size: the user image's path holds its recipe hash)."""
     from bakery import chroot, chroot_apply
     from bakery.config import load_config
+    from bakery.layout import CONTENT_DIR
     from bakery.render import build_cloud_config
 
     doc = build_cloud_config(load_config(config), stage="bake")
@@ -139,6 +178,8 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
         key.update(Path(module.__file__).read_bytes())
     for target, source in sorted(golden_copies(config).items()):
         key.update(f"{target}={source}:{source.stat().st_size}".encode())
+        if target.startswith(CONTENT_DIR):  # a changed folder rebakes (the tar is small)
+            key.update(hashlib.sha256(source.read_bytes()).digest())
     return GOLDEN_CACHE / key.hexdigest()[:24] / "golden.qcow2", doc
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -35,10 +36,12 @@ from e2e_harness import (
     workshop_for,
 )
 from test_try import (
+    ANNOUNCEMENTS,
     base,
     connect,
     kernel,
     kernel_cell,
+    lab_page_config,
     login,
     open_server,
     root_sh,
@@ -50,6 +53,7 @@ from test_try import (
     unit_run,
     wait_healthy,
     wait_restarted,
+    xsrf_for,
 )
 from test_try import execute as printed
 
@@ -81,7 +85,13 @@ tls:
 ssh:
   authorized_keys:
     - {key}
+# test_2c/2d: the course from a git repository on the host (git daemon, course_repo), shared data.
+course:
+  git: git://10.0.2.2:{git_port}/course.git
+shared_data: {{}}
 """
+# course_repo's git daemon: the guest reaches the host's loopback at 10.0.2.2.
+GIT_PORT = int(os.environ.get("BAKERY_E2E_DOCKER_SSH_PORT", "12242")) + 20000
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +120,7 @@ def dws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
                 image=f"bakery/e2e-notebook:{user_image.parent.name[:12]}",
                 archive=json.dumps(archive),
                 key=key.with_suffix(".pub").read_text().strip(),
+                git_port=GIT_PORT,
             )
         )
     return workshop_for(
@@ -289,7 +300,153 @@ def test_2_server_in_its_own_container_as_the_trainee(dvm: Workshop, t1: tuple[s
     assert host.splitlines() == [f"{uid} {gid}", KERNEL_TEXT], host
 
 
+def test_2b_r_kernel_and_first_screen_from_the_image(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    """The kernels are the image's: the e2e image's R (Debian's IRkernel) answers a cell. The
+    host's JupyterLab page config (no news pop-up) is mounted read-only into the container, and
+    the lab page the trainee gets carries it."""
+    from bakery.layout import LAB_PAGE_CONFIG
+
+    user, s = t1
+    listed = s.get(f"{base(dvm)}/user/{user}/api/kernelspecs", timeout=60).json()["kernelspecs"]
+    assert listed["ir"]["spec"]["language"] == "R", sorted(listed)
+    start = time.monotonic()
+    # IRkernel answers with display_data (text/plain "[1] 55"), not execute_result.
+    assert run_cell(dvm, s, user, "sum(1:10)", name="ir") == "[1] 55"
+    record("docker: R kernel start + cell answer", time.monotonic() - start)
+    info = json.loads(root_sh(dvm, f"docker inspect jupyter-{user}"))[0]
+    mounts = [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]]
+    assert (LAB_PAGE_CONFIG, LAB_PAGE_CONFIG, False) in mounts, mounts
+    assert ANNOUNCEMENTS in lab_page_config(dvm, s, user)["disabledExtensions"]
+
+
 # From a trainee's kernel: the metadata service, the proxy's API port and the hub's API.
+def git(*args: str, cwd: Path) -> str:
+    ident = ["-c", "user.name=e2e", "-c", "user.email=e2e@bakery.test"]
+    ident += ["-c", "init.defaultBranch=main"]
+    proc = subprocess.run(["git", *ident, *args], cwd=cwd, check=True, capture_output=True)
+    return proc.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def course_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A bare repository served by `git daemon` on GIT_PORT; yields a clone to push from."""
+    import socket
+
+    root = tmp_path_factory.mktemp("git")
+    git("init", "--bare", "-q", "course.git", cwd=root)
+    work = root / "work"
+    git("clone", "-q", str(root / "course.git"), "work", cwd=root)
+    (work / "README.md").write_text("# Course\n\nfirst version\n")
+    git("add", "README.md", cwd=work)
+    git("commit", "-q", "-m", "first", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={root}",
+         f"--port={GIT_PORT}", "--listen=127.0.0.1", str(root)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", GIT_PORT)) == 0:
+                break
+        assert time.monotonic() < deadline and daemon.poll() is None, "git daemon did not start"
+        time.sleep(0.2)
+    yield work
+    daemon.terminate()
+    daemon.wait(timeout=30)
+
+
+def pull(w: Workshop, s: Any, user: str, link: str) -> str:
+    """Run nbgitpuller's pull for ``link`` (its page's query) the way its page's script does."""
+    query = link.split("?", 1)[1]
+    r = s.get(f"{base(w)}/user/{user}/git-pull/api?{query}", timeout=600)
+    assert r.status_code == 200, f"git-pull api: {r.status_code} {r.text[:300]}"
+    assert '"phase": "finished"' in r.text, r.text[-2000:]
+    return str(r.text)
+
+
+def read(w: Workshop, s: Any, user: str, path: str) -> Any:
+    return s.get(
+        f"{base(w)}/user/{user}/api/contents/{path}", params={"format": "text"}, timeout=60
+    )
+
+
+def test_2c_course_git_cloned_by_nbgitpuller_edits_survive_a_pull(
+    dvm: Workshop, t1: tuple[str, Any], course_repo: Path
+) -> None:
+    user, s = t1
+    # The hub sends a trainee who logs in to the git-pull link.
+    s2, resp = login(dvm, user, dvm.passwords[user])
+    link = resp.headers.get("Location", "")
+    assert "/hub/user-redirect/git-pull?repo=git%3A//10.0.2.2" in link, link
+    assert "targetpath=course" in link and "urlpath=lab/tree/course" in link, link
+    page = s2.get(f"{base(dvm)}{link}" if link.startswith("/") else link, timeout=120)
+    assert page.status_code == 200 and f"/user/{user}/git-pull" in page.url, page.url
+    start = time.monotonic()
+    pull(dvm, s, user, link)
+    record("docker: nbgitpuller first clone", time.monotonic() - start)
+    assert read(dvm, s, user, "course/README.md").json()["content"].endswith("first version\n")
+    # The trainee edits the README; upstream adds a lesson: the next pull merges both.
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    mine = "# Course\n\nfirst version\n\nmy notes\n"
+    r = s.put(
+        f"{base(dvm)}/user/{user}/api/contents/course/README.md",
+        json={"type": "file", "format": "text", "content": mine},
+        headers={"X-XSRFToken": xsrf},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), r.status_code
+    (course_repo / "lesson2.md").write_text("# Lesson 2\n")
+    git("add", "lesson2.md", cwd=course_repo)
+    git("commit", "-q", "-m", "lesson 2", cwd=course_repo)
+    git("push", "-q", "origin", "HEAD:main", cwd=course_repo)
+    pull(dvm, s, user, link)
+    assert read(dvm, s, user, "course/README.md").json()["content"] == mine
+    assert read(dvm, s, user, "course/lesson2.md").json()["content"] == "# Lesson 2\n"
+    owner = root_sh(dvm, f"stat -c %U /home/{user}/course/lesson2.md").strip()
+    assert owner == user, owner
+
+
+DOCKER_NEWS = f"instructor's file in the container {uuid.uuid4()}"
+TRY_CHANGE = """
+import os
+out = []
+for act in (lambda: open('/srv/shared/news.txt', 'a').write('x'),
+            lambda: open('/srv/shared/mine.txt', 'w').write('x'),
+            lambda: os.remove('/srv/shared/news.txt')):
+    try:
+        act()
+        out.append('done')
+    except OSError as exc:
+        out.append(exc.strerror)
+(open('/srv/shared/news.txt').read(), out)
+"""
+
+
+def test_2d_shared_data_admin_writes_trainees_read(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    user, s = t1
+    admin = dvm.admin
+    sa, resp = login(dvm, admin, dvm.passwords[admin])
+    assert resp.status_code == 302
+    open_server(dvm, sa, admin)
+    code = f"open('/srv/shared/news.txt', 'w').write({DOCKER_NEWS!r})"
+    assert run_cell(dvm, sa, admin, code) == str(len(DOCKER_NEWS))
+    # t1's container started before the file existed: the bind mount shows it at once.
+    news, tries = ast.literal_eval(run_cell(dvm, s, user, TRY_CHANGE))
+    assert news == DOCKER_NEWS
+    assert "done" not in tries and len(tries) == 3, tries
+    mounts = root_sh(
+        dvm, f"docker inspect -f '{{{{json .Mounts}}}}' jupyter-{user} jupyter-{admin}"
+    )
+    shared = [
+        m
+        for line in mounts.splitlines()
+        for m in json.loads(line)
+        if m["Destination"] == "/srv/shared"
+    ]
+    assert [m["RW"] for m in shared] == [False, True], shared
+
+
 PROBE = """
 import os, socket, time, urllib.request
 def probe(host, port, wait):
@@ -461,3 +618,5 @@ def test_7_files_survive_a_reboot(dvm: Workshop) -> None:
     open_server(dvm, s, user)
     code = f"import os\nopen(os.path.expanduser('~/{KERNEL_FILE}')).read()"
     assert run_cell(dvm, s, user, code) == repr(KERNEL_TEXT)
+    # test_2d's shared file, read-only in the trainee's new container.
+    assert run_cell(dvm, s, user, "open('/srv/shared/news.txt').read()") == repr(DOCKER_NEWS)

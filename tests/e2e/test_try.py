@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import json
@@ -97,13 +98,11 @@ def open_server(w: Workshop, s: Any, user: str, timeout: float = 600) -> None:
 
 
 @contextlib.contextmanager
-def kernel(w: Workshop, s: Any, user: str) -> Iterator[str]:
-    """Start a python3 kernel of ``user``'s server; yield its id; delete it after."""
+def kernel(w: Workshop, s: Any, user: str, name: str = "python3") -> Iterator[str]:
+    """Start a kernel (kernelspec ``name``) of ``user``'s server; yield its id; delete it after."""
     api = f"{base(w)}/user/{user}/api"
     xsrf = xsrf_for(s, f"/user/{user}/")
-    r = s.post(
-        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
-    )
+    r = s.post(f"{api}/kernels", json={"name": name}, headers={"X-XSRFToken": xsrf}, timeout=120)
     assert r.status_code == 201, f"create kernel: {r.status_code} {r.text[:300]}"
     kernel_id = str(r.json()["id"])
     try:
@@ -170,13 +169,14 @@ def execute(ws: Any, user: str, code: str, timeout: float = 180) -> str:
 
 @contextlib.contextmanager
 def kernel_cell(
-    w: Workshop, s: Any, user: str, code: str, timeout: float
+    w: Workshop, s: Any, user: str, code: str, timeout: float, name: str = "python3"
 ) -> Iterator[tuple[Any, str]]:
-    """Start a kernel of ``user``'s server and send ``code`` over its websocket.
+    """Start a kernel (kernelspec ``name``) of ``user``'s server and send ``code`` over its
+    websocket.
 
     Yields (websocket, msg_id of the execute_request); closes the socket and deletes the kernel.
     """
-    with kernel(w, s, user) as kernel_id:
+    with kernel(w, s, user, name) as kernel_id:
         ws = connect(w, s, user, kernel_id, timeout)
         try:
             yield ws, send_execute(ws, user, code)
@@ -184,16 +184,20 @@ def kernel_cell(
             ws.close()
 
 
-def run_cell(w: Workshop, s: Any, user: str, code: str, timeout: float = 180) -> str:
-    """Start a kernel, run ``code`` over its websocket, return the text/plain execute_result."""
-    with kernel_cell(w, s, user, code, timeout) as (ws, msg_id):
+def run_cell(
+    w: Workshop, s: Any, user: str, code: str, timeout: float = 180, name: str = "python3"
+) -> str:
+    """Start a kernel (kernelspec ``name``), run ``code`` over its websocket, return the
+    text/plain of its result: the execute_result, or the display_data a kernel such as IRkernel
+    sends for a value instead."""
+    with kernel_cell(w, s, user, code, timeout, name) as (ws, msg_id):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = json.loads(ws.recv())
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg.get("msg_type") or msg["header"]["msg_type"]
-            if kind == "execute_result":
+            if kind in ("execute_result", "display_data"):
                 return str(msg["content"]["data"]["text/plain"])
             if kind == "error":
                 pytest.fail(
@@ -386,6 +390,198 @@ def test_b_trainee_runs_code_and_opens_a_terminal(vm: Workshop, trainee_session:
     assert r.status_code in (200, 201), f"save: {r.status_code} {r.text[:300]}"
 
 
+ANNOUNCEMENTS = "@jupyterlab/apputils-extension:announcements"
+
+
+def lab_page_config(w: Workshop, s: Any, user: str) -> dict[str, Any]:
+    """The page config JupyterLab's HTML carries (``jupyter-config-data``) for ``user``."""
+    r = s.get(f"{base(w)}/user/{user}/lab", timeout=120)
+    assert r.status_code == 200 and f"/user/{user}/lab" in r.url, f"lab: {r.status_code} {r.url}"
+    m = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                  r.text, re.S)  # fmt: skip
+    assert m, "no jupyter-config-data in the lab's page"
+    return dict(json.loads(m.group(1)))
+
+
+def test_b1_trainee_runs_an_r_cell(vm: Workshop, trainee_session: Any) -> None:
+    """kernels: [r]: Debian's IRkernel, registered in the hub's environment, answers a cell."""
+    from bakery.layout import HUB_PREFIX
+    from bakery.render import KERNEL_SPECS
+
+    s, user = trainee_session, vm.trainees[0]
+    name, _ = KERNEL_SPECS["r"]
+    found = json.loads(root_sh(vm, f"{HUB_PREFIX}/bin/jupyter kernelspec list --json"))
+    spec_dir = found["kernelspecs"][name]["resource_dir"]
+    assert spec_dir == f"{HUB_PREFIX}/share/jupyter/kernels/{name}", found
+    open_server(vm, s, user)
+    listed = s.get(f"{base(vm)}/user/{user}/api/kernelspecs", timeout=60).json()["kernelspecs"]
+    assert listed[name]["spec"]["language"] == "R", listed.get(name)
+    start = time.monotonic()
+    # IRkernel answers with display_data (text/plain "[1] 55"), not execute_result.
+    assert run_cell(vm, s, user, "sum(1:10)", name=name) == "[1] 55"
+    record("R kernel start + cell answer", time.monotonic() - start)
+
+
+def test_b2_first_screen_has_no_news_question(vm: Workshop, tmp_path: Path) -> None:
+    """A trainee logs in with a real browser: JupyterLab's launcher (R among its notebooks), and
+    no "get notified about official Jupyter news?" pop-up (bakery's page_config.json). Control:
+    with that file moved away the same page asks (JupyterLab reads it at every page load), so
+    this check can fail; with it back the question is gone again."""
+    import browser
+
+    from bakery.layout import LAB_PAGE_CONFIG
+
+    user = vm.trainees[0]
+    driver = browser.chromium(tmp_path / "profile")
+    try:
+        start = time.monotonic()
+        browser.hub_login(driver, base(vm), user, vm.passwords[user])
+        browser.wait_for_lab(driver, 300)
+        record("browser: login form to JupyterLab's launcher", time.monotonic() - start)
+        print(f"[e2e] {user}'s lab opened at {driver.current_url}")
+        assert f"/user/{user}/lab" in driver.current_url, driver.current_url
+        assert "R" in browser.launcher_notebooks(driver), browser.launcher_notebooks(driver)
+        # The question comes with the restored lab (0.1 s after the launcher in the control).
+        asked = browser.settle(driver, 5)
+        shot = browser.screenshot(driver, tmp_path, "first-screen.png")
+        assert not asked, f"the news question is on the first screen ({shot}): {asked!r}"
+
+        control = time.monotonic()
+        root_sh(vm, f"mv {LAB_PAGE_CONFIG} {LAB_PAGE_CONFIG}.off")
+        try:
+            driver.refresh()
+            browser.wait_for_lab(driver, 120)
+            start = time.monotonic()
+            asked = browser.settle(driver, 60)
+            shot = browser.screenshot(driver, tmp_path, "first-screen-without-page-config.png")
+            assert asked, f"control: no news question without {LAB_PAGE_CONFIG} ({shot})"
+            record("browser control: launcher to the news question", time.monotonic() - start)
+        finally:
+            root_sh(vm, f"mv {LAB_PAGE_CONFIG}.off {LAB_PAGE_CONFIG}")
+        driver.refresh()
+        browser.wait_for_lab(driver, 120)
+        assert not browser.settle(driver, 5), "the news question stayed after the file came back"
+        record("browser control: file away and back", time.monotonic() - control)
+    finally:
+        driver.quit()
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    assert ANNOUNCEMENTS in lab_page_config(vm, s, user)["disabledExtensions"]
+
+
+def stop_server(w: Workshop, user: str) -> None:
+    """Stop ``user``'s server through the hub's API (as the user) and wait until it is gone."""
+    tok = token(w, user)
+    r = session().delete(
+        f"{base(w)}/hub/api/users/{user}/server",
+        headers={"Authorization": f"token {tok}"},
+        timeout=120,
+    )
+    assert r.status_code in (202, 204), f"stop {user}: {r.status_code} {r.text[:300]}"
+    deadline = time.monotonic() + 180
+    while servers(w, user, tok):
+        assert time.monotonic() < deadline, f"{user}'s server did not stop"
+        time.sleep(2)
+
+
+SHARED_NEWS = f"dropped by the instructor during class {uuid.uuid4()}"
+# A trainee's kernel tries to change the shared folder: every attempt must fail.
+TRY_WRITE = """
+import os
+out = []
+for act in (lambda: open('/srv/shared/news.txt', 'a').write('x'),
+            lambda: open('/srv/shared/mine.txt', 'w').write('x'),
+            lambda: os.remove('/srv/shared/news.txt'),
+            lambda: os.remove('/srv/shared/README.txt')):
+    try:
+        act()
+        out.append('done')
+    except OSError as exc:
+        out.append(type(exc).__name__)
+(open('/srv/shared/news.txt').read(), open('/srv/shared/README.txt').read(), out)
+"""
+
+
+def test_b4_shared_data_admin_writes_trainees_read_only(vm: Workshop, trainee_session: Any) -> None:
+    from e2e_harness import SHARED_FILES
+
+    admin, user = vm.admin, vm.trainees[0]
+    sa, resp = login(vm, admin, vm.passwords[admin])
+    assert resp.status_code == 302
+    start = time.monotonic()
+    open_server(vm, sa, admin)
+    code = f"open('/srv/shared/news.txt', 'w').write({SHARED_NEWS!r})"
+    assert run_cell(vm, sa, admin, code) == str(len(SHARED_NEWS))
+    # The admin may also replace what the bake put there.
+    code = (
+        "import os, pathlib; pathlib.Path('/srv/shared/data/numbers.csv').unlink(missing_ok=True)"
+        "\n(sorted(os.listdir('/srv/shared')), os.listdir('/srv/shared/data'))"
+    )
+    assert run_cell(vm, sa, admin, code) == "(['README.txt', 'data', 'news.txt'], [])"
+    record("shared data: admin server + writes", time.monotonic() - start)
+    open_server(vm, trainee_session, user)  # running since test_b: only the session's cookie
+    news, readme, tries = ast.literal_eval(run_cell(vm, trainee_session, user, TRY_WRITE))
+    assert (news, readme) == (SHARED_NEWS, SHARED_FILES["README.txt"])
+    # Permission denied (the folder's mode) or a read-only file system (the server's mount).
+    assert set(tries) <= {"PermissionError", "OSError"} and len(tries) == 4, tries
+    # ...whatever the trainee's umask or the admin's: the files are the admin's, others read.
+    listing = root_sh(vm, "stat -c '%U %a %n' /srv/shared /srv/shared/news.txt")
+    assert listing.split("\n")[1].startswith(f"{admin} 6"), listing
+
+
+def test_b5_course_copied_at_start_edits_kept_new_files_arrive(
+    vm: Workshop, trainee_session: Any
+) -> None:
+    from e2e_harness import COURSE_FILES
+
+    s, user = trainee_session, vm.trainees[0]
+    api = f"{base(vm)}/user/{user}/api/contents/course"
+    # The server started in test_b: its pre-spawn hook copied the course, owned by the trainee.
+    for name, text in COURSE_FILES.items():
+        r = s.get(f"{api}/{name}", params={"format": "text", "type": "file"}, timeout=60)
+        assert r.status_code == 200, f"{name}: {r.status_code}"
+        assert r.json()["content"] == text, name
+    owner = root_sh(vm, f"stat -c %U /home/{user}/course/01-intro.ipynb").strip()
+    assert owner == user, owner
+    # The hub sends the trainee to the course.
+    r = s.get(f"{base(vm)}/user/{user}/", allow_redirects=False, timeout=60)
+    assert r.headers.get("Location", "").rstrip("?").endswith("/lab/tree/course"), r.headers
+    xsrf = xsrf_for(s, f"/user/{user}/")
+    edited = "a,b\n1,2\nmine,3\n"
+    r = s.put(
+        f"{api}/data/table.csv",
+        json={"type": "file", "format": "text", "content": edited},
+        headers={"X-XSRFToken": xsrf},
+        timeout=60,
+    )
+    assert r.status_code in (200, 201), r.status_code
+    # A re-baked image brings a new file (simulated: added where the bake puts the course).
+    root_sh(vm, "printf 'new\\n' > /srv/course/02-new.txt; chmod 644 /srv/course/02-new.txt")
+    # The other trainee plants ~/course -> a root-only place before a first start: the copy runs
+    # as the trainee, so nothing appears there.
+    other = vm.trainees[1]
+    root_sh(
+        vm,
+        "mkdir -p /var/tmp/e2e-probe && chmod 755 /var/tmp/e2e-probe && "
+        f"rm -rf /home/{other}/course && "
+        f"runuser -u {other} -- ln -s /var/tmp/e2e-probe /home/{other}/course",
+    )
+    start = time.monotonic()
+    stop_server(vm, user)
+    open_server(vm, s, user)
+    record("course: server restart", time.monotonic() - start)
+    r = s.get(f"{api}/data/table.csv", params={"format": "text", "type": "file"}, timeout=60)
+    assert r.json()["content"] == edited, "the trainee's edit was overwritten"
+    r = s.get(f"{api}/02-new.txt", params={"format": "text", "type": "file"}, timeout=60)
+    assert r.status_code == 200 and r.json()["content"] == "new\n", r.status_code
+    so, resp = login(vm, other, vm.passwords[other])
+    assert resp.status_code == 302
+    open_server(vm, so, other)
+    assert root_sh(vm, "ls -A /var/tmp/e2e-probe").strip() == "", "root wrote through a symlink"
+    root_sh(vm, f"rm -f /home/{other}/course")
+    stop_server(vm, other)
+
+
 def test_c_other_trainee_cannot_open_the_first_ones_server(
     vm: Workshop, trainee_session: Any
 ) -> None:
@@ -466,6 +662,13 @@ def test_e_hub_and_files_survive_a_reboot(vm: Workshop) -> None:
     r = s.get(f"{base(vm)}/user/{user}/api/contents/{SAVED_FILE}", timeout=60)
     assert r.status_code == 200, r.status_code
     assert r.json()["content"] == SAVED_TEXT
+    # test_b4's shared file, still there and still read-only for the trainee.
+    assert run_cell(vm, s, user, "open('/srv/shared/news.txt').read()") == repr(SHARED_NEWS)
+    refused = (
+        "import os\ne = None\ntry:\n    os.remove('/srv/shared/news.txt')\n"
+        "except OSError as x:\n    e = x\nrepr(e)"
+    )
+    assert "rror" in run_cell(vm, s, user, refused), "a trainee deleted shared data"
 
 
 def test_status_and_stop_report_the_vm(vm: Workshop) -> None:

@@ -1,10 +1,12 @@
 """Build or reuse a small notebook image without any registry: a rootfs tarball for docker import.
 
-Debian 12 minbase (debootstrap, Debian's packages only) + python3-venv, a venv at
-/opt/notebook with jupyterhub (the hub's version: its ``jupyterhub-singleuser``) and jupyterlab
-from PyPI, and a docker-stacks-style entrypoint: started as root (SystemUserSpawner with
-``run_as_root = True``) it creates NB_USER with NB_UID/NB_GID and drops to that user, as the
-real quay.io/jupyter images' ``start.sh`` does, so one hub config serves both.
+Debian 12 minbase (debootstrap, Debian's packages only) + python3-venv, R with IRkernel
+(``r-base-core``, ``r-cran-irkernel``: Debian ships its kernelspec in
+/usr/share/jupyter/kernels/ir, on the venv's Jupyter path), a venv at /opt/notebook with
+jupyterhub (the hub's version: its ``jupyterhub-singleuser``) and jupyterlab from PyPI, and a
+docker-stacks-style entrypoint: started as root (SystemUserSpawner with ``run_as_root = True``)
+it creates NB_USER with NB_UID/NB_GID and drops to that user, as the real quay.io/jupyter
+images' ``start.sh`` does, so one hub config serves both.
 
 Packed with ``tar -C ROOT -c .`` into
 ``/var/cache/bakery/user-image/<sha256 of the recipe>/notebook-rootfs.tar``; ``docker import``
@@ -30,8 +32,19 @@ MIRROR = os.environ.get("MIRROR", "http://deb.debian.org/debian")
 DEB_CACHE = Path(os.environ.get("DEB_CACHE", "/var/cache/bakery-vmimage/debs"))
 ARCHIVE_NAME = "notebook-rootfs.tar"
 VENV = "/opt/notebook"
-PIP_SPECS = [f"jupyterhub=={versions.JUPYTERHUB}", f"jupyterlab=={versions.JUPYTERLAB}"]
-APT = ["python3", "python3-venv", "ca-certificates"]
+# nbgitpuller (and git, below) for test_docker's course.git, as a custom image needs them.
+PIP_SPECS = [
+    f"jupyterhub=={versions.JUPYTERHUB}",
+    f"jupyterlab=={versions.JUPYTERLAB}",
+    f"nbgitpuller=={versions.NBGITPULLER}",
+]
+# debootstrap's --include resolves Depends only (no Recommends: r-base-core's would add r-base-dev,
+# a compiler and the HTML manuals).
+APT = ["python3", "python3-venv", "ca-certificates", "r-base-core", "r-cran-irkernel", "git"]
+# Removed after the build: package lists and docs, and what a notebook kernel never reads
+# (every package's message translations, R's manuals): 48 MiB with R.
+JUNK = ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man", "usr/share/locale")
+R_JUNK = ("usr/lib/R/library/translations", "usr/share/R/doc")
 
 # What `docker import --change` must restore (spawner.image_archive's rootfs settings).
 IMPORT_SETTINGS = {
@@ -109,7 +122,7 @@ def build(root: Path, log: Path) -> None:
     start = root / "usr/local/bin/start-notebook.sh"
     start.write_text(START_SCRIPT)
     start.chmod(0o755)
-    for junk in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
+    for junk in (*JUNK, *R_JUNK):
         shutil.rmtree(root / junk, ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
