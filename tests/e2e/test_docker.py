@@ -46,6 +46,7 @@ from test_try import (
     open_server,
     root_sh,
     run_cell,
+    save_text,
     servers,
     session,
     ssh,
@@ -53,7 +54,6 @@ from test_try import (
     unit_run,
     wait_healthy,
     wait_restarted,
-    xsrf_for,
 )
 from test_try import execute as printed
 
@@ -387,14 +387,8 @@ def test_2c_course_git_cloned_by_nbgitpuller_edits_survive_a_pull(
     record("docker: nbgitpuller first clone", time.monotonic() - start)
     assert read(dvm, s, user, "course/README.md").json()["content"].endswith("first version\n")
     # The trainee edits the README; upstream adds a lesson: the next pull merges both.
-    xsrf = xsrf_for(s, f"/user/{user}/")
     mine = "# Course\n\nfirst version\n\nmy notes\n"
-    r = s.put(
-        f"{base(dvm)}/user/{user}/api/contents/course/README.md",
-        json={"type": "file", "format": "text", "content": mine},
-        headers={"X-XSRFToken": xsrf},
-        timeout=60,
-    )
+    r = save_text(dvm, s, user, "course/README.md", mine)
     assert r.status_code in (200, 201), r.status_code
     (course_repo / "lesson2.md").write_text("# Lesson 2\n")
     git("add", "lesson2.md", cwd=course_repo)

@@ -381,12 +381,7 @@ def test_b_trainee_runs_code_and_opens_a_terminal(vm: Workshop, trainee_session:
     listed = s.get(f"{base(vm)}/user/{user}/api/terminals", timeout=60).json()
     assert name in [t["name"] for t in listed]
     # Save a file for the reboot check.
-    r = s.put(
-        f"{base(vm)}/user/{user}/api/contents/{SAVED_FILE}",
-        json={"type": "file", "format": "text", "content": SAVED_TEXT},
-        headers={"X-XSRFToken": xsrf},
-        timeout=60,
-    )
+    r = save_text(vm, s, user, SAVED_FILE, SAVED_TEXT)
     assert r.status_code in (200, 201), f"save: {r.status_code} {r.text[:300]}"
 
 
@@ -469,6 +464,17 @@ def test_b2_first_screen_has_no_news_question(vm: Workshop, tmp_path: Path) -> N
     assert ANNOUNCEMENTS in lab_page_config(vm, s, user)["disabledExtensions"]
 
 
+def save_text(w: Workshop, s: Any, user: str, path: str, text: str) -> Any:
+    """Save ``text`` as ``path`` (under the home) through the server's contents API, as the lab
+    does; return the response."""
+    return s.put(
+        f"{base(w)}/user/{user}/api/contents/{path}",
+        json={"type": "file", "format": "text", "content": text},
+        headers={"X-XSRFToken": xsrf_for(s, f"/user/{user}/")},
+        timeout=60,
+    )
+
+
 def stop_server(w: Workshop, user: str) -> None:
     """Stop ``user``'s server through the hub's API (as the user) and wait until it is gone."""
     tok = token(w, user)
@@ -546,14 +552,8 @@ def test_b5_course_copied_at_start_edits_kept_new_files_arrive(
     # The hub sends the trainee to the course.
     r = s.get(f"{base(vm)}/user/{user}/", allow_redirects=False, timeout=60)
     assert r.headers.get("Location", "").rstrip("?").endswith("/lab/tree/course"), r.headers
-    xsrf = xsrf_for(s, f"/user/{user}/")
     edited = "a,b\n1,2\nmine,3\n"
-    r = s.put(
-        f"{api}/data/table.csv",
-        json={"type": "file", "format": "text", "content": edited},
-        headers={"X-XSRFToken": xsrf},
-        timeout=60,
-    )
+    r = save_text(vm, s, user, "course/data/table.csv", edited)
     assert r.status_code in (200, 201), r.status_code
     # A re-baked image brings a new file (simulated: added where the bake puts the course).
     root_sh(vm, "printf 'new\\n' > /srv/course/02-new.txt; chmod 644 /srv/course/02-new.txt")
@@ -903,18 +903,8 @@ def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None
     assert facts[0] == "/", facts
     assert facts[1] == "root", facts
     assert int(facts[2]) > 0, f"no blocks reserved for root on /home's filesystem: {facts}"
-    tok = token(vm, full)
-    if servers(vm, full, tok):
-        r = session().delete(
-            f"{base(vm)}/hub/api/users/{full}/server",
-            headers={"Authorization": f"token {tok}"},
-            timeout=120,
-        )
-        assert r.status_code in (202, 204), r.status_code
-        deadline = time.monotonic() + 180
-        while servers(vm, full, tok):
-            assert time.monotonic() < deadline, f"{full}'s server did not stop"
-            time.sleep(2)
+    if servers(vm, full, token(vm, full)):
+        stop_server(vm, full)
     img = f"/var/tmp/e2e-home-{full}.img"
     root_sh(
         vm,
@@ -948,16 +938,7 @@ def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None
         assert run_cell(vm, s2, other, "6 * 7") == "42"
         record("other trainee: login to cell answer, one home full", time.monotonic() - start)
         assert session().get(f"{base(vm)}/hub/health", timeout=30).status_code == 200
-        r = session().delete(
-            f"{base(vm)}/hub/api/users/{full}/server",
-            headers={"Authorization": f"token {tok}"},
-            timeout=120,
-        )
-        assert r.status_code in (202, 204), f"stop: {r.status_code} {r.text[:300]}"
-        deadline = time.monotonic() + 180
-        while servers(vm, full, tok):
-            assert time.monotonic() < deadline, f"{full}'s server did not stop"
-            time.sleep(2)
+        stop_server(vm, full)
     finally:
         ssh(
             vm,
