@@ -214,21 +214,25 @@ def check_units(units: dict[str, str], work: Path) -> Check:
     return Check(name, "ok" if code == 0 and not out else "failed", out)
 
 
-def check_user_data(ud: UserData, work: Path) -> list[Check]:
-    """Every check that applies to one rendered document and the files it carries."""
-    label = f"{ud.stage} stage"
+def check_user_data(ud: UserData, work: Path, name: str | None = None) -> list[Check]:
+    """Every check that applies to one rendered document and the files it carries.
+
+    ``name``: the document's name in the report and the work folder (default: its stage).
+    """
+    name = name or ud.stage
+    label = f"{name} stage"
     try:
         doc = _document(ud)
     except (ValueError, yaml.YAMLError, OSError) as exc:
         return [Check(f"{label}: YAML reload", "failed", str(exc))]
     checks = [Check(f"{label}: YAML reload ({ud.encoded_size:,} base64 chars)", "ok")]
-    plain = work / f"user-data.{ud.stage}"
+    plain = work / f"user-data.{name}"
     plain.write_bytes(gzip.decompress(ud.data) if ud.gzipped else ud.data)
     checks.append(check_cloud_init_schema(plain))
     units: dict[str, str] = {}
     for entry in doc.get("write_files", []):
         path, content = entry["path"], entry["content"]
-        local = work / ud.stage / path.lstrip("/")
+        local = work / name / path.lstrip("/")
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(content)
         if path.endswith(".py"):
@@ -236,11 +240,11 @@ def check_user_data(ud: UserData, work: Path) -> list[Check]:
         elif path.endswith(".sh"):
             checks += check_shell(local)
         elif path == NGINX_SITE:
-            checks.append(check_nginx(content, work / f"nginx-{ud.stage}"))
+            checks.append(check_nginx(content, work / f"nginx-{name}"))
         elif path.startswith(UNIT_DIR + "/") and path.endswith((".service", ".timer")):
             units[Path(path).name] = content
     if units:
-        checks.append(check_units(units, work / f"systemd-{ud.stage}"))
+        checks.append(check_units(units, work / f"systemd-{name}"))
     return [
         c if c.name.startswith(label) else replace(c, name=f"{label}: {c.name}") for c in checks
     ]
@@ -255,6 +259,10 @@ def check_workshop(
         for stage in stages:
             ud = render_user_data(cfg, stage=stage, accounts=None if stage == "bake" else accounts)
             report.checks += check_user_data(ud, Path(tmp))
+        if cfg.cluster.swarm and "boot" in stages:
+            # The workers' own boot stage (their bake stage is the manager's).
+            ud = render_user_data(cfg, stage="boot", role="worker")
+            report.checks += check_user_data(ud, Path(tmp), "worker boot")
     return report
 
 

@@ -57,6 +57,23 @@ StageOpt = Annotated[
 ]
 
 
+class RoleChoice(str, Enum):
+    """A swarm cluster's VM roles (see bakery.render)."""
+
+    manager = "manager"
+    worker = "worker"
+
+
+RoleOpt = Annotated[
+    RoleChoice,
+    typer.Option(
+        "--role",
+        help="With cluster.engine swarm: manager (the hub; the default) or worker (trainees' "
+        "servers). The bake stage is the same for both.",
+    ),
+]
+
+
 def _err(message: str) -> None:
     typer.echo(message, err=True)
 

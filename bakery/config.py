@@ -19,6 +19,7 @@ from bakery.fields import (
     AbsPath,
     AptPackage,
     ArchivePath,
+    CloudName,
     DockerSubnet,
     Duration,
     Email,
@@ -249,6 +250,32 @@ class Spawner(_Model):
         return str(next(ipaddress.IPv4Network(self.network_subnet).hosts()))
 
 
+class Cluster(_Model):
+    """One hub over a Docker swarm of VMs: the manager runs the hub, workers run the servers."""
+
+    engine: Literal["none", "swarm"] = Field(
+        "none",
+        description="none: one VM per hub (openstack.count alike hubs); swarm: one hub on a "
+        "manager VM, the trainees' servers as swarm services on worker VMs, /home over NFS.",
+    )
+    workers: Annotated[int, Field(ge=1, le=50)] = Field(
+        2, description="Worker VMs (1-50), with engine swarm; `bakery scale` changes it."
+    )
+    worker_flavor: CloudName = Field(
+        "auto", description="The workers' flavor; auto: the smallest that fits `bakery size`."
+    )
+    manager_runs_servers: bool = Field(
+        False,
+        description="Let trainees' servers run on the manager too (a small class); default: "
+        "workers only, the manager keeps the hub, the proxy and NFS.",
+    )
+
+    @property
+    def swarm(self) -> bool:
+        """Whether the workshop is a swarm cluster."""
+        return self.engine == "swarm"
+
+
 # Let's Encrypt's production ACME directory: certbot's default, tls.acme_server's too.
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
@@ -474,6 +501,9 @@ class Workshop(_Model):
         "(venv) and Node.js use it; conda keeps its own. Each a `|` block of PEM, public (never "
         "a key); baked into a golden image.",
     )
+    cluster: Cluster = Field(
+        Cluster(), description="One hub over several VMs (a Docker swarm), for a large class."
+    )
     bake: Bake = Field(Bake(), description="The golden image (`bakery bake`).")
     openstack: OpenStack = Field(OpenStack(), description="The cloud (`bakery launch`).")
     ends: AwareDatetime | None = Field(
@@ -493,6 +523,7 @@ class Workshop(_Model):
         self._check_login_user()
         self._check_files()
         self._check_kernels()
+        self._check_cluster()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
             raise FieldError(
                 ("openstack", "count"),
@@ -500,6 +531,23 @@ class Workshop(_Model):
                 f"at {self.openstack.count} servers; use count: 1 or tls.mode: self-signed",
             )
         return self
+
+    def _check_cluster(self) -> None:
+        if not self.cluster.swarm:
+            return
+        if self.spawner.kind != "docker":
+            raise FieldError(
+                ("cluster", "engine"),
+                "a swarm runs the trainees' servers as docker services: set spawner.kind: docker "
+                "(or cluster.engine: none)",
+            )
+        if self.openstack.count > 1:
+            raise FieldError(
+                ("openstack", "count"),
+                f"cluster.engine swarm is one hub over {self.cluster.workers} workers; "
+                f"openstack.count {self.openstack.count} is several separate hubs: use one or "
+                "the other (count: 1 with the cluster)",
+            )
 
     def _check_kernels(self) -> None:
         for i, kernel in enumerate(self.kernels):

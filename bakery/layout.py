@@ -64,6 +64,44 @@ EXPIRY_UNITS = ("bakery-expiry.service", "bakery-expiry.timer")
 # The token of bakery's own hub API client (`bakery users`), made on the VM, root only.
 API_TOKEN_FILE = f"{STATE_DIR}/bakery-api-token"
 
+# cluster.engine swarm (issue 12): one hub on a manager VM, trainees' servers as swarm services on
+# worker VMs. Each node's role: this file (ROLE: manager or worker) exists, written at boot; the
+# hub's units do not start where cluster-worker exists. What cluster.sh found (address, CIDR, MTU).
+CLUSTER_ROLE_FILE = "/etc/bakery/cluster-{role}"
+CLUSTER_STATE = "/run/bakery/cluster.json"
+# The manager's /home over NFS on every node (a symlink to /home on the manager): the trainees'
+# servers bind-mount CLUSTER_HOME/NAME wherever they run.
+CLUSTER_HOME = "/srv/cluster/home"
+# Server metadata (root only on the VM: the firewall closes the metadata service to the rest):
+# the secret a worker shows the manager's token service for the swarm's join token, and the
+# manager's address on the cluster network (workers; the manager's own default: its route's).
+CLUSTER_META_SECRET = "bakery_cluster_secret"  # noqa: S105 (a key's name)
+CLUSTER_META_MANAGER = "bakery_manager"
+# The manager's join-token service (swarm-token.py), for cluster members only.
+SWARM_TOKEN_PORT = 2378
+# What the cluster's members open to each other, and only to each other: swarm management, node
+# gossip, the overlay's VXLAN, NFS, the join token and the hub's API (servers on workers).
+CLUSTER_PORTS = (
+    (2377, "tcp"),
+    (7946, "tcp"),
+    (7946, "udp"),
+    (4789, "udp"),
+    (2049, "tcp"),
+    (SWARM_TOKEN_PORT, "tcp"),
+    (HUB_PORT, "tcp"),
+)
+# The range swarm publishes the servers' ports in (the ingress routing mesh, on every node): the
+# hub reaches them on the manager's own address; the firewall drops them from anywhere else.
+SWARM_PUBLISHED_PORTS = (30000, 32767)
+# Swarm's overlay networks (ingress included) come from here, not docker's default 10.0.0.0/8,
+# which clashes with the usual OpenStack tenant networks.
+SWARM_ADDRESS_POOL = "172.29.0.0/16"
+SWARM_INGRESS_SUBNET = "172.29.255.0/24"
+CLUSTER_UNITS = ("bakery-cluster.service", "bakery-swarm-token.service")
+# Debian's units that must not start on a worker (no hub there, no NFS server): their drop-in.
+WORKER_OFF_DROPIN = "/etc/systemd/system/{unit}.d/bakery-cluster.conf"
+WORKER_OFF_UNITS = ("nginx.service", "nfs-server.service")
+
 # Files bakery writes or edits outside its own folders, and the folders it owns: user `files:`
 # may replace neither (render also refuses any path written twice, whatever this list says).
 MANAGED_FILES = frozenset(
@@ -75,7 +113,9 @@ MANAGED_FILES = frozenset(
         LOGIN_DEFS,
         RECORD_PATH,
         EXPIRY_FILE,
+        *(CLUSTER_ROLE_FILE.format(role=role) for role in ("manager", "worker")),
         *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT, *EXPIRY_UNITS)),
+        *(f"{UNIT_DIR}/{unit}" for unit in CLUSTER_UNITS),
         *(f"{UNIT_DIR}/{unit}" for unit in TLS_RETRY_UNITS),
     }
 )

@@ -30,6 +30,13 @@ from bakery.errors import RenderError
 from bakery.layout import (
     ACME_ROOT,
     API_TOKEN_FILE,
+    CLUSTER_HOME,
+    CLUSTER_META_MANAGER,
+    CLUSTER_META_SECRET,
+    CLUSTER_PORTS,
+    CLUSTER_ROLE_FILE,
+    CLUSTER_STATE,
+    CLUSTER_UNITS,
     CONDA_PREFIX,
     CONFIG_DIR,
     CONTENT_DIR,
@@ -56,17 +63,27 @@ from bakery.layout import (
     SHARED_DATA_TAR,
     SSHD_DROPIN,
     STATE_DIR,
+    SWARM_ADDRESS_POOL,
+    SWARM_INGRESS_SUBNET,
+    SWARM_PUBLISHED_PORTS,
+    SWARM_TOKEN_PORT,
     TLS_DIR,
     TLS_RETRY_UNITS,
     UNIT_DIR,
     UNITS,
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_UNIT,
+    WORKER_OFF_DROPIN,
+    WORKER_OFF_UNITS,
 )
-from bakery.templates import render
+from bakery.templates import read_text, render
 
 Stage = Literal["full", "bake", "boot"]
 STAGES: tuple[Stage, ...] = ("full", "bake", "boot")
+# cluster.engine swarm: the manager (the hub, the proxy, NFS; the default) or a worker (trainees'
+# servers). The bake stage is the same for both: one golden image serves the whole cluster.
+Role = Literal["manager", "worker"]
+ROLES: tuple[Role, ...] = ("manager", "worker")
 
 # Nova rejects a server's user_data above 65,535 characters of base64.
 NOVA_USER_DATA_LIMIT = 65535
@@ -153,7 +170,7 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         if cfg.course is not None and cfg.course.git is not None:
             pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
     admins = set(cfg.users.admins)
-    return {
+    ctx = {
         "bakery_version": __version__,
         "name": cfg.name,
         "fqdn": cfg.fqdn,
@@ -183,7 +200,7 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "proxy_api_port": PROXY_API_PORT,
         "hub_port": HUB_PORT,
         # The hub's API listens only where its clients are: the trainees' docker network's
-        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it too.
+        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it.
         "hub_ip": cfg.spawner.gateway if docker else "127.0.0.1",
         "hub_connect_ip": cfg.spawner.gateway if docker else None,
         "docker_network": DOCKER_NETWORK,
@@ -219,7 +236,32 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         # bakery's own hub API client (`bakery users`) and the workshop's expiry (`ends`).
         "api_token_file": API_TOKEN_FILE,
         "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
-    } | _content_context(cfg)
+    }
+
+    return ctx | _content_context(cfg) | _cluster_context(cfg)
+
+
+def _cluster_context(cfg: Workshop) -> dict[str, Any]:
+    """The swarm cluster's names, ports and files (cluster.sh, the firewall, the hub's config)."""
+    tcp = [str(port) for port, proto in CLUSTER_PORTS if proto == "tcp" and port != HUB_PORT]
+    udp = [str(port) for port, proto in CLUSTER_PORTS if proto == "udp"]
+    return {
+        "cluster": cfg.cluster.swarm,
+        "cluster_state": CLUSTER_STATE,
+        "cluster_secret_file": CLUSTER_STATE.rsplit("/", 1)[0] + "/cluster-secret",
+        "cluster_home": CLUSTER_HOME,
+        "role_file_manager": CLUSTER_ROLE_FILE.format(role="manager"),
+        "role_file_worker": CLUSTER_ROLE_FILE.format(role="worker"),
+        "meta_secret": CLUSTER_META_SECRET,
+        "meta_manager": CLUSTER_META_MANAGER,
+        "token_port": SWARM_TOKEN_PORT,
+        "cluster_tcp_ports": ",".join(dict.fromkeys(tcp)),
+        "cluster_udp_ports": ",".join(dict.fromkeys(udp)),
+        "published_ports": "{}:{}".format(*SWARM_PUBLISHED_PORTS),
+        "address_pool": SWARM_ADDRESS_POOL,
+        "ingress_subnet": SWARM_INGRESS_SUBNET,
+        "workers_only": not cfg.cluster.manager_runs_servers,
+    }
 
 
 def _content_context(cfg: Workshop) -> dict[str, Any]:
@@ -294,10 +336,21 @@ def _unit(name: str, ctx: dict[str, Any]) -> VmFile:
 
 
 def units(cfg: Workshop) -> tuple[str, ...]:
-    """The units of ``cfg``: :data:`UNITS`, plus the image loader with an image archive."""
+    """The units of ``cfg``: :data:`UNITS`, plus the image loader with an image archive and the
+    cluster's units with a swarm (all before the hub, the last)."""
+    extra: tuple[str, ...] = ()
     if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
-        return (*UNITS[:-1], USER_IMAGE_UNIT, UNITS[-1])
-    return UNITS
+        extra += (USER_IMAGE_UNIT,)
+    if cfg.cluster.swarm:
+        extra += CLUSTER_UNITS
+    return (*UNITS[:-1], *extra, UNITS[-1])
+
+
+def worker_units(cfg: Workshop) -> tuple[str, ...]:
+    """The units a swarm worker runs: the firewall, the image loader, its part in the cluster."""
+    return tuple(
+        u for u in units(cfg) if u in ("bakery-firewall.service", USER_IMAGE_UNIT, CLUSTER_UNITS[0])
+    )
 
 
 def bake_files(cfg: Workshop) -> list[VmFile]:
@@ -313,14 +366,17 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
     if cfg.tls.mode == "letsencrypt":
         files.append(_script("tls-deploy.sh", ctx))
         files += [_unit(name, ctx) for name in TLS_RETRY_UNITS]
+    if cfg.cluster.swarm:
+        files += _cluster_bake_files(ctx)
     if cfg.spawner.kind == "docker":
-        files += [_script("docker-network.sh", ctx), _script("user-image.sh", ctx)]
+        if not cfg.cluster.swarm:
+            files.append(_script("docker-network.sh", ctx))
+        files.append(_script("user-image.sh", ctx))
         # live-restore: trainees' containers keep running while the docker daemon restarts.
-        daemon = {
-            "live-restore": True,
-            "log-driver": "json-file",
-            "log-opts": {"max-size": "10m", "max-file": "3"},
-        }
+        # Not in a swarm, which refuses it ("incompatible with swarm mode", docker 20.10): there
+        # a restarted daemon's tasks are started again (files stay, kernels do not).
+        daemon: dict[str, Any] = {} if cfg.cluster.swarm else {"live-restore": True}
+        daemon |= {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
         files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
         if cfg.spawner.custom_image is not None:
             files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
@@ -329,6 +385,28 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
     # The one bake record (bakery.image), written into every golden image by the bake stage.
     files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     return files
+
+
+def _cluster_bake_files(ctx: dict[str, Any]) -> list[VmFile]:
+    """The swarm cluster's scripts, units and spawner, for both roles (one golden image)."""
+    files = [_script("cluster.sh", ctx), _script("swarm-token.py", ctx)]
+    spawner = read_text("cloudinit/bakery_swarmspawner.py")
+    files.append(VmFile(f"{SCRIPT_DIR}/bakery_swarmspawner.py", spawner))
+    # Debian's nginx and NFS server start by themselves: not on a worker.
+    off = f"[Unit]\nConditionPathExists=!{ctx['role_file_worker']}\nAfter=cloud-init.service\n"
+    files += [VmFile(WORKER_OFF_DROPIN.format(unit=unit), off) for unit in WORKER_OFF_UNITS]
+    return files
+
+
+def role_file(role: Role) -> VmFile:
+    """The file that tells a cluster VM its role (cluster.sh, the units' conditions)."""
+    return VmFile(CLUSTER_ROLE_FILE.format(role=role), f"{role}\n")
+
+
+def worker_boot_files(cfg: Workshop) -> list[VmFile]:
+    """A swarm worker's boot stage: its role and the admin's sshd policy; no hub, no accounts."""
+    ctx = _context(cfg)
+    return [role_file("worker"), VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx))]
 
 
 def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmFile]:
@@ -351,6 +429,8 @@ def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmF
         VmFile(f.path, f.content, f.permissions.rjust(4, "0"), f.owner, defer=True)
         for f in cfg.files
     ]
+    if cfg.cluster.swarm:
+        files.insert(0, role_file("manager"))
     return files
 
 
@@ -364,6 +444,8 @@ def packages(cfg: Workshop) -> list[str]:
         # apparmor was a Recommends of docker.io: dockerd needs its parser where the kernel
         # enables AppArmor (Debian and Ubuntu do).
         pkgs += ["docker.io", "apparmor"]
+    if cfg.cluster.swarm:
+        pkgs.append("nfs-kernel-server")  # the manager's NFS server; nfs-common mounts on workers
     if cfg.tls.mode == "letsencrypt":
         pkgs.append("certbot")
     for kernel in cfg.kernels:
@@ -388,6 +470,14 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
     # `enable` only makes symlinks (no daemon-reload: it also has to work in a chroot bake).
     cmds.append(["systemctl", "enable", *units(cfg)])
     return cmds
+
+
+def _worker_runcmd(cfg: Workshop) -> list[list[str]]:
+    return [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "try-reload-or-restart", "ssh"],
+        ["systemctl", "enable", "--now", *worker_units(cfg)],
+    ]
 
 
 def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
@@ -451,8 +541,41 @@ def _bake_settings(cfg: Workshop) -> dict[str, Any]:
     return doc | {"apt": APT_CONFIG, "package_update": True, "packages": packages(cfg)}
 
 
+def _boot_settings(
+    cfg: Workshop, stage: Stage, accounts: list[Account] | None, worker: bool
+) -> dict[str, Any]:
+    """The boot stage's host name, accounts and ssh settings (a swarm worker: no trainees)."""
+    if worker:
+        accounts = []
+    elif accounts is None:
+        raise RenderError(f"stage {stage} creates accounts: pass the credentials")
+    elif [a.username for a in accounts] != cfg.users.all_names():
+        raise RenderError("the accounts do not match the config's users; reload credentials")
+    # Runs before cloud-init's users module: every home it (or a later useradd) makes is
+    # private. Debian 12's useradd would make them 0755 and trainees read each other's files.
+    doc: dict[str, Any] = {"bootcmd": [["sh", "-c", HOME_MODE_CMD]]}
+    if not worker:
+        # A worker keeps the name its cloud gives it (NAME-worker-N): one per swarm node.
+        doc["hostname"] = cfg.fqdn.split(".")[0]
+        if "." in cfg.fqdn:
+            doc["fqdn"] = cfg.fqdn
+    doc["users"] = _users(cfg, accounts)
+    doc["chpasswd"] = {"expire": False}
+    doc["ssh_pwauth"] = False
+    # No RSA host key: its key search is the slowest step of a first boot under emulation
+    # (seconds); every ssh client since 2014 takes ed25519 or ECDSA.
+    doc["ssh_genkeytypes"] = ["ed25519", "ecdsa"]
+    if cfg.ssh.authorized_keys:
+        doc["ssh_authorized_keys"] = list(cfg.ssh.authorized_keys)
+    return doc
+
+
 def build_cloud_config(
-    cfg: Workshop, *, stage: Stage = "full", accounts: list[Account] | None = None
+    cfg: Workshop,
+    *,
+    stage: Stage = "full",
+    accounts: list[Account] | None = None,
+    role: Role = "manager",
 ) -> dict[str, Any]:
     """The cloud-config of ``stage`` as a dict (keys in cloud-init's order of use).
 
@@ -460,38 +583,27 @@ def build_cloud_config(
         cfg: the workshop.
         stage: ``full``, ``bake`` or ``boot``.
         accounts: the trainees' and admins' accounts (from :func:`ensure_credentials`); required
-            for ``full`` and ``boot``, which create them.
+            for ``full`` and ``boot``, which create them (a swarm worker's do not: ignored).
+        role: with ``cluster.engine: swarm``, the VM's part: ``manager`` (the hub) or ``worker``
+            (trainees' servers, no accounts). The bake stage is the same for both.
     """
     if stage not in STAGES:
         raise RenderError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-    doc: dict[str, Any] = {}
+    if role not in ROLES:
+        raise RenderError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    if role == "worker" and not cfg.cluster.swarm:
+        raise RenderError(
+            "role worker is a swarm cluster's: this workshop has no cluster.engine: swarm"
+        )
+    worker = role == "worker"
     with_bake, with_boot = stage in ("full", "bake"), stage in ("full", "boot")
-    if with_boot:
-        if accounts is None:
-            raise RenderError(f"stage {stage} creates accounts: pass the credentials")
-        names = [a.username for a in accounts]
-        if names != cfg.users.all_names():
-            raise RenderError("the accounts do not match the config's users; reload credentials")
-        # Runs before cloud-init's users module: every home it (or a later useradd) makes is
-        # private. Debian 12's useradd would make them 0755 and trainees read each other's files.
-        doc["bootcmd"] = [["sh", "-c", HOME_MODE_CMD]]
-        doc["hostname"] = cfg.fqdn.split(".")[0]
-        if "." in cfg.fqdn:
-            doc["fqdn"] = cfg.fqdn
-        doc["users"] = _users(cfg, accounts)
-        doc["chpasswd"] = {"expire": False}
-        doc["ssh_pwauth"] = False
-        # No RSA host key: its key search is the slowest step of a first boot under emulation
-        # (seconds); every ssh client since 2014 takes ed25519 or ECDSA.
-        doc["ssh_genkeytypes"] = ["ed25519", "ecdsa"]
-        if cfg.ssh.authorized_keys:
-            doc["ssh_authorized_keys"] = list(cfg.ssh.authorized_keys)
+    doc = _boot_settings(cfg, stage, accounts, worker) if with_boot else {}
     files: list[VmFile] = []
     if with_bake:
         doc |= _bake_settings(cfg)
         files += bake_files(cfg)
     if with_boot:
-        files += boot_files(cfg, accounts)
+        files += worker_boot_files(cfg) if worker else boot_files(cfg, accounts)
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
@@ -502,7 +614,7 @@ def build_cloud_config(
     if with_bake:
         runcmd += _bake_runcmd(cfg)
     if with_boot:
-        runcmd += _boot_runcmd(cfg)
+        runcmd += _worker_runcmd(cfg) if worker else _boot_runcmd(cfg)
     doc["runcmd"] = runcmd
     doc["final_message"] = final_message(cfg, stage)
     return doc
@@ -532,6 +644,7 @@ def render_user_data(
     stage: Stage = "full",
     accounts: list[Account] | None = None,
     gzip_data: bool | None = None,
+    role: Role = "manager",
 ) -> UserData:
     """The user-data document of ``stage``, gzipped when asked or when needed to fit Nova.
 
@@ -541,11 +654,13 @@ def render_user_data(
         accounts: the accounts to create (``full`` and ``boot``).
         gzip_data: True always gzips, False never does, None gzips only when the plain document
             would exceed Nova's limit.
+        role: a swarm cluster's ``manager`` (default) or ``worker`` (see build_cloud_config).
 
     Raises:
         RenderError: when the document cannot fit Nova's 65,535-character limit.
     """
-    text = dump_cloud_config(build_cloud_config(cfg, stage=stage, accounts=accounts)).encode()
+    doc = build_cloud_config(cfg, stage=stage, accounts=accounts, role=role)
+    text = dump_cloud_config(doc).encode()
     plain = UserData(stage, text, gzipped=False)
     if gzip_data is False or (gzip_data is None and plain.encoded_size <= NOVA_USER_DATA_LIMIT):
         result = plain

@@ -143,3 +143,13 @@ def render(template: str, /, **context: Any) -> str:
         return environment().get_template(template).render(**context)
     except RenderError as exc:
         raise RenderError(f"{template}: {exc}") from None
+
+
+def read_text(name: str, /) -> str:
+    """A template folder's file as it is, no Jinja (``cloudinit/bakery_swarmspawner.py``)."""
+    ref = template_root().joinpath(*name.split("/"))
+    if not ref.is_file():
+        raise TemplateMissing(
+            f"{name} is missing from {template_root()}: a broken install or a bug; reinstall bakery"
+        )
+    return ref.read_text(encoding="utf-8")

@@ -10,26 +10,36 @@ from bakery.config import load_config
 from bakery.credentials import credentials_path, ensure_credentials
 from bakery.errors import BakeryError, OutputError, RenderError, UsageError
 from bakery.files import check_target, write_private
-from bakery.render import STAGES, Stage, UserData, render_user_data
+from bakery.render import STAGES, Role, Stage, UserData, render_user_data
 
 
 def _note(message: str) -> None:
     print(f"bakery: {message}", file=sys.stderr)
 
 
-def user_data_for(*, config_path: Path, stage: Stage, gzip_data: bool | None = None) -> UserData:
-    """Load the config and its credentials sheet (made on first use) and render ``stage``."""
+def user_data_for(
+    *, config_path: Path, stage: Stage, gzip_data: bool | None = None, role: Role = "manager"
+) -> UserData:
+    """Load the config and its credentials sheet (made on first use) and render ``stage``.
+
+    ``role``: a swarm cluster's manager or worker (a worker's document creates no accounts).
+    """
     if stage not in STAGES:
         raise BakeryError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
     cfg = load_config(config_path)
+    if role == "worker" and not cfg.cluster.swarm:
+        raise UsageError(
+            f"--role worker: {config_path} has no cluster (set cluster.engine: swarm, or leave "
+            "out --role)"
+        )
     accounts = None
-    if stage != "bake":
+    if stage != "bake" and role == "manager":
         sheet = credentials_path(config_path)
         existed = sheet.exists()
         accounts = ensure_credentials(cfg, sheet)
         if not existed:
             _note(f"made passwords for {len(accounts)} accounts in {sheet} (mode 600)")
-    return render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=gzip_data)
+    return render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=gzip_data, role=role)
 
 
 def _looks_like_ours(path: Path) -> bool:
@@ -49,11 +59,13 @@ def render_to(
     gzip_data: bool | None = None,
     output: Path | None = None,
     force: bool = False,
+    role: Role = "manager",
 ) -> UserData:
     """Render user-data to ``output`` (standard output when None)."""
-    result = user_data_for(config_path=config_path, stage=stage, gzip_data=gzip_data)
+    result = user_data_for(config_path=config_path, stage=stage, gzip_data=gzip_data, role=role)
+    what = f"{stage} stage" if role == "manager" else f"{stage} stage, {role}"
     if result.gzipped and gzip_data is None:
-        _note(f"gzipped the {stage} user-data to fit Nova's limit ({result.encoded_size:,} chars)")
+        _note(f"gzipped the {what} user-data to fit Nova's limit ({result.encoded_size:,} chars)")
     if output is None:
         if result.gzipped and sys.stdout.isatty():
             raise RenderError("gzipped user-data is binary: redirect it or use -o FILE")
@@ -64,7 +76,7 @@ def render_to(
     if check_target(output) and not force and not _looks_like_ours(output):
         raise BakeryError(f"{output} exists and is not bakery user-data; use --force to replace it")
     write_private(output, result.data)
-    _note(f"wrote {output} ({stage} stage, {result.encoded_size:,} base64 chars)")
+    _note(f"wrote {output} ({what}, {result.encoded_size:,} base64 chars)")
     return result
 
 

@@ -8,8 +8,9 @@ CPU and process limits.
 
 Why a subclass: SystemUserSpawner passes ``user`` and ``working_dir`` as container-create
 arguments, which a swarm service rejects (dockerspawner issues #497 and #276), and its home volume
-has no ``mode`` key, which SwarmSpawner's mounts expect. Here the user and the working directory go
-into the service's ContainerSpec, every bind (home, extra volumes) becomes a swarm Mount with its
+has no ``mode`` key, which SwarmSpawner's mounts expect. Here the user goes into the service's
+ContainerSpec (the working directory too, only if asked: the container starts as root, and a
+root-squashed NFS home is closed to root, so it starts in / and the server is told its folder), every bind (home, extra volumes) becomes a swarm Mount with its
 read-only flag, the process limit goes into the task's resource limits (Docker API >= 1.41), and
 servers are placed on worker nodes only unless the manager is allowed to run them.
 """
@@ -34,6 +35,13 @@ class BakerySwarmSpawner(SystemUserSpawner, SwarmSpawner):  # type: ignore[misc]
         config=True,
         help="Processes a server may have (a fork bomb stays inside its own service); 0: none.",
     )
+    home_workdir = Bool(
+        False,
+        config=True,
+        help="Start the container in the trainee's home. Off for an NFS home with root squashed: "
+        "root (the start script, before it becomes the trainee) may not enter it; set "
+        "notebook_dir instead.",
+    )
     workers_only = Bool(
         True,
         config=True,
@@ -41,11 +49,15 @@ class BakerySwarmSpawner(SystemUserSpawner, SwarmSpawner):  # type: ignore[misc]
     )
 
     def container_spec_overrides(self) -> dict[str, Any]:
-        """``user`` and ``workdir`` for the ContainerSpec, taken out of the create kwargs."""
+        """``user`` (and ``workdir``) for the ContainerSpec, taken out of the create kwargs."""
         moved = {}
         for create_key, spec_key in _CONTAINER_SPEC_FIELDS.items():
             if create_key in self.extra_create_kwargs:
                 moved[spec_key] = self.extra_create_kwargs.pop(create_key)
+        if not self.home_workdir:
+            # "/", not the image's own WORKDIR: docker-stacks' start script, still root, would
+            # cd from /home/jovyan into /home/NAME, which a root-squashed NFS home refuses.
+            moved["workdir"] = "/"
         return moved
 
     @property

@@ -39,3 +39,10 @@ def test_examples_match_golden_files(example: Path, tmp_path: Path) -> None:
             golden.write_text(rendered)
         assert golden.exists(), f"no golden file {golden.name}: run make golden and review it"
         assert rendered == golden.read_text(), f"{golden.name} differs: review, then make golden"
+    if cfg.cluster.swarm:
+        # A swarm worker's boot stage (its bake stage is the one above: one golden image).
+        rendered = dump_cloud_config(build_cloud_config(cfg, stage="boot", role="worker"))
+        golden = GOLDEN / f"{example.stem}.worker-boot.yaml"
+        if REGEN:
+            golden.write_text(rendered)
+        assert rendered == golden.read_text(), f"{golden.name} differs: review, then make golden"

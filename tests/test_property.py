@@ -140,6 +140,7 @@ VALID: dict[tuple[str, ...], str] = {
     ("bake", "qemu_base_image"): "/var/lib/images/base.qcow2",
     ("openstack", "cloud"): "mycloud",
     ("openstack", "flavor"): "m1.xlarge",
+    ("cluster", "worker_flavor"): "m1.large",
     ("openstack", "image"): "bakery-ok",
     ("openstack", "networks", "[]"): "private",
     ("openstack", "floating_ip_network"): "public",

@@ -182,7 +182,8 @@ def test_service_spec_runs_the_trainee_in_their_home_under_limits_on_a_worker(
     container = spec["TaskTemplate"]["ContainerSpec"]
     # Root in the start script, which becomes NB_UID:NB_GID in HOME (the docker-stacks contract).
     assert container["User"] == "0"
-    assert container["Dir"] == "/home/ana"
+    # Not the home: root may not enter a root-squashed NFS home (notebook_dir instead).
+    assert container["Dir"] == "/"
     env = dict(e.split("=", 1) for e in container["Env"])
     assert (env["NB_USER"], env["NB_UID"], env["NB_GID"], env["HOME"]) == (
         "ana", "1001", "1001", "/home/ana",
@@ -222,7 +223,9 @@ def test_second_start_same_spec_and_manager_placement_when_allowed(
     fake_docker: tuple[FakeDocker, str],
 ) -> None:
     fake, url = fake_docker
-    spawner = make_spawner(swarm.BakerySwarmSpawner, url, workers_only=False, pids_limit=0)
+    spawner = make_spawner(
+        swarm.BakerySwarmSpawner, url, workers_only=False, pids_limit=0, home_workdir=True
+    )
     asyncio.run(spawner.start())
     asyncio.run(spawner.stop())
     assert fake.removed == ["svc000000001"]
