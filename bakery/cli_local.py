@@ -10,6 +10,8 @@ import typer
 
 from bakery.cli_base import (
     ConfigArg,
+    RoleChoice,
+    RoleOpt,
     StageChoice,
     StageOpt,
     _err,
@@ -82,11 +84,19 @@ def render(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a file that is not bakery's.")
     ] = False,
+    role: RoleOpt = RoleChoice.manager,
 ) -> None:
     """Render the cloud-init user-data (to stdout: `bakery render workshop.yaml > user-data`)."""
     from bakery.workflow import render_to
 
-    render_to(config_path=config, stage=stage.value, gzip_data=gzip, output=output, force=force)
+    render_to(
+        config_path=config,
+        stage=stage.value,
+        gzip_data=gzip,
+        output=output,
+        force=force,
+        role=role.value,
+    )
 
 
 @app.command()
@@ -195,9 +205,25 @@ def try_(
     ] = TryStage.full,
     port: Annotated[int, typer.Option("--port", help="Local HTTPS port (HTTP is PORT+1).")] = 8443,
     ssh_port: Annotated[int, typer.Option("--ssh-port", help="Local ssh port.")] = 2222,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker VMs beside the manager (a config with cluster.engine: swarm; default: "
+            "its cluster.workers). Worker I's ssh is on SSH_PORT+I.",
+            show_default=False,
+        ),
+    ] = None,
     memory: Annotated[
-        str, typer.Option("--memory", help="Guest memory with a unit: 4G, 3072M (at least 1G).")
-    ] = "4G",
+        str | None,
+        typer.Option(
+            "--memory",
+            help="Guest memory with a unit: 4G, 3072M (at least 1G) [default: 4G; 2560M per VM "
+            "of a cluster].",
+            show_default=False,
+        ),
+    ] = None,
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Guest CPUs.")] = 2,
     accel: Annotated[
         AccelChoice,
@@ -213,12 +239,22 @@ def try_(
         bool, typer.Option("--keep", help="With --stop: keep the overlay disk.")
     ] = False,
 ) -> None:
-    """Boot the workshop in a local qemu VM and wait until its hub answers."""
+    """Boot the workshop in a local qemu VM and wait until its hub answers.
+
+    A swarm cluster (cluster.engine: swarm) boots as a manager VM and worker VMs on a private
+    network; --status and --stop cover them all.
+    """
     from bakery import localvm
     from bakery.config import load_config
     from bakery.errors import UsageError
 
-    run_dir = localvm.run_dir_for(load_config(config).name)
+    cfg = load_config(config)
+    if workers is not None and not cfg.cluster.swarm:
+        raise UsageError(
+            f"--workers needs a cluster: {config} has no cluster.engine: swarm "
+            "(bakery try without --workers boots its one VM)"
+        )
+    run_dir = localvm.run_dir_for(cfg.name)
     if status:
         typer.echo(localvm.vm_status(run_dir).describe())
         return
@@ -231,23 +267,41 @@ def try_(
             f"--image is required to start a VM: bakery try {config} --image BASE.qcow2 "
             "(or --status / --stop)"
         )
-    result = localvm.try_workshop(
-        config,
-        image=image,
-        stage=stage.value,
-        https_port=port,
-        ssh_port=ssh_port,
-        memory=memory,
-        cpus=cpus,
-        accel=accel.value,
-        timeout=timeout,
-        run_dir=run_dir,
-        progress=progress(),
-    )
+    if cfg.cluster.swarm:
+        result = localvm.try_cluster(
+            config,
+            image=image,
+            workers=workers,
+            stage=stage.value,
+            https_port=port,
+            ssh_port=ssh_port,
+            memory=memory or "2560M",
+            cpus=cpus,
+            accel=accel.value,
+            timeout=timeout,
+            run_dir=run_dir,
+            progress=progress(),
+        )
+    else:
+        result = localvm.try_workshop(
+            config,
+            image=image,
+            stage=stage.value,
+            https_port=port,
+            ssh_port=ssh_port,
+            memory=memory or "4G",
+            cpus=cpus,
+            accel=accel.value,
+            timeout=timeout,
+            run_dir=run_dir,
+            progress=progress(),
+        )
     typer.echo(f"hub ready after {result.seconds:.0f} s: {result.url}")
     typer.echo(f"credentials: {result.credentials}")
     login = result.state.extra.get("login_user", "LOGIN_USER")
     typer.echo(f"ssh: ssh -p {ssh_port} {login}@127.0.0.1    stop: bakery try {config} --stop")
+    for i, _ in enumerate(result.state.workers, start=1):
+        typer.echo(f"worker {i}: ssh -p {ssh_port + i} {login}@127.0.0.1")
 
 
 @app.command()

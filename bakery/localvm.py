@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import ipaddress
 import json
 import os
 import re
+import secrets
 import signal
 import ssl
 import subprocess
@@ -15,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bakery import console, qemu, seed
 from bakery.errors import LocalVmError, UsageError
@@ -23,12 +26,29 @@ from bakery.files import write_private
 from bakery.kvm import Accel, choose_accel
 from bakery.progress import Reporter, quiet
 
+if TYPE_CHECKING:
+    from bakery.config import Workshop
+    from bakery.credentials import Account
+
 # Overlays grow up to this virtual size; qcow2 allocates only what the guest writes.
 OVERLAY_SIZE = "20G"
 # After cloud-init says it has finished, the hub gets this long to answer before we give up.
 AFTER_FINISH_GRACE = 120.0
 # Ubuntu/Debian, JupyterHub, the proxy, nginx and one notebook server do not fit in less.
 MIN_MEMORY = 1024**3
+
+# `bakery try --workers N` (cluster.engine swarm): the VMs' second NICs share one private network,
+# a qemu multicast socket on the loopback interface (no root, no bridge, nothing on the host's
+# real network). The manager is .10, worker i is .(10+i); MTU 1450 as on an OpenStack VXLAN
+# tenant network, so the swarm's overlay MTU is exercised as it will be there.
+CLUSTER_NET = "10.77.0.0/24"
+CLUSTER_FIRST_HOST = 10
+CLUSTER_MTU = 1450
+CLUSTER_GROUP = "230.0.0.1"
+# The cluster's secret (the workers show it to the manager for the swarm join token), mode 600.
+CLUSTER_SECRET_FILE = "cluster-secret"  # noqa: S105 (a file name)
+# Guest NIC names the seed's network-config gives (by MAC): the user-mode NIC, the cluster NIC.
+LAN_NIC, CLUSTER_NIC = "lan0", "cluster0"
 
 
 # --- where things live --------------------------------------------------------------------------
@@ -64,6 +84,11 @@ class VmState:
     credentials: str = ""
     stage: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # A cluster VM: its place on the private network (0 manager, i worker i) and the multicast
+    # port of the network (0: no cluster NIC); the manager lists its workers' run directories.
+    cluster_index: int = 0
+    cluster_port: int = 0
+    workers: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -88,6 +113,55 @@ class VmState:
             raise LocalVmError(f"no local VM was started from {run_dir}") from None
         except (OSError, ValueError, TypeError) as exc:
             raise LocalVmError(f"{run_dir}/state.json is unreadable ({exc}); remove it") from None
+
+    @property
+    def cluster_nic(self) -> ClusterNic | None:
+        """The VM's NIC on the cluster network; None for a VM outside a cluster."""
+        return ClusterNic(self.cluster_index, self.cluster_port) if self.cluster_port else None
+
+
+@dataclass(frozen=True)
+class ClusterNic:
+    """A VM's place on a local cluster's private network (see :data:`CLUSTER_NET`).
+
+    Attributes:
+        index: 0 for the manager, ``i`` for worker ``i``.
+        port: the UDP port of the network's multicast group, one per cluster: two clusters on
+            one machine with different ports do not see each other's frames.
+    """
+
+    index: int
+    port: int
+
+    @property
+    def address(self) -> str:
+        """The VM's address on the cluster network, e.g. ``10.77.0.10``."""
+        net = ipaddress.IPv4Network(CLUSTER_NET)
+        return str(net.network_address + CLUSTER_FIRST_HOST + self.index)
+
+    @property
+    def mac(self) -> str:
+        """The cluster NIC's fixed MAC (qemu's 52:54:00 prefix, the host byte last)."""
+        return f"52:54:00:77:00:{CLUSTER_FIRST_HOST + self.index:02x}"
+
+    @property
+    def lan_mac(self) -> str:
+        """The user-mode NIC's fixed MAC (the network-config finds each NIC by its MAC)."""
+        return f"52:54:00:12:34:{CLUSTER_FIRST_HOST + self.index:02x}"
+
+    def network_config(self) -> str:
+        """The seed's ``network-config``: DHCP on the user-mode NIC, the static cluster address."""
+        prefix = ipaddress.IPv4Network(CLUSTER_NET).prefixlen
+        return seed.network_config(
+            [
+                seed.Nic(LAN_NIC, self.lan_mac),
+                seed.Nic(CLUSTER_NIC, self.mac, f"{self.address}/{prefix}", CLUSTER_MTU),
+            ]
+        )
+
+    def netdev(self) -> str:
+        """qemu's ``-netdev`` of the cluster network: a multicast group on the loopback."""
+        return f"socket,id=cluster,mcast={CLUSTER_GROUP}:{self.port},localaddr=127.0.0.1"
 
 
 # --- serial console -----------------------------------------------------------------------------
@@ -162,13 +236,21 @@ def start_vm(
     cpus: int = 2,
     accel: Accel = "auto",
     hostname: str = "workshop",
+    web: bool = True,
+    cluster_nic: ClusterNic | None = None,
+    meta: dict[str, str] | None = None,
     progress: Reporter = quiet,
 ) -> VmState:
     """Boot ``image`` on a fresh copy-on-write overlay with a NoCloud seed holding ``user_data``.
 
     The base image is only read. Guest ports 443, 80 and 22 are forwarded to ``127.0.0.1``:
-    ``https_port``, ``http_port`` (default ``https_port + 1``) and ``ssh_port``. qemu runs in the
-    background; its serial console goes to ``run_dir/serial.log``.
+    ``https_port``, ``http_port`` (default ``https_port + 1``) and ``ssh_port``; without ``web``
+    only ssh (a cluster's worker). qemu runs in the background; its serial console goes to
+    ``run_dir/serial.log``.
+
+    With ``cluster_nic`` the VM gets a second NIC on the cluster's private network and the seed a
+    ``network-config`` (both NICs by MAC: DHCP on the first, the static cluster address with MTU
+    1450 on the second). ``meta`` adds keys to the seed's meta-data (root-only on the VM).
 
     Raises:
         UsageError: ``memory`` is not a sensible size (see :func:`memory_mb`).
@@ -182,8 +264,10 @@ def start_vm(
     if not image.is_file():
         raise LocalVmError(f"{image}: no such image file")
     run_dir = Path(run_dir)
-    http_port = http_port or https_port + 1
-    _check_free(run_dir, {"HTTPS": https_port, "HTTP": http_port, "ssh": ssh_port})
+    http_port = (http_port or https_port + 1) if web else 0
+    https_port = https_port if web else 0
+    ports = {"HTTPS": https_port, "HTTP": http_port, "ssh": ssh_port}
+    _check_free(run_dir, {name: port for name, port in ports.items() if port})
     fmt = qemu.image_format(qemu_img, image)
     accel_name, reason = choose_accel(accel)
     progress(f"accelerator: {reason}")
@@ -200,11 +284,14 @@ def start_vm(
             f"qemu-img could not create an overlay on {image}: {proc.stderr.strip()}"
         )
     # A new instance-id each start: cloud-init treats the boot as a first boot and runs it all.
-    meta = seed.meta_data(f"iid-bakery-{int(time.time())}", hostname)
-    seed.write_seed_iso(run_dir / "seed.iso", user_data, meta)
+    meta_data = seed.meta_data(f"iid-bakery-{int(time.time())}", hostname, meta)
+    network = cluster_nic.network_config() if cluster_nic else None
+    seed.write_seed_iso(run_dir / "seed.iso", user_data, meta_data, network)
     state = VmState(
         run_dir=str(run_dir), image=str(image), accel=accel_name, accel_reason=reason,
         https_port=https_port, http_port=http_port, ssh_port=ssh_port, memory_mb=mb, cpus=cpus,
+        cluster_index=cluster_nic.index if cluster_nic else 0,
+        cluster_port=cluster_nic.port if cluster_nic else 0,
     )  # fmt: skip
     boot_vm(state)
     return state
@@ -232,30 +319,42 @@ def boot_vm(state: VmState) -> None:
     """
     exe = qemu.need("qemu-system-x86_64", "qemu-system-x86")
     run = Path(state.run_dir)
-    accel = ["-accel", "kvm", "-cpu", "host"] if state.accel == "kvm" else [
-        "-accel", "tcg,thread=multi,tb-size=512", "-cpu", "max"]  # fmt: skip
-    fwd = (
-        f"hostfwd=tcp:127.0.0.1:{state.https_port}-:443,"
-        f"hostfwd=tcp:127.0.0.1:{state.http_port}-:80,"
-        f"hostfwd=tcp:127.0.0.1:{state.ssh_port}-:22"
-    )
     (run / "qmp.sock").unlink(missing_ok=True)
-    cmd = [
-        exe, "-name", f"bakery-{run.name}", "-machine", "q35", *accel,
-        "-smp", str(state.cpus), "-m", str(state.memory_mb),
-        "-drive", f"file={run / 'overlay.qcow2'},if=virtio,format=qcow2,discard=unmap,cache=unsafe",
-        "-drive", f"file={run / 'seed.iso'},if=virtio,format=raw,readonly=on",
-        "-nic", f"user,model=virtio-net-pci,{fwd}",
-        "-display", "none", "-serial", f"file:{run / 'serial.log'}", "-monitor", "none",
-        "-qmp", f"unix:{run / 'qmp.sock'},server=on,wait=off",
-        "-daemonize", "-pidfile", str(run / "qemu.pid"),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(qemu_command(state, exe), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LocalVmError(f"qemu did not start: {proc.stderr.strip() or 'no message'}")
     state.pid = int((run / "qemu.pid").read_text().strip())
     state.started_at = time.time()
     state.save()
+
+
+def qemu_command(state: VmState, exe: str = "qemu-system-x86_64") -> list[str]:
+    """The qemu command line that boots ``state``'s overlay and seed in the background."""
+    run = Path(state.run_dir)
+    accel = ["-accel", "kvm", "-cpu", "host"] if state.accel == "kvm" else [
+        "-accel", "tcg,thread=multi,tb-size=512", "-cpu", "max"]  # fmt: skip
+    guest_ports = {state.https_port: 443, state.http_port: 80, state.ssh_port: 22}
+    fwd = ",".join(
+        f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in guest_ports.items() if host
+    )
+    nic = ["-nic", f"user,model=virtio-net-pci,{fwd}"]
+    cluster = state.cluster_nic
+    if cluster is not None:
+        nic = [
+            "-nic", f"user,model=virtio-net-pci,mac={cluster.lan_mac},{fwd}",
+            "-netdev", cluster.netdev(),
+            "-device", f"virtio-net-pci,netdev=cluster,mac={cluster.mac}",
+        ]  # fmt: skip
+    return [
+        exe, "-name", f"bakery-{run.name}", "-machine", "q35", *accel,
+        "-smp", str(state.cpus), "-m", str(state.memory_mb),
+        "-drive", f"file={run / 'overlay.qcow2'},if=virtio,format=qcow2,discard=unmap,cache=unsafe",
+        "-drive", f"file={run / 'seed.iso'},if=virtio,format=raw,readonly=on",
+        *nic,
+        "-display", "none", "-serial", f"file:{run / 'serial.log'}", "-monitor", "none",
+        "-qmp", f"unix:{run / 'qmp.sock'},server=on,wait=off",
+        "-daemonize", "-pidfile", str(run / "qemu.pid"),
+    ]  # fmt: skip
 
 
 def _https_status(port: int, path: str = "/hub/login", timeout: float = 5.0) -> int | None:
@@ -384,6 +483,7 @@ class VmStatus:
     state: VmState
     hub_status: int | None
     console: console.ConsoleScan
+    workers: tuple[VmStatus, ...] = ()
 
     def describe(self) -> str:
         """Human-readable lines."""
@@ -400,11 +500,27 @@ class VmStatus:
             lines.append(f"credentials: {st.credentials}")
         if self.console.failures:
             lines.append("console problems:\n" + _tail("\n".join(self.console.failures), 10))
+        for worker in self.workers:
+            lines.append(worker.describe_worker())
         return "\n".join(lines)
+
+    def describe_worker(self) -> str:
+        """One line for a cluster's worker (it has no hub of its own)."""
+        st = self.state
+        nic = st.cluster_nic
+        stages = ", ".join(dict.fromkeys(self.console.stages)) or "not started"
+        return (
+            f"worker {nic.index if nic else '?'}: {'running' if self.running else 'not running'} "
+            f"(pid {st.pid}, {nic.address if nic else 'no cluster NIC'}), "
+            f"ssh -p {st.ssh_port} {st.extra.get('login_user', 'LOGIN_USER')}@127.0.0.1, "
+            f"cloud-init: {stages}{' (finished)' if self.console.finished else ''}"
+            + (f", console problems: {len(self.console.failures)}" if self.console.failures else "")
+        )
 
 
 def vm_status(run_dir: Path) -> VmStatus:
-    """Report whether the VM of ``run_dir`` runs, what cloud-init did and whether the hub answers.
+    """Report whether the VM of ``run_dir`` runs, what cloud-init did and whether the hub answers
+    (and the same for a cluster's workers).
 
     Raises:
         LocalVmError: nothing was started from ``run_dir``.
@@ -412,8 +528,9 @@ def vm_status(run_dir: Path) -> VmStatus:
     state = VmState.load(Path(run_dir))
     running = qemu.alive(state.pid)
     scan = console.scan(console_text(Path(run_dir)), workshop=state.extra.get("workshop"))
-    hub = _https_status(state.https_port) if running else None
-    return VmStatus(running, state, hub, scan)
+    hub = _https_status(state.https_port) if running and state.https_port else None
+    workers = tuple(vm_status(Path(worker)) for worker in state.workers)
+    return VmStatus(running, state, hub, scan, workers)
 
 
 def stop_vm(
@@ -422,13 +539,33 @@ def stop_vm(
     """Shut the VM of ``run_dir`` down cleanly (ACPI power button via QMP), then clean up.
 
     Falls back to QMP ``quit`` and then SIGTERM when the guest ignores the power button for
-    ``timeout`` seconds. Removes the overlay and seed unless ``keep``.
+    ``timeout`` seconds. Removes the overlay and seed unless ``keep``. A cluster's manager stops
+    its workers first (each as its own VM); a worker that fails to stop does not keep the others
+    running.
 
     Raises:
-        LocalVmError: nothing was started from ``run_dir``, or qemu would not exit.
+        LocalVmError: nothing was started from ``run_dir``, or a qemu would not exit.
     """
     run = Path(run_dir)
     state = VmState.load(run)
+    # Workers first: they mount the manager's /home over NFS and would hang on it at shutdown.
+    failures = []
+    for worker in state.workers:
+        try:
+            progress(f"stopping the worker in {worker}")
+            stop_vm(Path(worker), keep=keep, timeout=timeout, progress=progress)
+        except LocalVmError as exc:
+            failures.append(str(exc))
+    _stop_one(run, state, timeout, progress)
+    if not keep:
+        for name in ("overlay.qcow2", "seed.iso", "state.json", CLUSTER_SECRET_FILE):
+            (run / name).unlink(missing_ok=True)
+    if failures:
+        raise LocalVmError("; ".join(failures))
+
+
+def _stop_one(run: Path, state: VmState, timeout: float, progress: Reporter) -> None:
+    """Power the VM of ``state`` off (ACPI, then QMP quit, then SIGTERM)."""
     if qemu.alive(state.pid):
         progress("asking the guest to power off (ACPI)")
         with contextlib.suppress(LocalVmError):
@@ -444,9 +581,6 @@ def stop_vm(
                     raise LocalVmError(f"qemu (pid {state.pid}) would not exit")
     for name in ("qmp.sock", "qemu.pid"):
         (run / name).unlink(missing_ok=True)
-    if not keep:
-        for name in ("overlay.qcow2", "seed.iso", "state.json"):
-            (run / name).unlink(missing_ok=True)
 
 
 # --- the `bakery try` orchestration -------------------------------------------------------------
@@ -485,14 +619,10 @@ def try_workshop(
     Raises:
         BakeryError: the config is invalid, or the VM did not come up (LocalVmError).
     """
-    from bakery.config import load_config
-    from bakery.credentials import credentials_path, ensure_credentials
     from bakery.render import render_user_data
 
     config_path = Path(config_path)
-    cfg = load_config(config_path)
-    creds = credentials_path(config_path).resolve()
-    accounts = ensure_credentials(cfg, creds)
+    cfg, creds, accounts = _workshop(config_path)
     user_data = render_user_data(cfg, stage=stage, accounts=accounts).data
     run = run_dir or run_dir_for(cfg.name)
     state = start_vm(
@@ -500,12 +630,138 @@ def try_workshop(
         ssh_port=ssh_port, memory=memory, cpus=cpus, accel=accel, hostname=cfg.name,
         progress=progress,
     )  # fmt: skip
+    _remember(state, cfg, config_path, creds, stage)
+    progress(f"qemu started (pid {state.pid}); serial console: {run / 'serial.log'}")
+    seconds = wait_for_hub(
+        state, timeout=_hub_timeout(timeout, stage, state), progress=progress, workshop=cfg.name
+    )
+    return TryResult(url=state.url, credentials=creds, state=state, seconds=seconds)
+
+
+def _workshop(config_path: Path) -> tuple[Workshop, Path, list[Account]]:
+    """The config, its credentials sheet and the accounts in it (made now where missing)."""
+    from bakery.config import load_config
+    from bakery.credentials import credentials_path, ensure_credentials
+
+    cfg = load_config(config_path)
+    creds = credentials_path(config_path).resolve()
+    return cfg, creds, ensure_credentials(cfg, creds)
+
+
+def _remember(state: VmState, cfg: Workshop, config_path: Path, creds: Path, stage: str) -> None:
+    """Record in ``state`` what `--status` and failure reports name: config, sheet, workshop."""
     state.config, state.credentials, state.stage = str(config_path.resolve()), str(creds), stage
     state.extra["workshop"] = cfg.name  # its final_message marks cloud-init's end (console.py)
     state.extra["login_user"] = cfg.login_user
     state.save()
-    progress(f"qemu started (pid {state.pid}); serial console: {run / 'serial.log'}")
-    if timeout is None:
-        timeout = (900.0 if stage == "boot" else 5400.0) * (1 if state.accel == "tcg" else 0.5)
-    seconds = wait_for_hub(state, timeout=timeout, progress=progress, workshop=cfg.name)
+
+
+def _hub_timeout(timeout: float | None, stage: str, state: VmState) -> float:
+    if timeout is not None:
+        return timeout
+    return (900.0 if stage == "boot" else 5400.0) * (1 if state.accel == "tcg" else 0.5)
+
+
+def try_cluster(
+    config_path: Path,
+    *,
+    image: Path,
+    workers: int | None = None,
+    stage: Literal["full", "boot"] = "boot",
+    https_port: int = 8443,
+    ssh_port: int = 2222,
+    memory: str = "2560M",
+    cpus: int = 2,
+    accel: Accel = "auto",
+    timeout: float | None = None,
+    run_dir: Path | None = None,
+    progress: Reporter = quiet,
+) -> TryResult:
+    """Boot a swarm workshop (``cluster.engine: swarm``) as a manager VM and ``workers`` workers.
+
+    The VMs share a private network (:data:`CLUSTER_NET`, MTU 1450): the manager at .10, worker
+    ``i`` at .(10+i). One random secret per cluster goes into every VM's meta-data (never into
+    user-data) with the manager's address; it is kept in the run directory (mode 600) and
+    nowhere else. The manager forwards HTTPS, HTTP and ssh as `bakery try` does; worker ``i``
+    forwards only ssh, on ``ssh_port + i``. Workers' run directories are ``RUN/worker-I``; the
+    manager's state lists them, so `--status` and `--stop` cover them.
+
+    Args:
+        workers: worker VMs (default: the config's ``cluster.workers``).
+        memory: each VM's memory.
+
+    Returns:
+        The manager's result once its hub's login page answers (the workers may still be
+        joining the swarm).
+
+    Raises:
+        UsageError: the config is not a swarm cluster, or the VMs do not fit in this machine.
+        BakeryError: the config is invalid, or a VM did not come up (LocalVmError).
+    """
+    from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET
+    from bakery.render import render_user_data
+
+    config_path = Path(config_path)
+    cfg, creds, accounts = _workshop(config_path)
+    if not cfg.cluster.swarm:
+        raise UsageError(
+            f"--workers: {config_path} is not a cluster; set cluster.engine: swarm in it"
+        )
+    count = cfg.cluster.workers if workers is None else workers
+    if count < 1:
+        raise UsageError(f"--workers {count}: a cluster needs at least one worker")
+    run = Path(run_dir or run_dir_for(cfg.name))
+    _check_cluster_fits(memory, count + 1)
+    _check_free(run, {"HTTPS": https_port, "HTTP": https_port + 1, "ssh": ssh_port})
+    for i in range(1, count + 1):
+        _check_free(run / f"worker-{i}", {f"worker {i} ssh": ssh_port + i})
+    run.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    write_private(run / CLUSTER_SECRET_FILE, secret + "\n")
+    # The multicast port: one per cluster, so two clusters on this machine stay apart.
+    port = https_port
+    manager = ClusterNic(0, port)
+    meta = {CLUSTER_META_SECRET: secret, CLUSTER_META_MANAGER: manager.address}
+    boot = functools.partial(
+        start_vm, image=image, memory=memory, cpus=cpus, accel=accel, meta=meta
+    )
+    docs = {
+        role: render_user_data(cfg, stage=stage, accounts=accounts, role=role).data
+        for role in ("manager", "worker")
+    }
+    state = boot(
+        user_data=docs["manager"], run_dir=run, https_port=https_port, ssh_port=ssh_port,
+        hostname=f"{cfg.name}-manager", cluster_nic=manager, progress=progress,
+    )  # fmt: skip
+    _remember(state, cfg, config_path, creds, stage)
+    progress(f"manager: qemu started (pid {state.pid}); serial console: {run / 'serial.log'}")
+    try:
+        for i in range(1, count + 1):
+            worker = boot(
+                user_data=docs["worker"], run_dir=run / f"worker-{i}", ssh_port=ssh_port + i,
+                hostname=f"{cfg.name}-worker-{i}", web=False, cluster_nic=ClusterNic(i, port),
+            )  # fmt: skip
+            _remember(worker, cfg, config_path, creds, stage)
+            state.workers.append(worker.run_dir)
+            state.save()
+            progress(f"worker {i}: qemu started (pid {worker.pid}), ssh port {ssh_port + i}")
+    except BaseException:
+        # A worker that cannot start leaves no half cluster behind (the error says why).
+        with contextlib.suppress(LocalVmError):
+            stop_vm(run, timeout=30)
+        raise
+    seconds = wait_for_hub(
+        state, timeout=_hub_timeout(timeout, stage, state), progress=progress, workshop=cfg.name
+    )
     return TryResult(url=state.url, credentials=creds, state=state, seconds=seconds)
+
+
+def _check_cluster_fits(memory: str, vms: int) -> None:
+    """Refuse ``vms`` VMs of ``memory`` each when they need more than this machine has."""
+    mb = memory_mb(memory)
+    host = _host_memory()
+    if host is not None and vms * mb * 1024**2 > host:
+        raise UsageError(
+            f"--memory {memory}: {vms} VMs need {vms * mb / 1024:.1f}G; this machine has only "
+            f"{host / 1024**3:.1f}G (fewer --workers or less --memory)"
+        )

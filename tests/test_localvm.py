@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -10,8 +11,11 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pycdlib
 import pytest
+import yaml
 from helpers import require_tool
 
 from bakery import localvm, qemu
@@ -288,3 +292,250 @@ def test_qmp_speaks_the_protocol(tmp_path: Path) -> None:
 def test_qmp_without_a_vm_is_a_local_vm_error(tmp_path: Path) -> None:
     with pytest.raises(LocalVmError, match="cannot reach the VM's QMP socket"):
         qemu.qmp(tmp_path, "system_powerdown")
+
+
+# --- a cluster's VMs (bakery try --workers N) ----------------------------------------------------
+
+
+def cluster_state(run_dir: Path, index: int, *, web: bool = True) -> localvm.VmState:
+    return localvm.VmState(
+        run_dir=str(run_dir), image="golden.qcow2", accel="tcg", accel_reason="test",
+        https_port=18643 if web else 0, http_port=18644 if web else 0, ssh_port=12442 + index,
+        memory_mb=2560, cpus=2, cluster_index=index, cluster_port=18643,
+    )  # fmt: skip
+
+
+def option(cmd: list[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` on a command line."""
+    return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == flag]
+
+
+def test_a_plain_vm_has_one_nic_and_no_fixed_mac(tmp_path: Path) -> None:
+    state = cluster_state(tmp_path, 0)
+    state.cluster_port = 0
+    cmd = localvm.qemu_command(state)
+    assert option(cmd, "-netdev") == [] and option(cmd, "-device") == []
+    assert option(cmd, "-nic") == [
+        "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:18643-:443,"
+        "hostfwd=tcp:127.0.0.1:18644-:80,hostfwd=tcp:127.0.0.1:12442-:22"
+    ]
+
+
+def test_a_cluster_manager_gets_a_second_nic_on_the_multicast_network(tmp_path: Path) -> None:
+    cmd = localvm.qemu_command(cluster_state(tmp_path, 0))
+    assert option(cmd, "-nic") == [
+        "user,model=virtio-net-pci,mac=52:54:00:12:34:0a,hostfwd=tcp:127.0.0.1:18643-:443,"
+        "hostfwd=tcp:127.0.0.1:18644-:80,hostfwd=tcp:127.0.0.1:12442-:22"
+    ]
+    assert option(cmd, "-netdev") == ["socket,id=cluster,mcast=230.0.0.1:18643,localaddr=127.0.0.1"]
+    assert option(cmd, "-device") == ["virtio-net-pci,netdev=cluster,mac=52:54:00:77:00:0a"]
+
+
+def test_a_worker_forwards_only_ssh_and_has_its_own_macs(tmp_path: Path) -> None:
+    cmd = localvm.qemu_command(cluster_state(tmp_path, 2, web=False))
+    assert option(cmd, "-nic") == [
+        "user,model=virtio-net-pci,mac=52:54:00:12:34:0c,hostfwd=tcp:127.0.0.1:12444-:22"
+    ]
+    assert option(cmd, "-device") == ["virtio-net-pci,netdev=cluster,mac=52:54:00:77:00:0c"]
+    assert option(cmd, "-netdev") == ["socket,id=cluster,mcast=230.0.0.1:18643,localaddr=127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("index", "address"), [(0, "10.77.0.10"), (1, "10.77.0.11"), (9, "10.77.0.19")]
+)
+def test_cluster_network_config_static_address_mtu_1450(index: int, address: str) -> None:
+    nic = localvm.ClusterNic(index, 18643)
+    assert nic.address == address
+    doc = yaml.safe_load(nic.network_config())
+    assert doc["version"] == 2
+    lan, cluster = doc["ethernets"]["lan0"], doc["ethernets"]["cluster0"]
+    assert lan["match"] == {"macaddress": nic.lan_mac} and lan["dhcp4"] is True
+    assert "addresses" not in lan and "mtu" not in lan
+    assert cluster["match"] == {"macaddress": nic.mac}
+    assert cluster["addresses"] == [f"{address}/24"] and cluster["mtu"] == 1450
+    assert cluster["dhcp4"] is False and "gateway4" not in cluster and "routes" not in cluster
+
+
+SWARM = """\
+name: swarm-try
+os: debian-12
+users: {count: 2}
+spawner: {kind: docker}
+tls: {mode: self-signed}
+cluster: {engine: swarm, workers: 2}
+"""
+
+
+def iso_file(iso_path: Path, name: str) -> bytes:
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_path))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
+        return out.getvalue()
+    finally:
+        iso.close()
+
+
+@pytest.fixture
+def no_qemu(monkeypatch: pytest.MonkeyPatch) -> list[localvm.VmState]:
+    """start_vm writes overlays and seeds, but no qemu starts and the hub answers at once."""
+    require_tool("qemu-system-x86_64")
+    require_tool("qemu-img")
+    booted: list[localvm.VmState] = []
+
+    def boot(state: localvm.VmState) -> None:
+        state.pid, state.started_at = 4242 + len(booted), 1.0
+        state.save()
+        booted.append(state)
+
+    monkeypatch.setattr(localvm, "boot_vm", boot)
+    monkeypatch.setattr(localvm, "wait_for_hub", lambda state, **_: 12.0)
+    monkeypatch.setattr(localvm, "_host_memory", lambda: 64 * 1024**3)
+    return booted
+
+
+def base_image(tmp_path: Path) -> Path:
+    image = tmp_path / "golden.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    return image
+
+
+def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_only(
+    tmp_path: Path, no_qemu: list[localvm.VmState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bakery import render
+
+    roles: list[str] = []
+    real = render.render_user_data
+
+    def render_role(cfg: Any, **kwargs: Any) -> Any:
+        roles.append(kwargs.get("role", "manager"))
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(render, "render_user_data", render_role)
+    # Ports as numbers only (no qemu here): a real cluster may hold them while this runs.
+    monkeypatch.setattr(localvm.qemu, "port_free", lambda port: True)
+    config = tmp_path / "workshop.yaml"
+    config.write_text(SWARM)
+    run = tmp_path / "run"
+    result = localvm.try_cluster(
+        config, image=base_image(tmp_path), https_port=18643, ssh_port=12442, run_dir=run,
+        accel="tcg",
+    )  # fmt: skip
+    assert sorted(roles) == ["manager", "worker"]
+    assert [s.run_dir for s in no_qemu] == [str(run), str(run / "worker-1"), str(run / "worker-2")]
+    manager, *workers = no_qemu
+    assert result.state.workers == [str(run / "worker-1"), str(run / "worker-2")]
+    assert localvm.VmState.load(run).workers == result.state.workers  # --stop finds them
+    assert (manager.https_port, manager.http_port, manager.ssh_port) == (18643, 18644, 12442)
+    assert [(w.https_port, w.http_port, w.ssh_port) for w in workers] == [
+        (0, 0, 12443),
+        (0, 0, 12444),
+    ]
+    assert [s.memory_mb for s in no_qemu] == [2560] * 3
+
+    secret_file = run / "cluster-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().strip()
+    assert len(secret) == 64 and int(secret, 16) >= 0
+    for i, state in enumerate(no_qemu):
+        iso = Path(state.run_dir) / "seed.iso"
+        meta = yaml.safe_load(iso_file(iso, "meta-data"))
+        assert meta["bakery_cluster_secret"] == secret
+        assert meta["bakery_manager"] == "10.77.0.10"
+        assert secret.encode() not in iso_file(iso, "user-data")
+        net = yaml.safe_load(iso_file(iso, "network-config"))
+        assert net["ethernets"]["cluster0"]["addresses"] == [f"10.77.0.{10 + i}/24"]
+        assert state.cluster_nic == localvm.ClusterNic(i, 18643)
+    # A second cluster gets a new secret.
+    localvm.stop_vm(run)
+    localvm.try_cluster(config, image=base_image(tmp_path), https_port=18643, ssh_port=12442,
+                        run_dir=run, workers=1, accel="tcg")  # fmt: skip
+    assert secret_file.read_text().strip() != secret
+    assert localvm.VmState.load(run).workers == [str(run / "worker-1")]
+
+
+def test_try_cluster_refuses_a_config_without_swarm(tmp_path: Path) -> None:
+    config = tmp_path / "workshop.yaml"
+    config.write_text(SWARM.replace("engine: swarm", "engine: none"))
+    with pytest.raises(UsageError, match=r"is not a cluster; set cluster.engine: swarm"):
+        localvm.try_cluster(config, image=tmp_path / "none.qcow2", run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_try_cluster_refuses_more_memory_than_the_machine_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(localvm, "_host_memory", lambda: 8 * 1024**3)
+    config = tmp_path / "workshop.yaml"
+    config.write_text(SWARM)
+    with pytest.raises(UsageError, match=r"4 VMs need 10\.0G; this machine has only 8\.0G"):
+        localvm.try_cluster(config, image=tmp_path / "x.qcow2", workers=3, run_dir=tmp_path / "r")
+
+
+def test_try_workers_without_swarm_is_refused_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bakery.cli import app
+
+    config = tmp_path / "workshop.yaml"
+    config.write_text(SWARM.replace("cluster: {engine: swarm, workers: 2}\n", ""))
+    result = CliRunner().invoke(app, ["try", str(config), "--workers", "2", "--image", "x.qcow2"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--workers needs a cluster" in lines[0], result.stderr
+    assert "cluster.engine: swarm" in lines[0]
+
+
+def test_stop_stops_the_workers_first_then_the_manager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    manager = cluster_state(run, 0)
+    manager.workers = [str(run / "worker-1"), str(run / "worker-2")]
+    for i, state in enumerate([manager, cluster_state(run / "worker-1", 1, web=False),
+                               cluster_state(run / "worker-2", 2, web=False)]):  # fmt: skip
+        Path(state.run_dir).mkdir(parents=True, exist_ok=True)
+        state.pid = 100 + i
+        state.save()
+        (Path(state.run_dir) / "overlay.qcow2").write_text("disk")
+    (run / "cluster-secret").write_text("s")
+    stopped: list[int] = []
+    monkeypatch.setattr(localvm, "_stop_one", lambda run, state, *_: stopped.append(state.pid))
+    localvm.stop_vm(run)
+    assert stopped == [101, 102, 100]
+    assert not list(run.rglob("overlay.qcow2")) and not list(run.rglob("state.json"))
+    assert not (run / "cluster-secret").exists()
+
+
+def test_stop_goes_on_when_a_worker_fails_and_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    manager = cluster_state(run, 0)
+    manager.workers = [str(run / "worker-1")]  # never started: no state.json
+    run.mkdir()
+    manager.save()
+    stopped: list[str] = []
+    monkeypatch.setattr(localvm, "_stop_one", lambda run, state, *_: stopped.append(state.run_dir))
+    with pytest.raises(LocalVmError, match=r"no local VM was started from .*worker-1"):
+        localvm.stop_vm(run)
+    assert stopped == [str(run)]
+
+
+def test_status_lists_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    manager = cluster_state(run, 0)
+    manager.workers = [str(run / "worker-1")]
+    worker = cluster_state(run / "worker-1", 1, web=False)
+    worker.extra["login_user"] = "debian"
+    for state in (manager, worker):
+        Path(state.run_dir).mkdir(parents=True, exist_ok=True)
+        state.save()
+    monkeypatch.setattr(qemu, "alive", lambda pid: False)
+    text = localvm.vm_status(run).describe()
+    assert text.splitlines()[-1] == (
+        "worker 1: not running (pid 0, 10.77.0.11), ssh -p 12443 debian@127.0.0.1, "
+        "cloud-init: not started"
+    )
