@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BUILD ?= build
 PYTEST_ARGS ?=
 
-.PHONY: demo install test test-e2e test-cloud test-cloud-bake test-slow lint typecheck bench bench-e2e bench-class golden clean
+.PHONY: demo install test test-e2e test-cloud test-cloud-bake test-cloud-cluster test-slow lint typecheck bench bench-e2e bench-class golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ test-e2e: $(VENV)/.deps
 
 # Needs the OpenStack of ../shared/testcloud (sudo ../shared/testcloud/up.sh).
 test-cloud: $(VENV)/.deps
-	$(BIN)/pytest -m testcloud -s $(PYTEST_ARGS)
+	$(BIN)/pytest -m "testcloud and not slow" -s $(PYTEST_ARGS)
+
+# A swarm cluster on the test cloud (manager + 1 worker from a chroot-baked golden image, a
+# trainee's server on the worker, destroy leaves nothing): root, long under nested TCG, on demand.
+test-cloud-cluster: $(VENV)/.deps
+	$(BIN)/pytest -m "testcloud and slow" -s tests/testcloud/test_cloud_cluster.py $(PYTEST_ARGS)
 
 # The real bakes on the test cloud (openstacksdk builder, Packer's openstack source), each launched
 # and logged into: hours under nested TCG, not in CI.

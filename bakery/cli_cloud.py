@@ -1,4 +1,4 @@
-"""OpenStack commands: launch, status, destroy."""
+"""OpenStack commands: launch, status, destroy, scale."""
 
 from __future__ import annotations
 
@@ -114,6 +114,9 @@ def launch(
     for server in result.servers:
         hub = "" if not wait else f"  (hub: {server.hub})"
         typer.echo(f"{server.name}: {server.url or 'no address yet'}{hub}")
+    if result.workers:
+        names = ", ".join(w.name for w in result.workers)
+        typer.echo(f"workers: {names}  (the swarm's nodes: bakery status {config})")
     typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
 
 
@@ -122,16 +125,38 @@ def launch(
 def status(
     config: ConfigArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="A swarm's manager: the ssh private key (default: openstack.public_key "
+            "without .pub, else ssh's own).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Show the workshop's servers: state, addresses, hub health, cloud-init progress."""
+    """Show the workshop's servers: state, addresses, hub health, cloud-init progress.
+
+    A swarm cluster also shows its nodes (Ready/Down, availability) and the trainees' servers on
+    each, asked over ssh from the manager.
+    """
     from bakery.config import load_config
     from bakery.expiry import status_line
     from bakery.launch import status as get_status
     from bakery.launch import status_json
 
-    infos = get_status(config_path=config)
+    cfg = load_config(config)
+    swarm = None
+    if cfg.cluster.swarm:
+        from bakery.cluster import cluster_status
+
+        swarm = cluster_status(config_path=config, identity=identity)
+        infos = swarm.servers
+    else:
+        infos = get_status(config_path=config)
     if as_json:
-        typer.echo(status_json(load_config(config), infos))
+        typer.echo(status_json(cfg, infos, swarm.as_dict() if swarm else None))
         return
     ends = status_line(config_path=config, servers=len(infos))
     if ends:
@@ -144,6 +169,8 @@ def status(
             f"{s.name}  {s.status}  {s.floating_ip or ', '.join(s.addresses) or '-'}  "
             f"hub: {s.hub}  cloud-init: {s.cloud_init}" + (f"  fault: {s.fault}" if s.fault else "")
         )
+    for line in swarm.lines() if swarm else []:
+        typer.echo(line)
 
 
 @app.command()
@@ -203,3 +230,63 @@ def destroy(
             if plan.items
             else "nothing to delete"
         )
+
+
+@app.command()
+@handle_errors
+def scale(
+    config: ConfigArg,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="The swarm's worker VMs after the change (at least 1)."),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image for new workers (default: the manager's own image)."),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="The ssh private key for the manager (default: openstack.public_key without "
+            ".pub, else ssh's own).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Add swarm workers, or drain and remove the highest-numbered ones (cluster.engine swarm).
+
+    A removed worker's running servers are stopped by the swarm (their files stay in /home on
+    the manager); asks first unless --yes.
+    """
+    from bakery.cluster import ScalePlan
+    from bakery.cluster import scale as do_scale
+
+    def confirm(plan: ScalePlan) -> bool:
+        for line in plan.lines():
+            _err(line)
+        if plan.warning:
+            _err(f"bakery: warning: {plan.warning}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _err("bakery: not a terminal: pass --yes to remove workers without asking")
+            return False
+        return typer.confirm(f"Drain and remove {len(plan.remove)} workers?", default=False)
+
+    plan = do_scale(
+        config_path=config, workers=workers, image=image, identity=identity, dry_run=dry_run,
+        confirm=confirm, progress=progress(),
+    )  # fmt: skip
+    if dry_run:
+        for line in plan.lines():
+            typer.echo(line)
+        if plan.warning:
+            typer.echo(f"warning: {plan.warning}")
+        return
+    typer.echo(f"workers: {plan.workers}" + ("" if plan.add or plan.remove else " (unchanged)"))

@@ -64,10 +64,20 @@ HOMES_WARNING = (
 
 
 def workshop_config(config_path: Path, count: int | None = None) -> Workshop:
-    """The config, with ``openstack.count`` overridden by ``count``."""
+    """The config, with ``openstack.count`` overridden by ``count``.
+
+    Raises:
+        UsageError: ``count`` for a swarm cluster (one hub: `bakery scale` sizes it).
+    """
     cfg = load_config(config_path)
     if count is None:
         return cfg
+    if cfg.cluster.swarm:
+        raise UsageError(
+            f"--count {count}: workshop {cfg.name} is a swarm cluster (cluster.engine: swarm), "
+            "one hub over its workers; --count makes separate hubs. Size the cluster with "
+            "cluster.workers or `bakery scale CONFIG --workers N`"
+        )
     return cfg.model_copy(update={"openstack": cfg.openstack.model_copy(update={"count": count})})
 
 
@@ -207,6 +217,7 @@ class LaunchResult:
     servers: list[ServerInfo]
     created: list[Tracked]
     credentials: Path
+    workers: list[ServerInfo] = field(default_factory=list)  # a swarm's (no hub, no URL)
 
 
 # --- launch ---------------------------------------------------------------------------------------
@@ -326,6 +337,12 @@ def launch(
     cfg = with_timeouts(workshop_config(config_path, count), hub_timeout, active_timeout)
     refuse_if_ended(cfg)  # its VM would refuse every trainee and power itself off
     ref = image_ref(cfg, image)
+    if cfg.cluster.swarm:
+        from bakery.cluster import launch_cluster
+
+        return launch_cluster(
+            cfg, config_path=config_path, image=ref, stage=stage, wait=wait, progress=progress
+        )
     refuse_unfilled_count(cfg)  # before anything is read from the cloud
     conn = connect(cfg)
     basis = resolve_basis(conn, cfg, ref, stage, progress)
@@ -402,7 +419,12 @@ def wait_hub(
 def status(*, config_path: Path) -> list[ServerInfo]:
     """The workshop's servers with state, addresses, hub health and cloud-init progress."""
     cfg = load_config(config_path)
-    conn = connect(cfg)
+    return server_infos(connect(cfg), cfg)
+
+
+def server_infos(conn: Connection, cfg: Workshop) -> list[ServerInfo]:
+    """Each of the workshop's servers as `status` shows it (a swarm's workers: no hub)."""
+    hubs = set(server_names(cfg)) if cfg.cluster.swarm else None
     fips = {
         ip.port_details.get("device_id") if ip.port_details else None: ip
         for ip in workshop_floating_ips(conn, cfg)
@@ -413,18 +435,25 @@ def status(*, config_path: Path) -> list[ServerInfo]:
         info = server_info(server, str(fip.floating_ip_address) if fip else None)
         if server.status == "ERROR":
             info.fault = server_fault(server)
-        if info.ip and server.status == "ACTIVE":
+        if hubs is not None and server.name not in hubs:
+            info.url, info.hub = None, "none (a swarm worker)"
+            if server.status == "ACTIVE":
+                info.cloud_init, _ = console_state(conn, server, cfg)
+        elif info.ip and server.status == "ACTIVE":
             info.hub = hub_health(info.ip)
             info.cloud_init, _ = console_state(conn, server, cfg)
         infos.append(info)
     return infos
 
 
-def status_json(cfg: Workshop, infos: list[ServerInfo]) -> str:
-    """`bakery status --json`: the workshop, its servers and its expiry (see `expiry.state`)."""
+def status_json(cfg: Workshop, infos: list[ServerInfo], swarm: dict[str, Any] | None = None) -> str:
+    """`bakery status --json`: the workshop, its servers and its expiry (see `expiry.state`);
+    a swarm's nodes as the manager sees them under ``swarm``."""
     from bakery.expiry import state
 
     doc = {"workshop": cfg.name, "servers": [asdict(i) for i in infos], "expiry": state(cfg)}
+    if swarm is not None:
+        doc["swarm"] = swarm
     return json.dumps(doc, indent=2, sort_keys=True)
 
 

@@ -21,6 +21,8 @@ from bakery.errors import BakeryError
 from bakery.launch import image_ref, split_users, user_data_b64, workshop_config
 from bakery.render import Stage
 from bakery.resources import (
+    all_wanted,
+    cluster_rule_key,
     existing_keypair,
     find_group,
     key_name,
@@ -29,11 +31,11 @@ from bakery.resources import (
     rule_key,
     server_names,
     sg_name,
-    wanted_rules,
+    worker_name,
     workshop_floating_ips,
     workshop_servers,
 )
-from bakery.sizing import estimate_workshop
+from bakery.sizing import estimate_workshop, worker_estimate, workers_for
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -49,6 +51,19 @@ class PlannedServer:
     action: str  # "create", or "exists (STATUS): reused"
     users: int
     user_data_chars: int
+    role: str = ""  # a swarm's: manager or worker
+
+    def line(self) -> str:
+        """``intro-1: will be created; 6 accounts; user-data ...``."""
+        what = {
+            "": f"{self.users} accounts",
+            "manager": f"swarm manager (the hub), {self.users} accounts",
+            "worker": "swarm worker (trainees' servers, no accounts)",
+        }[self.role]
+        return (
+            f"  {self.name}: {self.action}; {what}; user-data "
+            f"{self.user_data_chars:,} of {NOVA_LIMIT:,} base64 chars"
+        )
 
 
 @dataclass
@@ -82,6 +97,7 @@ class LaunchPlan:
     servers: list[PlannedServer]
     quota: list[str] = field(default_factory=list)
     boot: str = ""
+    cluster: list[str] = field(default_factory=list)  # a swarm's lines (none: one VM per hub)
 
     def lines(self) -> list[str]:
         """The plan as the CLI prints it."""
@@ -90,6 +106,7 @@ class LaunchPlan:
             f"image: {self.image}",
             f"stage: {self.stage}",
             f"flavor: {self.flavor}",
+            *self.cluster,
             f"boot: {self.boot}",
             f"networks: {', '.join(self.networks) or '(the project default)'}",
             f"floating IPs: {self.floating_ip_network}",
@@ -97,11 +114,7 @@ class LaunchPlan:
             f"security group: {self.security_group}",
             *(f"  rule {r}" for r in self.rules),
             "servers:",
-            *(
-                f"  {s.name}: {s.action}; {s.users} accounts; user-data "
-                f"{s.user_data_chars:,} of {NOVA_LIMIT:,} base64 chars"
-                for s in self.servers
-            ),
+            *(s.line() for s in self.servers),
             "quota headroom:",
             *(f"  {q}" for q in self.quota),
         ]
@@ -160,14 +173,17 @@ def _group(conn: Connection, cfg: Workshop) -> tuple[str, list[str], int]:
     name = sg_name(cfg)
     group = find_group(conn, cfg)
     if group is None:
-        rules = [f"{r}: will add" for r in wanted_rules(cfg)]
+        rules = [f"{r}: will add" for r in all_wanted(cfg)]
         return f"{name}: will be created", rules, len(rules)
     if not owned(group.description, cfg):
         return f"{name}: exists (not bakery's): used as it is, rules unchanged", [], 0
     add, remove = rule_changes(conn, cfg, group)
-    rules = [f"{r}: present" for r in wanted_rules(cfg) if r not in add]
+    rules = [f"{r}: present" for r in all_wanted(cfg) if r not in add]
     rules += [f"{r}: will add" for r in add]
-    rules += [f"{rule_key(r) or 'rule ' + str(r.id)}: will remove" for r in remove]
+    rules += [
+        f"{cluster_rule_key(r, group) or rule_key(r) or 'rule ' + str(r.id)}: will remove"
+        for r in remove
+    ]
     return f"{name}: exists (bakery's), rules reconciled", rules, len(add)
 
 
@@ -255,6 +271,8 @@ def _servers(
     cfg: Workshop, existing: dict[str, Any], stage: Stage, order: list[str]
 ) -> list[PlannedServer]:
     accounts = preview_accounts(cfg)  # the same sizes as the real sheet's; nothing is written
+    if cfg.cluster.swarm:
+        return _cluster_servers(cfg, existing, stage, order, accounts)
     out = []
     for part in split_users(cfg, order):
         name = str(part.hostname)
@@ -263,6 +281,59 @@ def _servers(
         action = f"exists ({server.status}): reused" if server else "will be created"
         out.append(PlannedServer(name, action, len(part.users.all_names()), len(payload)))
     return out
+
+
+def _action(server: Any) -> str:
+    return f"exists ({server.status}): reused" if server else "will be created"
+
+
+def _cluster_servers(
+    cfg: Workshop, existing: dict[str, Any], stage: Stage, order: list[str], accounts: list[Any]
+) -> list[PlannedServer]:
+    from bakery.cluster import manager_payload, worker_payload
+
+    (manager,) = server_names(cfg)
+    payload = manager_payload(cfg, accounts, stage, order)
+    out = [
+        PlannedServer(
+            manager, _action(existing.get(manager)), len(cfg.users.all_names()), len(payload),
+            "manager",
+        )
+    ]  # fmt: skip
+    for n in range(1, cfg.cluster.workers + 1):
+        name = worker_name(cfg, n)
+        size = len(worker_payload(cfg, n, stage))
+        out.append(PlannedServer(name, _action(existing.get(name)), 0, size, "worker"))
+    return out
+
+
+def _worker_flavor(conn: Connection, cfg: Workshop, config_dir: Path) -> tuple[Any, list[str]]:
+    """The workers' flavor and the plan's cluster lines."""
+    need = worker_estimate(cfg, config_dir)
+    if cfg.cluster.worker_flavor != "auto":
+        flavor = find_flavor(conn, cfg.cluster.worker_flavor, "cluster.worker_flavor")
+        why = "cluster.worker_flavor"
+    else:
+        flavor = auto_flavor(conn, cfg, need)
+        why = (
+            f"auto: the smallest that holds a worker's share, {need.trainees} trainees' and "
+            f"{need.admins} admins' servers ({need.memory_mib} MiB, {need.vcpus} vCPUs, "
+            f"{need.disk_gb} GB; `bakery size`)"
+        )
+    on = " and the manager" if cfg.cluster.manager_runs_servers else ""
+    lines = [
+        f"cluster: swarm, one hub on {server_names(cfg)[0]}, the trainees' servers on "
+        f"{cfg.cluster.workers} workers{on}",
+        f"worker flavor: {flavor.name} ({flavor.vcpus} vCPUs, {flavor.ram} MiB, "
+        f"{flavor.disk} GB): {why}",
+    ]
+    needed = workers_for(cfg, int(flavor.ram))
+    if needed > cfg.cluster.workers:
+        lines.append(
+            f"  warning: {flavor.name} holds fewer servers than a worker's share: the class "
+            f"needs {needed} workers of it (cluster.workers is {cfg.cluster.workers})"
+        )
+    return flavor, lines
 
 
 def _floating(conn: Connection, cfg: Workshop, existing: dict[str, Any]) -> tuple[str, int]:
@@ -280,17 +351,30 @@ def _floating(conn: Connection, cfg: Workshop, existing: dict[str, Any]) -> tupl
 
 
 def launch_need(conn: Connection, cfg: Workshop, flavor: Any) -> Need:
-    """What a launch of ``cfg`` with ``flavor`` adds to the project (what exists is reused)."""
+    """What a launch of ``cfg`` with ``flavor`` adds to the project (what exists is reused).
+
+    A swarm's workers add theirs with the workers' flavor (``flavor`` is the manager's).
+    """
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
     new = sum(1 for name in server_names(cfg) if name not in existing)
+    vcpus, ram = new * int(flavor.vcpus), new * int(flavor.ram)
+    if cfg.cluster.swarm:
+        from bakery.cluster import choose_worker_flavor
+
+        workers = [worker_name(cfg, n) for n in range(1, cfg.cluster.workers + 1)]
+        added = sum(1 for name in workers if name not in existing)
+        if added:
+            each = choose_worker_flavor(conn, cfg)
+            vcpus, ram = vcpus + added * int(each.vcpus), ram + added * int(each.ram)
+        new += added
     _, fip_need = _floating(conn, cfg, existing)
     group_text, _, rule_need = _group(conn, cfg)
     name = key_name(cfg)
     new_key = name is not None and cfg.openstack.public_key is not None
     return Need(
         servers=new,
-        vcpus=new * int(flavor.vcpus),
-        ram_mib=new * int(flavor.ram),
+        vcpus=vcpus,
+        ram_mib=ram,
         floating_ips=fip_need,
         security_groups=int(group_text.endswith("will be created")),
         rules=rule_need,
@@ -326,6 +410,9 @@ def plan_launch(
     servers = _servers(cfg, existing, chosen, sheet_order(credentials_path(config_path)))
     fip_text, _ = _floating(conn, cfg, existing)
     group_text, rules, _ = _group(conn, cfg)
+    cluster: list[str] = []
+    if cfg.cluster.swarm:
+        _, cluster = _worker_flavor(conn, cfg, Path(config_path).parent)
     need = launch_need(conn, cfg, flavor)
     return LaunchPlan(
         workshop=cfg.name,
@@ -340,4 +427,5 @@ def plan_launch(
         servers=servers,
         quota=quota_lines(conn, need),
         boot=_boot(cfg),
+        cluster=cluster,
     )

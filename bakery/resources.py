@@ -31,6 +31,7 @@ from bakery.errors import (
     QuotaError,
 )
 from bakery.files import write_private
+from bakery.layout import CLUSTER_PORTS
 from bakery.progress import Reporter, quiet
 
 if TYPE_CHECKING:
@@ -91,8 +92,26 @@ def key_name(cfg: Workshop) -> str | None:
 
 
 def server_names(cfg: Workshop) -> list[str]:
-    """Server names: NAME-1 .. NAME-N."""
+    """The names of the servers that run a hub: NAME-1 .. NAME-N (a swarm: NAME-manager)."""
+    if cfg.cluster.swarm:
+        return [manager_name(cfg)]
     return [f"{cfg.name}-{i}" for i in range(1, cfg.openstack.count + 1)]
+
+
+def manager_name(cfg: Workshop) -> str:
+    """The swarm manager's server name: NAME-manager."""
+    return f"{cfg.name}-manager"
+
+
+def worker_name(cfg: Workshop, number: int) -> str:
+    """Worker ``number``'s server name: NAME-worker-N (numbered from 1)."""
+    return f"{cfg.name}-worker-{number}"
+
+
+def worker_number(cfg: Workshop, name: str) -> int | None:
+    """N of a server named NAME-worker-N (None: not one of this workshop's workers)."""
+    match = re.fullmatch(rf"{re.escape(cfg.name)}-worker-([1-9][0-9]*)", name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,29 @@ class Rule:
 def wanted_rules(cfg: Workshop) -> list[Rule]:
     """The rules the security group holds: ssh for the admins' network, web for everyone."""
     return [Rule(22, cfg.openstack.admin_cidr), Rule(80, "0.0.0.0/0"), Rule(443, "0.0.0.0/0")]
+
+
+@dataclass(frozen=True)
+class ClusterRule:
+    """An ingress rule open to the group's own members only (its remote is the group itself)."""
+
+    port: int
+    protocol: str
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.port} from the group's own members (IPv4)"
+
+
+def cluster_rules(cfg: Workshop) -> list[ClusterRule]:
+    """A swarm's intra-cluster rules (swarm, overlay, NFS, join token, hub API); else none."""
+    if not cfg.cluster.swarm:
+        return []
+    return [ClusterRule(port, proto) for port, proto in CLUSTER_PORTS]
+
+
+def all_wanted(cfg: Workshop) -> list[Rule | ClusterRule]:
+    """Every ingress rule the workshop's group holds: the public ones, then the cluster's."""
+    return [*wanted_rules(cfg), *cluster_rules(cfg)]
 
 
 # --- the state file beside the config -------------------------------------------------------------
@@ -275,7 +317,7 @@ def find_group(conn: Connection, cfg: Workshop) -> Any:
 
 def rule_key(rule: Any) -> Rule | None:
     """The single-port ingress TCP rule ``rule`` is, else None (a rule bakery does not make)."""
-    if rule.direction != "ingress" or rule.protocol != "tcp":
+    if rule.direction != "ingress" or rule.protocol != "tcp" or rule.remote_group_id:
         return None
     if rule.port_range_min is None or rule.port_range_min != rule.port_range_max:
         return None
@@ -283,20 +325,41 @@ def rule_key(rule: Any) -> Rule | None:
     return Rule(int(rule.port_range_min), str(rule.remote_ip_prefix or anywhere))
 
 
-def rule_changes(conn: Connection, cfg: Workshop, group: Any) -> tuple[list[Rule], list[Any]]:
-    """(rules to add, ingress rules to remove) to bring bakery's group to ``wanted_rules``."""
-    wanted = {(r.port, r.network): r for r in wanted_rules(cfg)}
+def cluster_rule_key(rule: Any, group: Any) -> ClusterRule | None:
+    """The intra-group single-port ingress rule ``rule`` is, else None."""
+    if rule.direction != "ingress" or rule.protocol not in ("tcp", "udp"):
+        return None
+    if rule.remote_group_id != group.id or rule.remote_ip_prefix or rule.ether_type != "IPv4":
+        return None
+    if rule.port_range_min is None or rule.port_range_min != rule.port_range_max:
+        return None
+    return ClusterRule(int(rule.port_range_min), str(rule.protocol))
+
+
+def _ident(rule: Any, group: Any) -> Any:
+    cluster = cluster_rule_key(rule, group)
+    if cluster is not None:
+        return cluster
+    key = rule_key(rule)
+    return (key.port, key.network) if key else None
+
+
+def rule_changes(
+    conn: Connection, cfg: Workshop, group: Any
+) -> tuple[list[Rule | ClusterRule], list[Any]]:
+    """(rules to add, ingress rules to remove) to bring bakery's group to ``all_wanted``."""
+    wanted: dict[Any, Rule | ClusterRule] = {(r.port, r.network): r for r in wanted_rules(cfg)}
+    wanted.update({r: r for r in cluster_rules(cfg)})
     rules = api(
         "list security group rules",
         lambda: list(conn.network.security_group_rules(security_group_id=group.id)),
     )
-    have: set[tuple[int, Any]] = set()
+    have: set[Any] = set()
     stale = []
     for rule in rules:
         if rule.direction != "ingress":
             continue
-        key = rule_key(rule)
-        ident = (key.port, key.network) if key else None
+        ident = _ident(rule, group)
         if ident in wanted and ident not in have:
             have.add(ident)
         else:
@@ -304,22 +367,33 @@ def rule_changes(conn: Connection, cfg: Workshop, group: Any) -> tuple[list[Rule
     return [r for ident, r in wanted.items() if ident not in have], stale
 
 
-def _create_rule(conn: Connection, cfg: Workshop, group: Any, rule: Rule) -> None:
+def _create_rule(conn: Connection, cfg: Workshop, group: Any, rule: Rule | ClusterRule) -> None:
     def find() -> Any:
         added, _ = rule_changes(conn, cfg, group)
         return None if rule in added else rule
 
+    if isinstance(rule, ClusterRule):
+        # The remote is the group itself: only the cluster's own members, never a CIDR.
+        attrs: dict[str, Any] = {
+            "ethertype": "IPv4",
+            "protocol": rule.protocol,
+            "remote_group_id": group.id,
+        }
+    else:
+        attrs = {
+            "ethertype": rule.ethertype,
+            "protocol": "tcp",
+            "remote_ip_prefix": str(rule.network),
+        }
     create_once(
         f"open {rule} in {group.name}",
         conn.network,
         lambda: conn.network.create_security_group_rule(
             security_group_id=group.id,
             direction="ingress",
-            ethertype=rule.ethertype,
-            protocol="tcp",
             port_range_min=rule.port,
             port_range_max=rule.port,
-            remote_ip_prefix=str(rule.network),
+            **attrs,
         ),
         find,
     )
@@ -335,7 +409,7 @@ def reconcile_rules(conn: Connection, cfg: Workshop, group: Any, progress: Repor
             old,
             ignore_missing=True,
         )
-        key = rule_key(old)
+        key = cluster_rule_key(old, group) or rule_key(old)
         progress(f"security group {group.name}: removed {key or 'a rule bakery does not make'}")
     for rule in add:
         _create_rule(conn, cfg, group, rule)
@@ -382,9 +456,11 @@ def ensure_security_group(
 
 def workshop_servers(conn: Connection, cfg: Workshop) -> list[Any]:
     """The workshop's servers (their ``bakery_workshop`` metadata equals its name), by name."""
+    # Nova's name filter is a regular expression (the database's): a swarm's servers too.
+    suffix = "([0-9]+|manager|worker-[0-9]+)" if cfg.cluster.swarm else "[0-9]+"
     found = api(
         "list servers",
-        lambda: list(conn.compute.servers(details=True, name=f"^{re.escape(cfg.name)}-[0-9]+$")),
+        lambda: list(conn.compute.servers(details=True, name=f"^{re.escape(cfg.name)}-{suffix}$")),
     )
     return sorted(
         (s for s in found if (s.metadata or {}).get(META_KEY) == cfg.name), key=lambda s: s.name

@@ -10,6 +10,12 @@ The rules (the 2016 recipe's, held against measurements on the e2e VM here; docs
 - The per-trainee ``mem_limit`` caps what one trainee can take; the estimate never assumes more.
 - CPU: one core per four active trainees, at least two.
 - Disk: 20 GB for the system and the user image, plus 0.5 GB and their data per trainee (homes).
+
+A swarm cluster (``cluster.engine: swarm``) splits the same rules over its VMs: the manager runs
+the system, hub, proxy and NFS (the base) and holds every home on its disk; each worker runs its
+share of the servers (the class spread evenly over the workers, and the manager too with
+``manager_runs_servers``) with the base for its system and Docker, and no homes (they are the
+manager's, over NFS).
 """
 
 from __future__ import annotations
@@ -170,9 +176,13 @@ def hub_limits(cfg: Workshop) -> dict[str, int]:
 def estimate_workshop(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
     """The estimate for one server of ``cfg`` (trainees split over ``openstack.count``).
 
-    With ``config_dir`` (workshop.yaml's folder), the disk also holds shared_data.from once and
-    course.from once in the image plus once per account (each home gets a copy).
+    A swarm's is its manager's: the VM ``openstack.flavor`` names (the workers': see
+    :func:`worker_estimate`). With ``config_dir`` (workshop.yaml's folder), the disk also holds
+    shared_data.from once and course.from once in the image plus once per account (each home
+    gets a copy).
     """
+    if cfg.cluster.swarm:
+        return manager_estimate(cfg, config_dir)
     need = estimate(
         math.ceil(len(cfg.users.trainees()) / cfg.openstack.count),
         admins=len(cfg.users.admins),
@@ -228,10 +238,11 @@ def size_estimate(
     concurrency: float | None = None,
     mem_limit: str | None = None,
     config_dir: Path | None = None,
-) -> Estimate:
+) -> Estimate | ClusterEstimate:
     """What `bakery size` reports: from the config, with any option given overriding it.
 
-    ``config_dir`` (the config's folder) adds the shared data and course folders to the disk.
+    ``config_dir`` (the config's folder) adds the shared data and course folders to the disk. A
+    swarm's config gives the manager's and the workers' estimates (``users``: one server's).
     """
     if cfg is None:
         return estimate(
@@ -241,6 +252,8 @@ def size_estimate(
             mem_limit=mem_limit or "2G",
         )
     cfg = with_overrides(cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit)
+    if cfg.cluster.swarm and users is None:
+        return cluster_estimate(cfg, config_dir)
     need = estimate_workshop(cfg, config_dir)
     if users is None:
         return need
@@ -272,3 +285,148 @@ def smallest_flavor(
     if not fitting:
         return None
     return min(fitting, key=lambda f: (f["vcpus"], f["ram"], f["disk"], f["name"]))
+
+
+# --- a swarm cluster ------------------------------------------------------------------------------
+
+
+def _server_nodes(cfg: Workshop) -> int:
+    """The VMs a swarm places trainees' servers on: the workers, and the manager if it runs some."""
+    return cfg.cluster.workers + (1 if cfg.cluster.manager_runs_servers else 0)
+
+
+def _share(cfg: Workshop) -> tuple[int, int]:
+    """(trainees, admins) whose servers one node holds: the class spread evenly over the nodes."""
+    nodes = _server_nodes(cfg)
+    trainees = math.ceil(len(cfg.users.trainees()) / nodes)
+    return trainees, math.ceil(len(cfg.users.admins) / nodes)
+
+
+def _node_estimate(cfg: Workshop) -> Estimate:
+    """One server node's share of the servers by :func:`estimate`, its disk without homes."""
+    trainees, admins = _share(cfg)
+    need = estimate(
+        trainees,
+        admins=admins,
+        data_gb=cfg.openstack.data_gb_per_user,
+        concurrency=cfg.openstack.concurrency,
+        mem_limit=str(cfg.spawner.mem_limit),
+    )
+    # The homes are the manager's (NFS): a node's disk is the system and the user image.
+    return dataclasses.replace(need, disk_gb=BASE_DISK_GB)
+
+
+def _content_bytes(cfg: Workshop, config_dir: Path) -> tuple[int, int]:
+    """(shared data, course material) bytes of the config's folders."""
+    from bakery import content
+
+    sizes = content.folder_bytes(cfg, config_dir)
+    return sizes.get("shared_data.from", 0), sizes.get("course.from", 0)
+
+
+def worker_estimate(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
+    """What each worker of a swarm needs: its share of the servers, no homes.
+
+    With ``config_dir``, the disk holds the shared data and the course once (the image's copy).
+    """
+    need = _node_estimate(cfg)
+    if config_dir is None:
+        return need
+    total = sum(_content_bytes(cfg, config_dir))
+    if not total:
+        return need
+    disk = math.ceil(need.disk_gb + total / 1e9)
+    return dataclasses.replace(need, disk_gb=disk, content_mb=math.ceil(total / 1e6))
+
+
+def manager_estimate(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
+    """What a swarm's manager needs: the base (system, hub, proxy, NFS), every home on its disk,
+    and a node's share of the servers with ``manager_runs_servers``."""
+    accounts = len(cfg.users.trainees()) + len(cfg.users.admins)
+    homes_gb = accounts * (PER_USER_DISK_GB + cfg.openstack.data_gb_per_user)
+    per_user = min(
+        PER_USER_MEMORY + DATA_FACTOR * cfg.openstack.data_gb_per_user * GIB,
+        mem_limit_bytes(str(cfg.spawner.mem_limit)),
+    )
+    if cfg.cluster.manager_runs_servers:
+        share = _node_estimate(cfg)
+    else:
+        share = Estimate(
+            users=0,
+            memory_mib=BASE_MEMORY // MIB,
+            vcpus=2,
+            disk_gb=BASE_DISK_GB,
+            worst_case_memory_mib=BASE_MEMORY // MIB,
+            per_server_mib=math.ceil(per_user / MIB),
+        )
+    need = dataclasses.replace(share, users=accounts, disk_gb=math.ceil(share.disk_gb + homes_gb))
+    if config_dir is None:
+        return need
+    shared, course = _content_bytes(cfg, config_dir)
+    total = shared + course * (1 + accounts)
+    if not total:
+        return need
+    disk = math.ceil(need.disk_gb + total / 1e9)
+    return dataclasses.replace(need, disk_gb=disk, content_mb=math.ceil(total / 1e6))
+
+
+def workers_for(cfg: Workshop, memory_mib: int) -> int:
+    """Workers of ``memory_mib`` a swarm needs so that every active server fits, by the rule
+    of :func:`estimate` (:func:`servers_held` per worker)."""
+    trainees, admins = len(cfg.users.trainees()), len(cfg.users.admins)
+    active = (max(1, math.ceil(trainees * cfg.openstack.concurrency)) if trainees else 0) + admins
+    per_server = _node_estimate(cfg).per_server_mib
+    held = servers_held(memory_mib, per_server)
+    on_manager = 0
+    if cfg.cluster.manager_runs_servers:
+        on_manager = _node_estimate(cfg).active
+    return max(1, math.ceil(max(0, active - on_manager) / held))
+
+
+@dataclass(frozen=True)
+class ClusterEstimate:
+    """What a swarm needs: the manager, each of ``workers`` workers."""
+
+    manager: Estimate
+    worker: Estimate
+    workers: int
+    trainees: int
+    admins: int
+    manager_runs_servers: bool = False
+
+    def lines(self) -> list[str]:
+        """A readable summary (`bakery size`)."""
+        w, m = self.worker, self.manager
+        servers = "its share of the servers, " if self.manager_runs_servers else ""
+        return [
+            f"swarm cluster: {self.trainees} trainees and {self.admins} admins, one hub, "
+            f"servers spread over {self.workers} workers"
+            + (" and the manager" if self.manager_runs_servers else ""),
+            f"manager (hub, proxy, NFS, {servers}every home): {m.memory_mib / 1024:.1f} GiB, "
+            f"{m.vcpus} vCPUs, {m.disk_gb} GB disk",
+            f"each worker ({w.trainees} trainees' and {w.admins} admins' servers): "
+            f"{w.memory_mib / 1024:.1f} GiB (worst case, everyone at mem_limit: "
+            f"{w.worst_case_memory_mib / 1024:.1f} GiB), {w.vcpus} vCPUs, {w.disk_gb} GB disk",
+            f"workers: {self.workers} (cluster.workers; `bakery scale CONFIG --workers N`)",
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The estimate for ``bakery size --json``."""
+        return {
+            "cluster": "swarm",
+            "workers": self.workers,
+            "manager": self.manager.as_dict(),
+            "worker": self.worker.as_dict(),
+        }
+
+
+def cluster_estimate(cfg: Workshop, config_dir: Path | None = None) -> ClusterEstimate:
+    """The manager's and each worker's estimate for a swarm ``cfg``."""
+    return ClusterEstimate(
+        manager=manager_estimate(cfg, config_dir),
+        worker=worker_estimate(cfg, config_dir),
+        workers=cfg.cluster.workers,
+        trainees=len(cfg.users.trainees()),
+        admins=len(cfg.users.admins),
+        manager_runs_servers=cfg.cluster.manager_runs_servers,
+    )

@@ -31,10 +31,11 @@ def parse_host(text: str) -> Target:
 
 
 def cloud_targets(cfg: Workshop) -> list[Target]:
-    """The workshop's ACTIVE servers with an address (the floating IP when there is one)."""
+    """The workshop's ACTIVE hubs with an address (the floating IP when there is one); of a
+    swarm cluster only the manager (the workers hold no accounts, no hub)."""
     from bakery.cloud import connect
     from bakery.launch import addresses
-    from bakery.resources import workshop_floating_ips, workshop_servers
+    from bakery.resources import manager_name, workshop_floating_ips, workshop_servers
 
     conn = connect(cfg)
     fips = {
@@ -43,6 +44,8 @@ def cloud_targets(cfg: Workshop) -> list[Target]:
     }
     out = []
     for server in workshop_servers(conn, cfg):
+        if cfg.cluster.swarm and server.name != manager_name(cfg):
+            continue
         ip = fips.get(server.id) or next(iter(addresses(server)), None)
         if server.status == "ACTIVE" and ip:
             out.append(Target(server.name, ip))

@@ -71,6 +71,16 @@ def write_workshop(tmp_path: Path, **openstack: Any) -> Path:
     return path
 
 
+def write_cluster_workshop(tmp_path: Path, workers: int = 2, **openstack: Any) -> Path:
+    """workshop.yaml of `write_workshop` as a swarm cluster (docker spawner) of ``workers``."""
+    path = write_workshop(tmp_path, **openstack)
+    doc = yaml.safe_load(path.read_text())
+    doc["spawner"] = {"kind": "docker"}
+    doc["cluster"] = {"engine": "swarm", "workers": workers}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 # --- the fake cloud -------------------------------------------------------------------------------
 
 

@@ -14,11 +14,13 @@ from bakery.config import Workshop, parse_config
 from bakery.errors import UsageError
 from bakery.sizing import (
     PER_USER_MEMORY,
+    cluster_estimate,
     estimate,
     estimate_workshop,
     servers_held,
     size_estimate,
     smallest_flavor,
+    workers_for,
 )
 
 
@@ -142,3 +144,68 @@ def test_the_idle_server_figure_is_the_measured_one() -> None:
 )
 def test_servers_held_inverts_the_estimate(memory_mib: int, per_server_mib: int, held: int) -> None:
     assert servers_held(memory_mib, per_server_mib) == held
+
+
+# --- a swarm cluster ------------------------------------------------------------------------------
+
+SWARM = "spawner: {kind: docker}\ncluster: {engine: swarm, workers: 3}\n"
+
+
+def test_a_swarm_splits_the_rule_over_manager_and_workers() -> None:
+    cfg = parse_config("name: ab\nusers: {count: 60, admins: [boss]}\n" + SWARM, Path("w"))
+    need = cluster_estimate(cfg)
+    # Each worker: a third of the class by the per-trainee rule; no homes on its disk.
+    assert (need.worker.trainees, need.worker.admins) == (20, 1)
+    assert need.worker.memory_mib == estimate(20, admins=1).memory_mib == 1024 + 21 * 416
+    assert need.worker.vcpus == estimate(20, admins=1).vcpus == 6
+    assert need.worker.disk_gb == 20
+    # The manager: the base (hub, proxy, NFS), no servers; every home (61 x 0.55 GB) on its disk.
+    assert (need.manager.memory_mib, need.manager.vcpus) == (1024, 2)
+    assert need.manager.disk_gb == math.ceil(20 + 61 * 0.55)
+    assert need.manager.per_server_mib == 416  # the hub's limits keep the per-server figure
+    assert need.workers == 3
+    # `bakery size` and the manager's flavor (openstack.flavor: auto) use the same numbers.
+    assert estimate_workshop(cfg) == need.manager
+    assert size_estimate(cfg) == need
+    assert any(
+        "each worker (20 trainees' and 1 admins' servers): 9.5 GiB" in x for x in need.lines()
+    )
+    assert need.as_dict()["worker"]["memory_mib"] == need.worker.memory_mib
+
+
+def test_a_manager_that_runs_servers_takes_its_share() -> None:
+    cfg = parse_config(
+        "name: ab\nusers: {count: 60}\nspawner: {kind: docker}\n"
+        "cluster: {engine: swarm, workers: 3, manager_runs_servers: true}\n",
+        Path("w"),
+    )
+    need = cluster_estimate(cfg)
+    assert need.worker.trainees == need.manager.trainees == 15  # 60 over 3 workers + the manager
+    assert len(cfg.users.admins) == 1  # the default admin, whose server lands on a node too
+    assert need.manager.memory_mib == estimate(15, admins=1).memory_mib
+    assert need.manager.disk_gb == math.ceil(20 + 61 * 0.55)
+
+
+def test_workers_needed_for_a_flavor() -> None:
+    cfg = parse_config("name: ab\nusers: {count: 60}\n" + SWARM, Path("w"))
+    # 4 GiB holds 7 active servers of 416 MiB: 60 need 9 workers; 16 GiB holds 36: 2.
+    assert workers_for(cfg, 4096) == 9
+    assert workers_for(cfg, 16384) == 2
+
+
+def test_size_cli_for_a_swarm(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bakery.cli import app
+
+    config = tmp_path / "w.yaml"
+    config.write_text("name: ab\nusers: {count: 30}\n" + SWARM)
+    runner = CliRunner()
+    text = runner.invoke(app, ["size", str(config)])
+    assert text.exit_code == 0, text.output
+    assert "servers spread over 3 workers" in text.output
+    assert "manager (hub, proxy, NFS, every home): 1.0 GiB, 2 vCPUs" in text.output
+    data = json.loads(runner.invoke(app, ["size", str(config), "--json"]).output)
+    assert data["workers"] == 3
+    assert data["worker"]["trainees_per_server"] == 10
+    assert data["manager"]["memory_mib"] == 1024
