@@ -39,7 +39,7 @@ from bakery.launch import (
     LaunchResult,
     ServerInfo,
     addresses,
-    remember_keypair,
+    ensure_access,
     resolve_basis,
     server_attrs,
     server_info,
@@ -284,15 +284,7 @@ def launch_cluster(
     top = manager_payload(cfg, accounts, basis.stage, sheet_order(sheet))
     payloads = {n: worker_payload(cfg, n, basis.stage) for n in numbers}
     with cleanup_on_failure(conn, progress) as made:
-        keyname, key = ensure_keypair(conn, cfg, progress)
-        if key is not None:
-            made.append(key)
-            remember_keypair(config_path, key)
-        group, sg = ensure_security_group(conn, cfg, progress)
-        made += [sg] if sg else []
-        shared: dict[str, Any] = {"security_groups": [{"name": group.name}]}
-        if keyname:
-            shared["key_name"] = keyname
+        shared = ensure_access(conn, cfg, config_path, made, progress)
         found, existing = cluster_servers(conn, cfg)
         manager, secret = ensure_manager(conn, cfg, found, top, basis, shared, made, progress)
         address = fixed_ip(manager, cfg.openstack.networks)

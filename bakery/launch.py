@@ -275,6 +275,23 @@ def remember_keypair(config_path: Path, key: Tracked) -> None:
     save_state(state_path(config_path), {**state, "keypair": key.name})
 
 
+def ensure_access(
+    conn: Connection, cfg: Workshop, config_path: Path, made: list[Tracked], progress: Reporter
+) -> dict[str, Any]:
+    """The key pair (first: a key that differs is refused before anything is created) and the
+    security group; what every server of the workshop is created with."""
+    keyname, key = ensure_keypair(conn, cfg, progress)
+    if key is not None:
+        made.append(key)
+        remember_keypair(config_path, key)
+    group, sg = ensure_security_group(conn, cfg, progress)
+    made += [sg] if sg else []
+    shared: dict[str, Any] = {"security_groups": [{"name": group.name}]}
+    if keyname:
+        shared["key_name"] = keyname
+    return shared
+
+
 def bring_up(
     conn: Connection,
     cfg: Workshop,
@@ -352,16 +369,7 @@ def launch(
     # Every server's user-data before anything is created: a size error costs nothing.
     payloads = {str(p.hostname): user_data_b64(p, accounts, basis.stage) for p in parts}
     with cleanup_on_failure(conn, progress) as made:
-        # The key pair first: a key that differs is refused before anything is created.
-        keyname, key = ensure_keypair(conn, cfg, progress)
-        if key is not None:
-            made.append(key)
-            remember_keypair(config_path, key)
-        group, sg = ensure_security_group(conn, cfg, progress)
-        made += [sg] if sg else []
-        shared: dict[str, Any] = {"security_groups": [{"name": group.name}]}
-        if keyname:
-            shared["key_name"] = keyname
+        shared = ensure_access(conn, cfg, config_path, made, progress)
         servers = ensure_servers(conn, cfg, payloads, basis, shared, made, progress)
         infos, raw = bring_up(conn, cfg, servers, basis, made, progress)
         if wait:

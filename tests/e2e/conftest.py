@@ -63,6 +63,19 @@ def base_image(e2e_tools: None) -> Path:
 
 
 @pytest.fixture(scope="session")
+def user_image(e2e_tools: None) -> Path:
+    """The docker spawner's notebook image archive (userimage.py: no registry), built once and
+    cached by its recipe; test_docker and test_cluster share it."""
+    import userimage
+
+    start = time.monotonic()
+    cached = userimage.cached_archive_path().is_file()
+    path = userimage.ensure_user_image()
+    record("user image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
+    return path
+
+
+@pytest.fixture(scope="session")
 def workshop_files(tmp_path_factory: pytest.TempPathFactory, e2e_tools: None) -> Workshop:
 
     # BAKERY_E2E_ATTACH=DIR reuses the workshop dir (and running VM) of a run kept with

@@ -82,16 +82,6 @@ cluster:
 
 
 @pytest.fixture(scope="module")
-def user_image(e2e_tools: None) -> Path:
-    """test_docker's notebook image archive (built once, cached by its recipe)."""
-    start = time.monotonic()
-    cached = userimage.cached_archive_path().is_file()
-    path = userimage.ensure_user_image()
-    record("user image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
-    return path
-
-
-@pytest.fixture(scope="module")
 def cws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
     """The cluster workshop's files; its own ports (other e2e VMs may be up at the same time)."""
     # BAKERY_E2E_CLUSTER_ATTACH=DIR reuses the workshop dir (and running VMs) of a run kept

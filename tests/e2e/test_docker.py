@@ -95,15 +95,6 @@ GIT_PORT = int(os.environ.get("BAKERY_E2E_DOCKER_SSH_PORT", "12242")) + 20000
 
 
 @pytest.fixture(scope="module")
-def user_image(e2e_tools: None) -> Path:
-    start = time.monotonic()
-    cached = userimage.cached_archive_path().is_file()
-    path = userimage.ensure_user_image()
-    record("user image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
-    return path
-
-
-@pytest.fixture(scope="module")
 def dws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
     """The docker workshop's files (its own ports: the systemd e2e VM may be up too)."""
 
