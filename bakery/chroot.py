@@ -355,7 +355,11 @@ def bake_chroot(
         start = time.monotonic()
         progress(f"writing {output}")
         partial = output.with_name(output.name + ".partial")
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], "qemu-img convert")
+        try:
+            _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(partial)], "qemu-img convert")
+        except ChrootError:
+            partial.unlink(missing_ok=True)  # a half-written image is only lost disk space
+            raise
         os.replace(partial, output)
         timings["convert back"] = round(time.monotonic() - start, 1)
     return timings

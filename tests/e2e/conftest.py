@@ -18,6 +18,7 @@ from e2e_harness import (
     build_golden,
     dump_console,
     e2e_ssh_key,
+    prune_cache,
     record,
     require,
     with_stop,
@@ -59,6 +60,7 @@ def base_image(e2e_tools: None) -> Path:
     start = time.monotonic()
     path = baseimage.ensure_base_image()
     record("base image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
+    prune_cache(baseimage.CACHE_ROOT, path.parent, keep=2)
     return path
 
 
@@ -72,6 +74,7 @@ def user_image(e2e_tools: None) -> Path:
     cached = userimage.cached_archive_path().is_file()
     path = userimage.ensure_user_image()
     record("user image" + (" (cached)" if cached else " (built)"), time.monotonic() - start)
+    prune_cache(userimage.CACHE_ROOT, path.parent, keep=2)
     return path
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 GOLDEN_CACHE = Path(os.environ.get("BAKERY_GOLDEN_CACHE", "/var/cache/bakery/golden"))
+# Golden images kept beside the one in use (each 1-2 GB; a CI run uses about 5).
+GOLDEN_KEEP = int(os.environ.get("BAKERY_GOLDEN_KEEP", "8"))
 # Phase name -> seconds, printed at the end of the session (and written to BAKERY_E2E_TIMINGS).
 TIMINGS: dict[str, float] = {}
 
@@ -162,9 +164,30 @@ def golden_copies(config: Path) -> dict[str, Path]:
     return copies
 
 
+def prune_cache(root: Path, used: Path, *, keep: int) -> list[Path]:
+    """Remove the least recently used entries of the cache ``root`` beyond the ``keep`` newest
+    (``used``, the entry in use, is touched first and so always stays). An entry is a directory
+    named by a hex key; anything else in ``root`` (locks, the e2e SSH key) is left alone.
+    Without this every change to the bake leaves 1-2 GB behind until the disk is full."""
+    import shutil
+
+    used.mkdir(parents=True, exist_ok=True)
+    os.utime(used)
+    entries = [
+        e for e in root.iterdir() if e.is_dir() and all(c in "0123456789abcdef" for c in e.name)
+    ]
+    entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    removed = [e for e in entries[keep:] if e != used]
+    for entry in removed:
+        shutil.rmtree(entry, ignore_errors=True)
+        print(f"[e2e] cache: removed {entry} (least recently used)", file=sys.stderr)
+    return removed
+
+
 def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]]:
     """Where the golden image for ``config`` lives: keyed by base, bake document, builder code
-    and the files copied in (by path and size: the user image's path holds its recipe hash)."""
+    and the files copied in: the user image by its cached path (which holds its recipe hash),
+    packed folders by their bytes (their path is a new temporary directory in every run)."""
     from bakery import chroot, chroot_apply
     from bakery.config import load_config
     from bakery.layout import CONTENT_DIR
@@ -177,9 +200,10 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
     for module in (chroot, chroot_apply):
         key.update(Path(module.__file__).read_bytes())
     for target, source in sorted(golden_copies(config).items()):
-        key.update(f"{target}={source}:{source.stat().st_size}".encode())
-        if target.startswith(CONTENT_DIR):  # a changed folder rebakes (the tar is small)
-            key.update(hashlib.sha256(source.read_bytes()).digest())
+        if target.startswith(CONTENT_DIR):  # the tar is small and deterministic
+            key.update(f"{target}=".encode() + hashlib.sha256(source.read_bytes()).digest())
+        else:
+            key.update(f"{target}={source}:{source.stat().st_size}".encode())
     return GOLDEN_CACHE / key.hexdigest()[:24] / "golden.qcow2", doc
 
 
@@ -189,6 +213,7 @@ def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path
     from bakery.config import load_config
 
     out, doc = golden_path(base_image, config)
+    prune_cache(GOLDEN_CACHE, out.parent, keep=GOLDEN_KEEP)
     if out.is_file() and not force:
         record("bake (cached golden image)", 0.0)
         return out
