@@ -145,3 +145,22 @@ def test_the_firewall_keeps_cluster_ports_to_the_cluster(cluster: tuple[Any, lis
     assert '-i docker_gwbridge -d "$MANAGER" -p tcp --dport 8081 -j RETURN' in firewall
     assert '-i docker_gwbridge -d "$NET" -j REJECT' in firewall
     assert "-t raw -I PREROUTING ! -i lo -p tcp --dport 30000:32767 -j DROP" in firewall
+
+
+@pytest.mark.parametrize("manager_runs_servers", [False, True])
+def test_a_manager_without_servers_does_not_load_the_notebook_image(
+    manager_runs_servers: bool,
+) -> None:
+    cfg = parse_config(
+        {
+            "name": "cw",
+            "spawner": {"kind": "docker", "image_archive": {"path": "/srv/img.tar"}},
+            "cluster": {"engine": "swarm", "manager_runs_servers": manager_runs_servers},
+        }
+    )
+    baked = files(build_cloud_config(cfg, stage="bake"))
+    unit = baked["/etc/systemd/system/bakery-user-image.service"]
+    script = baked["/usr/local/lib/bakery/cluster.sh"]
+    skip = "ConditionPathExists=!/etc/bakery/cluster-manager"
+    assert (skip in unit) is not manager_runs_servers
+    assert ("rm -f /var/lib/bakery/" in script) is not manager_runs_servers

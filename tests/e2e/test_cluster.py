@@ -412,3 +412,54 @@ def test_7_worker_reboots_rejoins_and_serves_the_files(
     code = f"import os\nopen(os.path.expanduser('~/{KERNEL_FILE}')).read()"
     assert run_cell(cvm, s, user, code, timeout=300) == repr(KERNEL_TEXT)
     assert session().get(f"{base(cvm)}/hub/login", timeout=30).status_code == 200
+
+
+def test_8_manager_reboots_hub_nfs_and_swarm_come_back(
+    cvm: Workshop, worker_node: str, t1: tuple[str, Any]
+) -> None:
+    """The manager rebooted under a running server on the worker: the hub, NFS and the swarm come
+    back on their own, the worker's (hard) mount of /home resumes, and the trainee has a server on
+    the worker again, with the file the kernel wrote. (Whether it is the same service depends on the
+    culler's one idle minute here, longer than the reboot: not asserted.)"""
+    from bakery.layout import CLUSTER_HOME
+
+    user, s = t1
+    service = f"jupyter-{user}"
+    manager_node = node_id(cvm)
+    serial = cvm.run_dir / "serial.log"
+    boots = serial.read_bytes().count(b"Linux version")
+    start = time.monotonic()
+    ssh(cvm, cvm.login_user, "sudo systemctl reboot")
+    deadline = start + NODES_READY_TIMEOUT
+    while serial.read_bytes().count(b"Linux version") <= boots:
+        assert time.monotonic() < deadline, "the manager did not reboot"
+        time.sleep(2)
+    while True:  # the hub through nginx, as a trainee reaches it
+        try:
+            if session().get(f"{base(cvm)}/hub/health", timeout=30).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the hub did not come back after the manager's reboot"
+        time.sleep(5)
+    record("cluster: manager reboot to the hub answering", time.monotonic() - start)
+    wait_ready(cvm, {manager_node, worker_node}, deadline)
+    record("cluster: manager reboot to both nodes Ready", time.monotonic() - start)
+    assert nodes(cvm)[manager_node]["manager"] == "Leader"
+    # NFS is served again and the worker's mount answers (not hung on the old server).
+    assert "/home" in root_sh(cvm, "exportfs -v")
+    worker = worker_of(cvm)
+    uid, gid = root_sh(cvm, f"id -u {user}; id -g {user}").split()
+    seen = root_sh(
+        worker,
+        f"timeout 120 setpriv --reuid={uid} --regid={gid} --clear-groups "
+        f"cat {CLUSTER_HOME}/{user}/{KERNEL_FILE}",
+    )
+    assert seen == KERNEL_TEXT, seen
+    # The trainee's server (through the same session cookie: the hub's secrets persist).
+    start = time.monotonic()
+    open_server(cvm, s, user, timeout=900)
+    record("cluster: server answering after the manager's reboot", time.monotonic() - start)
+    assert tasks_on(cvm, service) == [(worker_node, "running")]
+    code = f"import os\nopen(os.path.expanduser('~/{KERNEL_FILE}')).read()"
+    assert run_cell(cvm, s, user, code, timeout=300) == repr(KERNEL_TEXT)
