@@ -36,7 +36,7 @@ _SYSTEMD_FAILED_RE = re.compile(
 BAKERY_UNITS = frozenset((*UNITS, USER_IMAGE_UNIT))
 
 STAGE_LABELS = {
-    "init-local": "cloud-init: local stage (finding the NoCloud seed)",
+    "init-local": "cloud-init: local stage (finding its datasource)",
     "init": "cloud-init: network stage (users, files, ssh)",
     "modules:config": "cloud-init: config stage",
     "modules:final": "cloud-init: final stage (packages, runcmd)",

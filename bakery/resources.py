@@ -456,14 +456,22 @@ def ensure_security_group(
 
 def workshop_servers(conn: Connection, cfg: Workshop) -> list[Any]:
     """The workshop's servers (their ``bakery_workshop`` metadata equals its name), by name."""
-    # Nova's name filter is a regular expression (the database's): a swarm's servers too.
+    # Nova's name filter is a regular expression, but not every one works: an alternation
+    # (^NAME-(manager|worker-[0-9]+)$) matched nothing on the test cloud's nova. So nova gets the
+    # prefix and the exact names are matched here.
     suffix = "([0-9]+|manager|worker-[0-9]+)" if cfg.cluster.swarm else "[0-9]+"
+    exact = re.compile(f"{re.escape(cfg.name)}-{suffix}")
     found = api(
         "list servers",
-        lambda: list(conn.compute.servers(details=True, name=f"^{re.escape(cfg.name)}-{suffix}$")),
+        lambda: list(conn.compute.servers(details=True, name=f"^{re.escape(cfg.name)}-")),
     )
     return sorted(
-        (s for s in found if (s.metadata or {}).get(META_KEY) == cfg.name), key=lambda s: s.name
+        (
+            s
+            for s in found
+            if exact.fullmatch(s.name) and (s.metadata or {}).get(META_KEY) == cfg.name
+        ),
+        key=lambda s: s.name,
     )
 
 

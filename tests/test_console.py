@@ -58,7 +58,7 @@ def test_cloud_inits_default_final_line_is_the_end() -> None:
     [
         ("", ""),
         ("[    0.000000] Linux version 6.1.0-28-cloud-amd64 (gcc 12)", "kernel booting"),
-        (CONSOLE.split("[   52.3]")[0], "cloud-init: local stage (finding the NoCloud seed)"),
+        (CONSOLE.split("[   52.3]")[0], "cloud-init: local stage (finding its datasource)"),
         (CONSOLE.split("[   85.0]")[0], "cloud-init: final stage (packages, runcmd)"),
         ("cloud-init[1]: Cloud-init v. 24.1 running 'modules:future' at now", "cloud-init: "
          "modules:future"),

@@ -134,7 +134,7 @@ def test_wait_reports_each_stage_live_until_the_hub_answers(
     assert list(dict.fromkeys(progress.live())) == [
         "waiting for the VM's console",
         "kernel booting",
-        "cloud-init: local stage (finding the NoCloud seed)",
+        "cloud-init: local stage (finding its datasource)",
         "cloud-init: network stage (users, files, ssh)",
         "cloud-init: config stage",
         "cloud-init: final stage (packages, runcmd)",
