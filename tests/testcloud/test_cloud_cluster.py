@@ -199,8 +199,12 @@ def test_manager_and_a_worker_one_url_a_trainee_on_the_worker_and_back(
     s, resp = login(w, trainee, w.passwords[trainee])
     assert resp.status_code == 302, f"login: {resp.status_code} {resp.text[:300]}"
     open_server(w, s, trainee, timeout=1800)
+    # A kernel started through the REST API without a path runs in the server's own folder, "/"
+    # in a cluster (docs/cluster.md); JupyterLab always gives one. So the home is named here.
     code = (
-        "import getpass, pathlib\npathlib.Path('on-worker.txt').write_text('42')\ngetpass.getuser()"
+        "import getpass, pathlib\n"
+        "(pathlib.Path.home() / 'on-worker.txt').write_text('42')\n"
+        "getpass.getuser()"
     )
     assert run_cell(w, s, trainee, code, 600) == f"'{trainee}'"
     record("testcloud cluster: login -> cell answer on the worker", time.monotonic() - start)
