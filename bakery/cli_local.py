@@ -367,7 +367,7 @@ def size(
     for line in need.lines():
         typer.echo(line)
     if flavors:
-        if cfg is None:
+        if cfg is None or config is None:
             raise typer.BadParameter("--flavors needs a CONFIG (for its cloud)")
         from bakery.cloud import choose_flavor, connect
 
@@ -376,10 +376,16 @@ def size(
             update={"openstack": cfg.openstack.model_copy(update={"flavor": "auto"})}
         )
         flavor = choose_flavor(conn, auto)
+        role = "the manager's " if cfg.cluster.swarm else ""
         typer.echo(
-            f"smallest fitting flavor: {flavor.name} ({flavor.vcpus} vCPUs, "
+            f"{role}smallest fitting flavor: {flavor.name} ({flavor.vcpus} vCPUs, "
             f"{flavor.ram} MiB, {flavor.disk} GB)"
         )
+        if cfg.cluster.swarm:
+            from bakery.launch_plan import worker_flavor_lines
+
+            for line in worker_flavor_lines(conn, cfg, Path(config).parent)[1][1:]:
+                typer.echo(line.strip())
 
 
 # The workshop day's commands (check, users, collect) live in their own module.

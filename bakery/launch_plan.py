@@ -307,8 +307,9 @@ def _cluster_servers(
     return out
 
 
-def _worker_flavor(conn: Connection, cfg: Workshop, config_dir: Path) -> tuple[Any, list[str]]:
-    """The workers' flavor and the plan's cluster lines."""
+def worker_flavor_lines(conn: Connection, cfg: Workshop, config_dir: Path) -> tuple[Any, list[str]]:
+    """The workers' flavor and the plan's cluster lines (`launch --dry-run`, `size --flavors`):
+    which flavor, why, and a warning when the class needs more workers of it."""
     need = worker_estimate(cfg, config_dir)
     if cfg.cluster.worker_flavor != "auto":
         flavor = find_flavor(conn, cfg.cluster.worker_flavor, "cluster.worker_flavor")
@@ -412,7 +413,7 @@ def plan_launch(
     group_text, rules, _ = _group(conn, cfg)
     cluster: list[str] = []
     if cfg.cluster.swarm:
-        _, cluster = _worker_flavor(conn, cfg, Path(config_path).parent)
+        _, cluster = worker_flavor_lines(conn, cfg, Path(config_path).parent)
     need = launch_need(conn, cfg, flavor)
     return LaunchPlan(
         workshop=cfg.name,

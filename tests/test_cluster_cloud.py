@@ -694,3 +694,21 @@ def test_destroy_of_one_cluster_spares_a_workshop_whose_name_it_prefixes(
         "intro-manager-x",
         "intro-worker-1a",
     ]
+
+
+def test_size_flavors_names_the_managers_and_the_workers_flavor(
+    fake: FakeCloud, tmp_path: Path
+) -> None:
+    path = write_cluster_workshop(tmp_path, workers=3)
+
+    result = invoke("size", str(path), "--flavors")
+
+    assert result.exit_code == 0, result.output
+    assert fake.calls("POST", WRITES) == []
+    out = result.stdout.splitlines()
+    assert out[0].startswith("swarm cluster: ")
+    assert any(line.startswith("the manager's smallest fitting flavor: ") for line in out), out
+    assert (
+        "worker flavor: m1.medium (2 vCPUs, 4096 MiB, 40 GB): auto: the smallest that holds a "
+        "worker's share, 2 trainees' and 1 admins' servers"
+    ) in result.stdout
