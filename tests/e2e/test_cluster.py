@@ -515,6 +515,12 @@ def test_9_a_worker_lost_its_trainee_starts_again_on_another(
             break
         assert time.monotonic() < deadline, f"{service} stays on the lost worker: {placed}"
         time.sleep(5)
+    # A moved task is "running" before its server listens: meanwhile the hub answers 503 (its
+    # server does not respond), as a trainee's reload would see; the trainee reloads.
+    while (r := s.get(f"{base(cvm)}/hub/spawn/{user}", timeout=120)).status_code != 200:
+        assert r.status_code == 503, f"spawn: {r.status_code} {r.url} {r.text[:300]}"
+        assert time.monotonic() < deadline, f"{user}'s server still 503 after the move"
+        time.sleep(5)
     open_server(cvm, s, user, timeout=900)
     record("cluster: worker lost to the trainee's server on another", time.monotonic() - start)
     now = on_a_worker(cvm, service, worker_nodes)
