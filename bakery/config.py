@@ -275,6 +275,19 @@ class Cluster(_Model):
         """Whether the workshop is a swarm cluster."""
         return self.engine == "swarm"
 
+    @model_validator(mode="after")
+    def _swarm_keys_need_swarm(self) -> Cluster:
+        # `cluster: {workers: 4}` without the engine would launch one VM and look like it worked.
+        if not self.swarm:
+            for key in ("workers", "worker_flavor", "manager_runs_servers"):
+                if key in self.model_fields_set:
+                    raise FieldError(
+                        (key,),
+                        f"{key} is only used by a cluster: set cluster.engine: swarm "
+                        f"(or remove {key} for one VM per hub)",
+                    )
+        return self
+
 
 # Let's Encrypt's production ACME directory: certbot's default, tls.acme_server's too.
 LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"

@@ -41,6 +41,8 @@ def schema_text() -> str:
 def effective_config(cfg: Workshop) -> str:
     """``cfg`` as YAML with every default filled in (``bakery config show``)."""
     data = cfg.model_dump(mode="json", by_alias=True)
+    if not cfg.cluster.swarm:  # the swarm's keys are refused without it (config.Cluster)
+        data["cluster"] = {"engine": cfg.cluster.engine}
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 
 

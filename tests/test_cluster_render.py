@@ -48,6 +48,17 @@ def test_swarm_needs_the_docker_spawner_and_excludes_count() -> None:
     assert not parse_config({"name": "cw"}).cluster.swarm
 
 
+@pytest.mark.parametrize(
+    "key, value", [("workers", 4), ("worker_flavor", "m1.large"), ("manager_runs_servers", True)]
+)
+def test_a_cluster_key_without_the_swarm_engine_is_refused(key: str, value: object) -> None:
+    # Forgetting engine: swarm would launch one VM for a class that was meant to spread.
+    for cluster in ({key: value}, {"engine": "none", key: value}):
+        with pytest.raises(ConfigError, match=rf"cluster\.{key}: .*set cluster\.engine: swarm"):
+            parse_config({"name": "cw", "spawner": {"kind": "docker"}, "cluster": cluster})
+    assert not parse_config({"name": "cw", "cluster": {"engine": "none"}}).cluster.swarm
+
+
 def test_one_bake_stage_serves_both_roles(cluster: tuple[Any, list[Any]]) -> None:
     cfg, _ = cluster
     manager = build_cloud_config(cfg, stage="bake")

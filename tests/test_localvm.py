@@ -458,7 +458,7 @@ def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_on
 
 def test_try_cluster_refuses_a_config_without_swarm(tmp_path: Path) -> None:
     config = tmp_path / "workshop.yaml"
-    config.write_text(SWARM.replace("engine: swarm", "engine: none"))
+    config.write_text(SWARM.replace("{engine: swarm, workers: 2}", "{engine: none}"))
     with pytest.raises(UsageError, match=r"is not a cluster; set cluster.engine: swarm"):
         localvm.try_cluster(config, image=tmp_path / "none.qcow2", run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()

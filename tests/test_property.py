@@ -163,11 +163,15 @@ CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
     ("files", "[]"): {"path": "/etc/motd", "content": "x"},
     ("spawner", "image_archive"): {"path": "a.tar", "format": "rootfs", "cmd": ["x"]},
     ("tls",): {"mode": "letsencrypt", "domain": "hub.example.org", "email": "me@example.org"},
+    ("cluster",): {"engine": "swarm"},
     # A leaf's own siblings, where its section's other leaves must not have them.
     ("course", "branch"): {"git": "https://example.org/org/course"},
 }
-# Top-level siblings a section needs (kernels: only with the systemd spawner).
-ROOT_CONTEXT: dict[str, dict[str, Any]] = {"kernels": {"spawner": {"kind": "systemd"}}}
+# Top-level siblings a section needs (kernels: only with the systemd spawner; a swarm: docker).
+ROOT_CONTEXT: dict[str, dict[str, Any]] = {
+    "kernels": {"spawner": {"kind": "systemd"}},
+    "cluster": {"spawner": {"kind": "docker"}},
+}
 
 
 def _string_leaves(annotation: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
