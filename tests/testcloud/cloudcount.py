@@ -1,8 +1,23 @@
-"""Counting a workshop's resources through the cloud's API, for the test-cloud tests."""
+"""A workshop's resources counted through the cloud's API; the flavors the test-cloud tests use."""
 
 from __future__ import annotations
 
 from typing import Any
+
+# name, MiB, vCPUs, GB
+HUB_FLAVOR = ("bakery.hub", 3072, 2, 10)  # a hub and two trainee servers
+
+
+def ensure_flavor(admin: Any, flavor: tuple[str, int, int, int]) -> str:
+    """Create ``flavor`` (with the admin connection) unless the cloud has it; its name.
+
+    Each module that names a flavor makes it itself: a fresh test cloud has only m1.tiny,
+    and modules run alone or in any order.
+    """
+    name, ram, vcpus, disk = flavor
+    if admin.compute.find_flavor(name) is None:
+        admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk)
+    return name
 
 
 def counts(conn: Any, name: str) -> dict[str, int]:

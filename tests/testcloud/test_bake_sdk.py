@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudcount import ensure_flavor
 
 from bakery import bake_openstack, cloud, image
 from bakery.config import load_config
@@ -35,8 +36,7 @@ def clouds(cloud_connect: Callable[[str], Any]) -> tuple[Any, Any]:
 @pytest.fixture(scope="module")
 def debian_image(clouds: tuple[Any, Any]) -> Iterator[Any]:
     demo, admin = clouds
-    if admin.compute.find_flavor("bakery.builder") is None:
-        admin.compute.create_flavor(name="bakery.builder", ram=2048, vcpus=2, disk=8)
+    ensure_flavor(admin, ("bakery.builder", 2048, 2, 8))
     path = baseimage.ensure_base_image()
     start = time.monotonic()
     with path.open("rb") as fh:

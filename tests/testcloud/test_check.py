@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudcount import HUB_FLAVOR, ensure_flavor
 from typer.testing import CliRunner
 
 from bakery import image
@@ -22,6 +23,7 @@ NAME = "bakery-check"
 
 @pytest.fixture(scope="module")
 def conn(cloud_connect: Callable[[str], Any]) -> Any:
+    ensure_flavor(cloud_connect("testcloud-admin"), HUB_FLAVOR)
     return cloud_connect("testcloud")
 
 
@@ -41,7 +43,7 @@ def write(tmp_path: Path, **openstack: Any) -> Path:
     settings = {
         "cloud": "testcloud",
         "image": "tinyguest",
-        "flavor": "bakery.hub",
+        "flavor": HUB_FLAVOR[0],
         "networks": ["private"],
         "floating_ip_network": "public",
         "public_key": f"{key}.pub",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudcount import ensure_flavor
 from test_golden_hub import FLAVOR, NOTHING, bakery, counts
 
 from bakery import launch as bakery_launch
@@ -123,9 +124,7 @@ def guest_egress(cloud_connect: Callable[[str], Any]) -> Iterator[list[str]]:
 def clouds(cloud_connect: Callable[[str], Any]) -> Iterator[tuple[Any, Any, Any]]:
     """(demo, admin, the Debian 12 base image in Glance); the base image and group go after."""
     demo, admin = cloud_connect("testcloud"), cloud_connect("testcloud-admin")
-    name, ram, vcpus, disk = FLAVOR
-    if admin.compute.find_flavor(name) is None:
-        admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk)
+    ensure_flavor(admin, FLAVOR)
     path = baseimage.ensure_base_image()
     start = time.monotonic()
     with path.open("rb") as fh:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import counts
+from cloudcount import counts, ensure_flavor
 
 from bakery import image
 from bakery import launch as bakery_launch
@@ -102,9 +102,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float 
 @pytest.fixture(scope="module")
 def clouds(cloud_connect: Callable[[str], Any]) -> tuple[Any, Any]:
     demo, admin = cloud_connect("testcloud"), cloud_connect("testcloud-admin")
-    name, ram, vcpus, disk = FLAVOR
-    if admin.compute.find_flavor(name) is None:
-        admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk)
+    ensure_flavor(admin, FLAVOR)
     return demo, admin
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudcount import counts
+from cloudcount import HUB_FLAVOR, counts, ensure_flavor
 
 from bakery import image
 from bakery import launch as bakery_launch
@@ -49,7 +49,7 @@ def say(message: str, *, transient: bool = False) -> None:
 
 
 NAME = "e2e-workshop"  # the e2e config's name: its golden image is the one in the cache
-FLAVOR = ("bakery.hub", 3072, 2, 10)  # name, MiB, vCPUs, GB: a hub and two trainee servers
+FLAVOR = HUB_FLAVOR
 BAKERY = str(Path(sys.executable).with_name("bakery"))
 OPENSTACK = """\
 openstack:
@@ -91,9 +91,7 @@ def bakery(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def clouds(cloud_connect: Callable[[str], Any]) -> tuple[Any, Any]:
     demo, admin = cloud_connect("testcloud"), cloud_connect("testcloud-admin")
-    name, ram, vcpus, disk = FLAVOR
-    if admin.compute.find_flavor(name) is None:
-        admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk)
+    ensure_flavor(admin, FLAVOR)
     return demo, admin
 
 
