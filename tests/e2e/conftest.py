@@ -21,6 +21,7 @@ from e2e_harness import (
     prune_cache,
     record,
     require,
+    tagged,
     with_stop,
     workshop_for,
     write_config,
@@ -137,7 +138,7 @@ def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
             cpus=2,
             accel=accel,  # type: ignore[arg-type]
             run_dir=workshop_files.run_dir,
-            progress=lambda m, **_: print(f"[try] {m}", file=sys.stderr),
+            progress=tagged("try"),
         )
     except Exception:
         dump_console(workshop_files.run_dir)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,25 @@ def record(phase: str, seconds: float) -> None:
     """Remember a phase timing and show it at once (visible with -s)."""
     TIMINGS[phase] = round(seconds, 1)
     print(f"[e2e timing] {phase}: {seconds:.1f} s", file=sys.stderr)
+
+
+def tagged(tag: str) -> Callable[..., None]:
+    """A progress reporter printing ``[tag] message`` on stderr (visible with -s).
+
+    A transient state is printed once, when it changes, as bakery's own reporter does in a pipe:
+    a wait polled every few seconds is one line per stage, not one per poll.
+    """
+    last = ""
+
+    def progress(message: str, *, transient: bool = False) -> None:
+        nonlocal last
+        if transient:
+            if message == last:
+                return
+            last = message
+        print(f"[{tag}] {message}", file=sys.stderr)
+
+    return progress
 
 
 def require(condition: bool, why: str) -> None:
@@ -220,9 +239,7 @@ def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
 
-    def progress(message: str, *, transient: bool = False) -> None:
-        print(f"[bake] {message}", file=sys.stderr)
-
+    progress = tagged("bake")
     # chroot.bake without its config lookup of the base image: the harness picks the base.
     steps = chroot.bake_chroot(
         doc, base=base_image, output=out, progress=progress, copies=golden_copies(config)

@@ -35,6 +35,7 @@ from e2e_harness import (
     e2e_ssh_key,
     record,
     require,
+    tagged,
     with_stop,
     workshop_for,
 )
@@ -153,7 +154,7 @@ def cvm(cluster_golden: Path, cws: Workshop) -> Iterator[Workshop]:
             cpus=2,
             accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
             run_dir=cws.run_dir,
-            progress=lambda m, **_: print(f"[try cluster] {m}", file=sys.stderr),
+            progress=tagged("try cluster"),
         )
     except Exception:
         dump_all(cws)

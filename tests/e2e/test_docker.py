@@ -32,6 +32,7 @@ from e2e_harness import (
     e2e_ssh_key,
     mounted_readonly,
     record,
+    tagged,
     with_stop,
     workshop_for,
 )
@@ -146,7 +147,7 @@ def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
             cpus=2,
             accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
             run_dir=dws.run_dir,
-            progress=lambda m, **_: print(f"[try docker] {m}", file=sys.stderr),
+            progress=tagged("try docker"),
         )
     except Exception:
         dump_console(dws.run_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Workshop, mounted_readonly, record, with_stop
+from e2e_harness import Workshop, mounted_readonly, record, tagged, with_stop
 
 requests = pytest.importorskip("requests")
 websocket = pytest.importorskip("websocket")
@@ -1132,7 +1132,7 @@ def test_full_stage_in_the_vm(base_image: Path, workshop_files: Workshop) -> Non
             memory="3G",
             accel=os.environ.get("BAKERY_E2E_ACCEL", "auto"),  # type: ignore[arg-type]
             run_dir=run_dir,
-            progress=lambda m, **_: print(f"[try full] {m}"),
+            progress=tagged("try full"),
         )
         record("full stage in the VM: boot to login page", time.monotonic() - start)
         w = dataclasses.replace(

@@ -35,6 +35,7 @@ from e2e_harness import (
     e2e_ssh_key,
     record,
     require,
+    tagged,
     workshop_for,
     write_config,
 )
@@ -43,9 +44,7 @@ from test_try import login, open_server, run_cell, ssh, xsrf_for
 pytestmark = pytest.mark.testcloud
 
 
-def say(message: str, *, transient: bool = False) -> None:
-    """The tests' progress reporter: every report as a line (visible with -s)."""
-    print(f"[bakery] {message}")
+say = tagged("bakery")
 
 
 NAME = "e2e-workshop"  # the e2e config's name: its golden image is the one in the cache
