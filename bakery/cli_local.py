@@ -231,7 +231,10 @@ def try_(
     ] = AccelChoice.auto,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Seconds to wait for the hub (default by stage/accel)."),
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for the hub (default: by stage, accel, vCPUs per core).",
+        ),
     ] = None,
     status: Annotated[bool, typer.Option("--status", help="Show the local VM's state.")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Shut the local VM down.")] = False,

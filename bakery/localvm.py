@@ -633,7 +633,10 @@ def try_workshop(
     _remember(state, cfg, config_path, creds, stage)
     progress(f"qemu started (pid {state.pid}); serial console: {run / 'serial.log'}")
     seconds = wait_for_hub(
-        state, timeout=_hub_timeout(timeout, stage, state), progress=progress, workshop=cfg.name
+        state,
+        timeout=_hub_timeout(timeout, stage, state, vcpus=cpus),
+        progress=progress,
+        workshop=cfg.name,
     )
     return TryResult(url=state.url, credentials=creds, state=state, seconds=seconds)
 
@@ -656,10 +659,17 @@ def _remember(state: VmState, cfg: Workshop, config_path: Path, creds: Path, sta
     state.save()
 
 
-def _hub_timeout(timeout: float | None, stage: str, state: VmState) -> float:
+def _hub_timeout(timeout: float | None, stage: str, state: VmState, *, vcpus: int) -> float:
+    """How long to wait for the hub: ``timeout``, or a default for the stage and accelerator.
+
+    The default grows with the guests' ``vcpus`` (all VMs together) over this machine's cores:
+    under software emulation each vCPU is a host thread, and three 2-vCPU VMs on 2 cores took
+    900 s to the hub where one took 230 s.
+    """
     if timeout is not None:
         return timeout
-    return (900.0 if stage == "boot" else 5400.0) * (1 if state.accel == "tcg" else 0.5)
+    base = (900.0 if stage == "boot" else 5400.0) * (1 if state.accel == "tcg" else 0.5)
+    return base * max(1.0, vcpus / (os.cpu_count() or 1))
 
 
 def try_cluster(
@@ -751,7 +761,10 @@ def try_cluster(
             stop_vm(run, timeout=30)
         raise
     seconds = wait_for_hub(
-        state, timeout=_hub_timeout(timeout, stage, state), progress=progress, workshop=cfg.name
+        state,
+        timeout=_hub_timeout(timeout, stage, state, vcpus=cpus * (count + 1)),
+        progress=progress,
+        workshop=cfg.name,
     )
     return TryResult(url=state.url, credentials=creds, state=state, seconds=seconds)
 

@@ -297,6 +297,31 @@ def test_qmp_without_a_vm_is_a_local_vm_error(tmp_path: Path) -> None:
 # --- a cluster's VMs (bakery try --workers N) ----------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("timeout", "stage", "accel", "vcpus", "cores", "expected"),
+    [
+        (None, "boot", "tcg", 2, 2, 900.0),  # one VM, as many vCPUs as cores
+        (None, "boot", "tcg", 6, 2, 2700.0),  # a manager and two workers share 2 cores
+        (None, "boot", "tcg", 6, 16, 900.0),  # a big machine: no slower than one VM
+        (None, "full", "kvm", 4, 2, 5400.0),  # KVM halves, the shared cores double
+        (1200.0, "boot", "tcg", 6, 2, 1200.0),  # --timeout is the user's word
+    ],
+)
+def test_the_hubs_default_wait_grows_with_the_guests_vcpus_over_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: float | None,
+    stage: str,
+    accel: str,
+    vcpus: int,
+    cores: int,
+    expected: float,
+) -> None:
+    monkeypatch.setattr(localvm.os, "cpu_count", lambda: cores)
+    state = cluster_state(Path("/nonexistent"), 0)
+    state.accel = accel
+    assert localvm._hub_timeout(timeout, stage, state, vcpus=vcpus) == expected
+
+
 def cluster_state(run_dir: Path, index: int, *, web: bool = True) -> localvm.VmState:
     return localvm.VmState(
         run_dir=str(run_dir), image="golden.qcow2", accel="tcg", accel_reason="test",
@@ -390,7 +415,12 @@ def no_qemu(monkeypatch: pytest.MonkeyPatch) -> list[localvm.VmState]:
         booted.append(state)
 
     monkeypatch.setattr(localvm, "boot_vm", boot)
-    monkeypatch.setattr(localvm, "wait_for_hub", lambda state, **_: 12.0)
+
+    def waited(state: localvm.VmState, *, timeout: float, **_: Any) -> float:
+        state.extra["waited"] = timeout
+        return 12.0
+
+    monkeypatch.setattr(localvm, "wait_for_hub", waited)
     monkeypatch.setattr(localvm, "_host_memory", lambda: 64 * 1024**3)
     return booted
 
@@ -416,6 +446,7 @@ def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_on
     monkeypatch.setattr(render, "render_user_data", render_role)
     # Ports as numbers only (no qemu here): a real cluster may hold them while this runs.
     monkeypatch.setattr(localvm.qemu, "port_free", lambda port: True)
+    monkeypatch.setattr(localvm.os, "cpu_count", lambda: 2)
     config = tmp_path / "workshop.yaml"
     config.write_text(SWARM)
     run = tmp_path / "run"
@@ -448,6 +479,8 @@ def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_on
         net = yaml.safe_load(iso_file(iso, "network-config"))
         assert net["ethernets"]["cluster0"]["addresses"] == [f"10.77.0.{10 + i}/24"]
         assert state.cluster_nic == localvm.ClusterNic(i, 18643)
+    # Three 2-vCPU guests under emulation on 2 cores: the hub's default wait is 3x one VM's.
+    assert result.state.extra["waited"] == 2700.0
     # A second cluster gets a new secret.
     localvm.stop_vm(run)
     localvm.try_cluster(config, image=base_image(tmp_path), https_port=18643, ssh_port=12442,
