@@ -39,12 +39,16 @@ class ConsoleReporter:
     """Notes as ``bakery: MESSAGE`` lines on stderr; transient states on one live line.
 
     On a terminal the live line is redrawn every second with the time since the state began; in
-    a pipe (CI logs, ``2>file``) each new state is printed once as a plain line.
+    a pipe (CI logs, ``2>file``) each new state is printed once as a plain line. ``prefix``
+    replaces ``bakery: `` (the tests' and the benchmark's logs tag their lines).
     """
 
-    def __init__(self, stream: TextIO | None = None, *, live: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, live: bool | None = None, prefix: str = "bakery: "
+    ) -> None:
         self._stream = stream or sys.stderr
         self._live = self._stream.isatty() if live is None else live
+        self._prefix = prefix
         self._state = ""
         self._since = 0.0
         self._lock = threading.Lock()
@@ -61,11 +65,11 @@ class ConsoleReporter:
                     self._draw()
                     self._start_ticker()
                 else:
-                    self._line(f"bakery: {message}")
+                    self._line(f"{self._prefix}{message}")
                 return
             if self._live and self._state:
                 self._stream.write("\r\x1b[K")
-            self._line(f"bakery: {message}")
+            self._line(f"{self._prefix}{message}")
             if self._live and self._state:
                 self._draw()
 

@@ -26,6 +26,8 @@ import requests
 import urllib3
 import websocket
 
+from bakery.progress import ConsoleReporter
+
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "tests" / "e2e"
 PHASES = ("login", "spawn", "cell")
@@ -394,8 +396,7 @@ def read_sheet(path: Path, config: Path | None = None) -> list[tuple[str, str]]:
     return sorted((r for r in rows if r[0] in trainees), key=lambda r: trainees.index(r[0]))
 
 
-def _say(message: str, **_: Any) -> None:
-    print(f"[vm] {message}", file=sys.stderr)
+_say = ConsoleReporter(sys.stderr, live=False, prefix="[vm] ")  # a state once, not per poll
 
 
 def _e2e_path() -> None:

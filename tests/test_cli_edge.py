@@ -100,6 +100,13 @@ def test_reporter_in_a_pipe_prints_plain_lines_once_per_state() -> None:
         "bakery: cloud-init: final stage",
         "bakery: cloud-init: done",
     ]
+    # The tests' and the benchmark's logs: the same once-per-state lines, their own tag.
+    out = io.StringIO()
+    tagged = ConsoleReporter(out, live=False, prefix="[vm] ")
+    tagged("booting", transient=True)
+    tagged("booting", transient=True)
+    tagged("qemu started")
+    assert out.getvalue().splitlines() == ["[vm] booting", "[vm] qemu started"]
 
 
 def test_reporter_on_a_terminal_keeps_one_live_line() -> None:

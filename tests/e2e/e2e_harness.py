@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bakery.progress import ConsoleReporter
 
 GOLDEN_CACHE = Path(os.environ.get("BAKERY_GOLDEN_CACHE", "/var/cache/bakery/golden"))
 # Golden images kept beside the one in use (each 1-2 GB; a CI run uses about 5).
@@ -28,23 +30,12 @@ def record(phase: str, seconds: float) -> None:
     print(f"[e2e timing] {phase}: {seconds:.1f} s", file=sys.stderr)
 
 
-def tagged(tag: str) -> Callable[..., None]:
-    """A progress reporter printing ``[tag] message`` on stderr (visible with -s).
+def tagged(tag: str) -> ConsoleReporter:
+    """bakery's reporter as in a pipe, its lines tagged ``[tag]`` on stderr (visible with -s).
 
-    A transient state is printed once, when it changes, as bakery's own reporter does in a pipe:
-    a wait polled every few seconds is one line per stage, not one per poll.
+    A wait polled every few seconds is one line per stage, not one per poll.
     """
-    last = ""
-
-    def progress(message: str, *, transient: bool = False) -> None:
-        nonlocal last
-        if transient:
-            if message == last:
-                return
-            last = message
-        print(f"[{tag}] {message}", file=sys.stderr)
-
-    return progress
+    return ConsoleReporter(sys.stderr, live=False, prefix=f"[{tag}] ")
 
 
 def require(condition: bool, why: str) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 HUB_FLAVOR = ("bakery.hub", 3072, 2, 10)  # a hub and two trainee servers
 
 
-def ensure_flavor(admin: Any, flavor: tuple[str, int, int, int]) -> str:
-    """Create ``flavor`` (with the admin connection) unless the cloud has it; its name.
+def ensure_flavor(admin: Any, flavor: tuple[str, int, int, int]) -> None:
+    """Create ``flavor`` (with the admin connection) unless the cloud has it.
 
     Each module that names a flavor makes it itself: a fresh test cloud has only m1.tiny,
     and modules run alone or in any order.
@@ -17,7 +17,6 @@ def ensure_flavor(admin: Any, flavor: tuple[str, int, int, int]) -> str:
     name, ram, vcpus, disk = flavor
     if admin.compute.find_flavor(name) is None:
         admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk)
-    return name
 
 
 def counts(conn: Any, name: str) -> dict[str, int]:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import ensure_flavor
-from test_golden_hub import FLAVOR, NOTHING, bakery, counts
+from cloudcount import HUB_FLAVOR, ensure_flavor
+from test_golden_hub import NOTHING, bakery, counts
 
 from bakery import launch as bakery_launch
 from bakery.errors import BakeryError
@@ -124,7 +124,7 @@ def guest_egress(cloud_connect: Callable[[str], Any]) -> Iterator[list[str]]:
 def clouds(cloud_connect: Callable[[str], Any]) -> Iterator[tuple[Any, Any, Any]]:
     """(demo, admin, the Debian 12 base image in Glance); the base image and group go after."""
     demo, admin = cloud_connect("testcloud"), cloud_connect("testcloud-admin")
-    ensure_flavor(admin, FLAVOR)
+    ensure_flavor(admin, HUB_FLAVOR)
     path = baseimage.ensure_base_image()
     start = time.monotonic()
     with path.open("rb") as fh:
@@ -153,9 +153,9 @@ def config_for(tmp: Path, demo: Any, base: Any) -> Path:
     private = demo.network.find_network("private")
     with config.open("a") as fh:
         fh.write(
-            f"openstack:\n  cloud: testcloud\n  flavor: {FLAVOR[0]}\n  networks: [private]\n"
+            f"openstack:\n  cloud: testcloud\n  flavor: {HUB_FLAVOR[0]}\n  networks: [private]\n"
             f"  floating_ip_network: public\n  public_key: {key}.pub\n  hub_timeout: 30m\n"
-            f"bake:\n  source_image: {base.id}\n  flavor: {FLAVOR[0]}\n"
+            f"bake:\n  source_image: {base.id}\n  flavor: {HUB_FLAVOR[0]}\n"
             f"  networks: [{private.id}]\n  floating_ip_network: public\n"
             f"  security_groups: [{SSH_GROUP}]\n  image_suffix: none\n"
         )

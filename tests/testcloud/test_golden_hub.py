@@ -48,7 +48,6 @@ say = tagged("bakery")
 
 
 NAME = "e2e-workshop"  # the e2e config's name: its golden image is the one in the cache
-FLAVOR = HUB_FLAVOR
 BAKERY = str(Path(sys.executable).with_name("bakery"))
 OPENSTACK = """\
 openstack:
@@ -90,7 +89,7 @@ def bakery(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def clouds(cloud_connect: Callable[[str], Any]) -> tuple[Any, Any]:
     demo, admin = cloud_connect("testcloud"), cloud_connect("testcloud-admin")
-    ensure_flavor(admin, FLAVOR)
+    ensure_flavor(admin, HUB_FLAVOR)
     return demo, admin
 
 
@@ -107,7 +106,7 @@ def workshop(tmp_path_factory: pytest.TempPathFactory) -> Workshop:
     settings["tls"] = {"mode": "self-signed"}
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     with config.open("a") as fh:
-        fh.write(OPENSTACK.format(flavor=FLAVOR[0], key=key))
+        fh.write(OPENSTACK.format(flavor=HUB_FLAVOR[0], key=key))
     return workshop_for(config, key=key, https_port=443, ssh_port=22)
 
 

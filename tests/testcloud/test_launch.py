@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +24,12 @@ from bakery import launch as bakery_launch
 from bakery import resources
 from bakery.config import load_config
 from bakery.errors import BakeryError, CloudError
+from bakery.progress import ConsoleReporter
 
 pytestmark = pytest.mark.testcloud
 
 
-def say(message: str, *, transient: bool = False) -> None:
-    """The tests' progress reporter: every report as a line (visible with -s)."""
-    print(f"[bakery] {message}")
+say = ConsoleReporter(sys.stderr, live=False, prefix="[bakery] ")  # visible with -s
 
 
 NAME = "bakery-ci"
