@@ -20,6 +20,9 @@ IMAGE_DIR = "/etc/jupyterhub/image"
 SCRIPT_DIR = "/usr/local/lib/bakery"
 # Where a bake puts spawner.image_archive; user-image.sh loads it into docker, then deletes it.
 USER_IMAGE_ARCHIVE = "/var/lib/bakery/user-image.tar"
+# The image's command (its Cmd, JSON), read from the archive at bake time: a cluster's hub hands
+# it to the spawner, so a manager that runs no servers never loads the image (minutes under load).
+USER_IMAGE_CMD = "/var/lib/bakery/user-image-cmd.json"
 # Shared data and course material (bakery.content): a bake copies their folders in as tars here,
 # content.sh unpacks them (shared_data.path, COURSE_DIR) and deletes them.
 CONTENT_DIR = "/var/lib/bakery/content"

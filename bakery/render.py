@@ -72,6 +72,7 @@ from bakery.layout import (
     UNIT_DIR,
     UNITS,
     USER_IMAGE_ARCHIVE,
+    USER_IMAGE_CMD,
     USER_IMAGE_UNIT,
     WORKER_OFF_DROPIN,
     WORKER_OFF_UNITS,
@@ -212,6 +213,8 @@ def _context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, 
         "image_archive": USER_IMAGE_ARCHIVE if archive else None,
         "archive_format": archive.format if archive else None,
         "import_changes": notebook_image.import_changes(cfg),
+        "image_cmd": archive.cmd if archive else None,
+        "image_cmd_file": USER_IMAGE_CMD,
         "mem_limit": cfg.spawner.mem_limit,
         "cpu_limit": cfg.spawner.cpu_limit,
         "default_url": _default_url(cfg),
@@ -398,9 +401,13 @@ def _cluster_bake_files(ctx: dict[str, Any]) -> list[VmFile]:
     return files
 
 
-def role_file(role: Role) -> VmFile:
-    """The file that tells a cluster VM its role (cluster.sh, the units' conditions)."""
-    return VmFile(CLUSTER_ROLE_FILE.format(role=role), f"{role}\n")
+def role_file(role: Role, manager_runs_servers: bool = False) -> VmFile:
+    """The file that tells a cluster VM its role (cluster.sh, the units' conditions); the
+    manager's also says where servers run (user-image.sh loads no image where none runs)."""
+    content = f"{role}\n"
+    if role == "manager":
+        content += f"servers={'all' if manager_runs_servers else 'workers'}\n"
+    return VmFile(CLUSTER_ROLE_FILE.format(role=role), content)
 
 
 def worker_boot_files(cfg: Workshop) -> list[VmFile]:
@@ -430,7 +437,7 @@ def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmF
         for f in cfg.files
     ]
     if cfg.cluster.swarm:
-        files.insert(0, role_file("manager"))
+        files.insert(0, role_file("manager", cfg.cluster.manager_runs_servers))
     return files
 
 

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from helpers import EXAMPLES
+from traitlets.config import Config
 
 from bakery import config as config_module
 from bakery.config import Workshop, load_config
 from bakery.credentials import credentials_path, ensure_credentials
 from bakery.errors import ConfigError, RenderError
-from bakery.layout import CLUSTER_META_SECRET, CLUSTER_PORTS, HUB_PORT
+from bakery.layout import (
+    CLUSTER_META_SECRET,
+    CLUSTER_PORTS,
+    HUB_PORT,
+    USER_IMAGE_ARCHIVE,
+    USER_IMAGE_CMD,
+)
 from bakery.render import build_cloud_config
 
 CLUSTER = next(e for e in EXAMPLES if e.stem == "cluster")
@@ -111,7 +122,7 @@ def test_the_manager_runs_the_hub_with_the_swarm_spawner(
 ) -> None:
     cfg, accounts = cluster
     manager = files(build_cloud_config(cfg, stage="boot", accounts=accounts))
-    assert manager["/etc/bakery/cluster-manager"] == "manager\n"
+    assert manager["/etc/bakery/cluster-manager"] == "manager\nservers=workers\n"
     hub = manager["/etc/jupyterhub/jupyterhub_config.py"]
     assert 'c.JupyterHub.spawner_class = "bakery_swarmspawner.BakerySwarmSpawner"' in hub
     assert "host_homedir_format_string = '/srv/cluster/home/{username}'" in hub
@@ -173,3 +184,107 @@ def test_the_manager_loads_the_notebook_image_even_without_servers() -> None:
     unit = baked["/etc/systemd/system/bakery-user-image.service"]
     assert "cluster-manager" not in unit and "cluster-worker" not in unit
     assert "rm -f /var/lib/bakery/user-image.tar" not in baked["/usr/local/lib/bakery/cluster.sh"]
+
+
+def _run_user_image(tmp_path: Path, cfg: Workshop, role: str | None, archive: bytes) -> list[str]:
+    """Run the rendered user-image.sh against a fake docker, its paths moved into ``tmp_path``;
+    returns the docker commands it ran (the image is never loaded before)."""
+    script = files(build_cloud_config(cfg, stage="bake"))["/usr/local/lib/bakery/user-image.sh"]
+    for path in (USER_IMAGE_ARCHIVE, USER_IMAGE_CMD, "/etc/bakery/cluster-manager"):
+        script = script.replace(path, str(tmp_path / Path(path).name))
+    tmp_path.mkdir()
+    (tmp_path / "user-image.tar").write_bytes(archive)
+    if role is not None:
+        (tmp_path / "cluster-manager").write_text(role)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        '#!/bin/sh\necho "$*" >> "$(dirname "$0")/calls"\n'
+        'case "$1 $2" in "image inspect") exit 1;; esac\n'
+        '[ "$1" = load ] && echo "Loaded image: bakery/nb:1"\nexit 0\n'
+    )
+    docker.chmod(0o755)
+    (tmp_path / "user-image.sh").write_text(script)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run(["bash", str(tmp_path / "user-image.sh")], env=env, check=True)
+    calls = bin_dir / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+def _docker_save(config: dict[str, Any], tags: list[str]) -> bytes:
+    """A docker save archive's skeleton: manifest.json and the image's config."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in (
+            ("blobs/sha256/abc", json.dumps(config).encode()),
+            (
+                "manifest.json",
+                json.dumps([{"Config": "blobs/sha256/abc", "RepoTags": tags}]).encode(),
+            ),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_manager_without_servers_reads_the_command_and_loads_no_image(tmp_path: Path) -> None:
+    # The hub needs only the image's command (dockerspawner inspects the image for nothing else):
+    # the manager skips the import that took minutes at every cluster's first boot.
+    cfg = parse_config(
+        {
+            "name": "cw",
+            "spawner": {"kind": "docker", "image_archive": {"path": "/srv/nb.tar"}},
+            "cluster": {"engine": "swarm"},
+        }
+    )
+    # A worker joins the swarm (and gets servers) only once its copy is loaded.
+    unit = files(build_cloud_config(cfg, stage="bake"))[
+        "/etc/systemd/system/bakery-cluster.service"
+    ]
+    assert "After=bakery-user-image.service" in unit
+    archive = _docker_save({"config": {"Cmd": ["start-notebook.py"]}}, [cfg.spawner.image])
+    calls = _run_user_image(tmp_path / "m", cfg, "manager\nservers=workers\n", archive)
+    assert json.loads((tmp_path / "m" / "user-image-cmd.json").read_text()) == ["start-notebook.py"]
+    assert not any(c.startswith(("load", "import")) for c in calls), calls
+    assert (tmp_path / "m" / "user-image.tar").exists()  # kept: nothing loaded it
+    # A manager that runs servers, and a worker, load it as before (and the archive goes).
+    for role, where in (("manager\nservers=all\n", "all"), (None, "worker")):
+        calls = _run_user_image(tmp_path / where, cfg, role, archive)
+        assert "load --input " + str(tmp_path / where / "user-image.tar") in calls, calls
+        assert not (tmp_path / where / "user-image.tar").exists()
+    # No command in the image: nothing is guessed, the manager loads it for the hub to inspect.
+    bare = _docker_save({"config": {"Entrypoint": ["tini"]}}, [cfg.spawner.image])
+    calls = _run_user_image(tmp_path / "bare", cfg, "manager\nservers=workers\n", bare)
+    assert not (tmp_path / "bare" / "user-image-cmd.json").exists()
+    assert any(c.startswith("load") for c in calls), calls
+
+
+def test_the_hub_takes_the_command_from_the_file_when_there_is_one(tmp_path: Path) -> None:
+    archive = {"path": "nb.tar", "format": "rootfs", "cmd": ["jupyterhub-singleuser"]}
+    cfg = parse_config(
+        {
+            "name": "cw",
+            "spawner": {"kind": "docker", "image": "bakery/nb:1", "image_archive": archive},
+            "cluster": {"engine": "swarm", "manager_runs_servers": True},
+        }
+    )
+    accounts = ensure_credentials(cfg, tmp_path / "credentials.yaml")
+    doc = build_cloud_config(cfg, stage="full", accounts=accounts)
+    assert files(doc)["/etc/bakery/cluster-manager"] == "manager\nservers=all\n"
+    calls = _run_user_image(tmp_path / "m", cfg, "manager\nservers=workers\n", b"rootfs")
+    assert calls == []  # nothing asked of docker: the command is the config's
+    assert json.loads((tmp_path / "m" / "user-image-cmd.json").read_text()) == [
+        "jupyterhub-singleuser"
+    ]
+    hub = files(doc)["/etc/jupyterhub/jupyterhub_config.py"]
+    block = "try:\n" + hub.split("\ntry:\n", 1)[1].split("\n\n", 1)[0].split("\nc.", 1)[0]
+    for present in (True, False):
+        cmd_file = tmp_path / "m" / "user-image-cmd.json"
+        if not present:
+            cmd_file.unlink()
+        c = Config()
+        exec(block.replace(USER_IMAGE_CMD, str(cmd_file)), {"c": c, "json": json})
+        # Without the file the trait stays unset: dockerspawner asks docker, as before.
+        assert c.BakerySwarmSpawner.get("cmd") == (["jupyterhub-singleuser"] if present else None)

@@ -28,6 +28,7 @@ from bakery import versions
 
 dockerspawner = pytest.importorskip("dockerspawner")
 objects = pytest.importorskip("jupyterhub.objects")
+docker_errors = pytest.importorskip("docker.errors")
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "1.41"  # Debian 12's docker.io (20.10)
@@ -59,12 +60,15 @@ class FakeDocker:
         self.services: dict[str, dict[str, Any]] = {}
         self.removed: list[str] = []
         self.task_state = "running"
+        self.has_image = True  # a manager that runs no servers has none (user-image.sh)
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
         path = re.sub(rf"^/v{re.escape(API)}", "", path)
         if method == "GET" and path == "/version":
             return 200, {"ApiVersion": API, "Version": "20.10.24"}
         if method == "GET" and path.startswith("/images/") and path.endswith("/json"):
+            if not self.has_image:
+                return 404, {"message": f"No such image: {path.split('/')[2]}"}
             return 200, {"Config": {"Cmd": ["start-notebook.py"]}}
         if method == "POST" and path == "/services/create":
             unknown = set(body) - SERVICE_SPEC_FIELDS
@@ -255,6 +259,28 @@ def test_worker_constraint_is_not_repeated_across_starts(
             "node.labels.x == 1",
             "node.role == worker",
         ]
+
+
+def test_a_manager_without_the_image_spawns_with_the_command_it_was_given(
+    fake_docker: tuple[FakeDocker, str],
+) -> None:
+    """The cluster's manager loads no image (it runs no server): dockerspawner asks the manager's
+    own daemon for the image's command unless ``cmd`` is set, which the hub's config does from
+    user-image.sh's file. Without it every spawn fails (seen on the test cloud)."""
+    fake, url = fake_docker
+    fake.has_image = False
+    with pytest.raises(docker_errors.ImageNotFound):
+        asyncio.run(make_spawner(swarm.BakerySwarmSpawner, url).start())
+    assert not fake.created
+    spawner = make_spawner(swarm.BakerySwarmSpawner, url, cmd=["start-notebook.py"])
+    assert asyncio.run(spawner.start()) == ("127.0.0.1", 30001)
+    # The same service as on a manager that has the image and reads the command from it.
+    fake.has_image = True
+    asyncio.run(spawner.stop())
+    asyncio.run(make_spawner(swarm.BakerySwarmSpawner, url).start())
+    given, inspected = fake.created
+    assert given["TaskTemplate"]["ContainerSpec"]["Args"][0] == "start-notebook.py"
+    assert given == inspected
 
 
 def test_the_test_environment_pins_what_the_vm_gets() -> None:
