@@ -48,8 +48,8 @@ test-cloud: $(VENV)/.deps
 
 # A swarm cluster on the test cloud (manager + 1 worker from a chroot-baked golden image, a
 # trainee's server on the worker, destroy leaves nothing): root, long under nested TCG, on demand.
-# The cluster e2e with two workers and test_9 (a worker lost: its trainee starts again on the
-# other): three VMs under TCG, ~30 min on a 2-core host; not in CI.
+# The cluster e2e with two workers, test_8 (the manager reboots) and test_9 (a worker lost: its
+# trainee starts again on the other): three VMs under TCG, ~30 min on a 2-core host; not in CI.
 test-cluster-faults: $(VENV)/.deps
 	BAKERY_E2E_CLUSTER_WORKERS=2 $(BIN)/pytest -m e2e -s tests/e2e/test_cluster.py $(PYTEST_ARGS)
 
@@ -57,9 +57,10 @@ test-cloud-cluster: $(VENV)/.deps
 	$(BIN)/pytest -m "testcloud and slow" -s tests/testcloud/test_cloud_cluster.py $(PYTEST_ARGS)
 
 # The real bakes on the test cloud (openstacksdk builder, Packer's openstack source), each launched
-# and logged into: hours under nested TCG, not in CI.
+# and logged into, and the openstacksdk builder's seal and snapshot on a cut-down bake: hours under
+# nested TCG, not in CI.
 test-cloud-bake: $(VENV)/.deps
-	$(BIN)/pytest -m slow -s tests/testcloud/test_cloud_bake.py $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow -s tests/testcloud/test_bake_sdk.py tests/testcloud/test_cloud_bake.py $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.deps
 	BAKERY_E2E_CLUSTER_WORKERS=2 $(BIN)/pytest -m slow -s $(PYTEST_ARGS)

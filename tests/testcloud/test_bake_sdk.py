@@ -23,7 +23,9 @@ from bakery.config import load_config
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage
 
-pytestmark = pytest.mark.testcloud
+# About 4 min (a guest boots under nested TCG): with the full bakes in `make test-cloud-bake`, not
+# in CI, whose test-cloud tier keeps the golden image's upload, launch and login.
+pytestmark = [pytest.mark.testcloud, pytest.mark.slow]
 
 NAME = "bakery-sdk-bake"
 
