@@ -117,6 +117,12 @@ def launch(
     if result.workers:
         names = ", ".join(w.name for w in result.workers)
         typer.echo(f"workers: {names}  (the swarm's nodes: bakery status {config})")
+    if result.workers_note:
+        typer.echo(
+            f"workers: not all Ready: {result.workers_note}. The hub works; a trainee's server "
+            f"starts once a worker is Ready (bakery status {config}).",
+            err=True,
+        )
     typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
 
 

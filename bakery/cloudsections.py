@@ -76,8 +76,9 @@ class OpenStack(_Model):
     hub_timeout: Duration = Field(
         "45m",
         validate_default=True,
-        description="How long `launch` waits for https://IP/hub/health to answer (a cloud under "
-        "software emulation needs longer): seconds or 90s, 15m, 1h.",
+        description="How long `launch` waits for https://IP/hub/health to answer, and then for a "
+        "cluster's workers to be Ready (a cloud under software emulation needs longer): seconds "
+        "or 90s, 15m, 1h.",
     )
     data_gb_per_user: Annotated[float, Field(ge=0, le=1000)] = Field(
         0.05, description="Sizing: GB of data each trainee loads (see `bakery size`)."

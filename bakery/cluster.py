@@ -309,7 +309,13 @@ def launch_cluster(
             wait_hub(
                 conn, cfg, [info], {manager.name: manager}, cfg.openstack.hub_timeout, progress
             )
-    return LaunchResult([info], list(made), sheet, workers=workers)
+    result = LaunchResult([info], list(made), sheet, workers=workers)
+    if wait:
+        # Outside the clean-up: everything is made and the hub answers, whatever happens now.
+        result.workers_note = wait_workers_ready(
+            conn, cfg, config_path, info, cfg.openstack.hub_timeout, progress
+        )
+    return result
 
 
 # --- the swarm, seen from the manager -------------------------------------------------------------
@@ -469,6 +475,11 @@ class ClusterStatus:
             f"{node.availability}  {room}{who}"
         )
 
+    @property
+    def ready_workers(self) -> int:
+        """Workers the swarm lists Ready (and so given servers unless drained)."""
+        return sum(1 for n in self.nodes if n.role == "worker" and n.state == "ready")
+
     def lines(self) -> list[str]:
         """The swarm part of `bakery status` (the servers are printed as for one VM)."""
         if self.swarm_error is not None:
@@ -476,9 +487,8 @@ class ClusterStatus:
         load = " ".join(f"{x:.2f}" for x in self.load)
         out = [f"swarm: {len(self.nodes)} nodes (the manager's load: {load})"]
         out += [self.node_line(n) for n in self.nodes]
-        ready = [n for n in self.nodes if n.role == "worker" and n.state == "ready"]
-        if len(ready) < self.workers:
-            out.append(f"  {self.workers - len(ready)} of {self.workers} workers not Ready")
+        if self.ready_workers < self.workers:
+            out.append(f"  {self.workers - self.ready_workers} of {self.workers} workers not Ready")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -530,6 +540,51 @@ def swarm_status(
         return result
     match_servers(result.nodes, [manager, *workers.values()], cfg.openstack.networks)
     return result
+
+
+# How often `bakery launch` asks the manager for the swarm's nodes once the hub answers, and how
+# many asks in a row may fail (ssh) before it stops waiting.
+READY_POLL_SECONDS = 15.0
+READY_FAILED_ASKS = 4
+
+
+def wait_workers_ready(
+    conn: Connection,
+    cfg: Workshop,
+    config_path: Path,
+    manager: ServerInfo,
+    timeout: float,
+    progress: Reporter = quiet,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """After the hub answers: wait until ``cluster.workers`` workers are Ready in the swarm. A
+    worker joins once its copy of the trainees' image is loaded, minutes after the manager (which
+    loads none) can answer; a trainee who logs in before that waits for a worker to start on.
+
+    Returns None once they are Ready, else why the wait stopped (the manager could not be asked
+    over ssh, or the time ran out). Never raises: the hub works and everything made stays.
+    """
+    want = cfg.cluster.workers
+    deadline = time.monotonic() + timeout
+    failed = 0
+    while True:
+        status = swarm_status(conn, cfg, config_path, [manager])
+        if status.swarm_error is None:
+            failed = 0
+            if status.ready_workers >= want:
+                progress(f"swarm: {status.ready_workers} of {want} workers Ready")
+                return None
+            progress(
+                f"swarm: {status.ready_workers} of {want} workers Ready (a worker joins once "
+                "it has booted and has the trainees' image)"
+            )
+        else:
+            failed += 1
+            if failed >= READY_FAILED_ASKS:
+                return f"the swarm could not be asked ({status.swarm_error})"
+        if time.monotonic() >= deadline:
+            return f"{status.ready_workers} of {want} workers Ready after {timeout:.0f} s"
+        sleep(READY_POLL_SECONDS)
 
 
 # --- scale ----------------------------------------------------------------------------------------

@@ -218,6 +218,7 @@ class LaunchResult:
     created: list[Tracked]
     credentials: Path
     workers: list[ServerInfo] = field(default_factory=list)  # a swarm's (no hub, no URL)
+    workers_note: str | None = None  # a swarm's workers not all Ready when launch returned: why
 
 
 # --- launch ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,22 @@ class FakeSwarm:
         raise AssertionError(f"unexpected command on the manager: {argv}")
 
 
+@pytest.fixture(autouse=True)
+def joined_swarm(fake: FakeCloud, monkeypatch: pytest.MonkeyPatch) -> list[FakeSwarm]:
+    """``manager_shell`` answered by a FakeSwarm of the servers there are when it is first asked
+    (every worker joined and Ready), so no test reaches for a real ssh; ``swarm_shell`` and tests
+    of their own replace it."""
+    made: list[FakeSwarm] = []
+
+    def shell(*args: Any, **kwargs: Any) -> FakeSwarm:
+        if not made:
+            made.append(FakeSwarm(fake))
+        return made[0]
+
+    monkeypatch.setattr(cluster, "manager_shell", shell)
+    return made
+
+
 @pytest.fixture
 def swarm_shell(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """``manager_shell`` answered by the FakeSwarm put in ``["swarm"]`` (and the host asked)."""
@@ -254,6 +271,69 @@ def test_launch_makes_the_manager_first_then_the_workers_side_by_side(
     assert secret not in (tmp_path / "workshop.credentials.csv").read_text()
     for post in posts:
         assert secret not in raw_user_data(post)
+
+
+def test_launch_waits_for_the_workers_to_join_and_says_so(
+    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker joins once its image is loaded, minutes after the hub answers: launch returns
+    when the class can start on every worker, showing how many are Ready meanwhile."""
+    path = write_cluster_workshop(tmp_path)
+    monkeypatch.setattr(cluster, "READY_POLL_SECONDS", 0)
+    asks = []
+
+    def shell(*args: Any, **kwargs: Any) -> Callable[[list[str]], str]:
+        swarm = FakeSwarm(fake)
+        asks.append(swarm)
+        # The first two asks: worker 2 has not joined; the third: it has.
+        if len(asks) < 3:
+            del swarm.nodes[swarm.node("intro-worker-2")]
+        return swarm
+
+    monkeypatch.setattr(cluster, "manager_shell", shell)
+    result = invoke("launch", str(path))
+    assert result.exit_code == 0, result.output
+    assert len(asks) == 3
+    assert "swarm: 1 of 2 workers Ready (a worker joins once" in result.stderr
+    assert "swarm: 2 of 2 workers Ready" in result.stderr
+    assert "not all Ready" not in result.output
+
+
+def test_launch_stops_waiting_for_a_worker_at_the_hub_timeout(
+    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_cluster_workshop(tmp_path, hub_timeout="1s")
+    monkeypatch.setattr(cluster, "READY_POLL_SECONDS", 0.2)
+
+    def shell(*args: Any, **kwargs: Any) -> FakeSwarm:
+        swarm = FakeSwarm(fake)
+        swarm.nodes[swarm.node("intro-worker-2")]["Status"]["State"] = "down"
+        return swarm
+
+    monkeypatch.setattr(cluster, "manager_shell", shell)
+    result = invoke("launch", str(path))
+    assert result.exit_code == 0, result.output
+    assert "workers: not all Ready: 1 of 2 workers Ready after 1 s." in result.stderr
+    assert set(by_name(fake)) == {"intro-manager", "intro-worker-1", "intro-worker-2"}
+
+
+def test_launch_whose_swarm_cannot_be_asked_keeps_everything_and_says_why(
+    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_cluster_workshop(tmp_path)
+    monkeypatch.setattr(cluster, "READY_POLL_SECONDS", 0)
+
+    def refused(argv: list[str]) -> str:
+        raise BakeryError("intro-manager: ssh debian@203.0.113.10:22 failed: Permission denied")
+
+    monkeypatch.setattr(cluster, "manager_shell", lambda *a, **k: refused)
+    result = invoke("launch", str(path))
+    assert result.exit_code == 0, result.output
+    assert "intro-manager: https://203.0.113.10/  (hub: ok)" in result.stdout
+    assert "workers: not all Ready: the swarm could not be asked" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert fake.calls("DELETE", ".") == []
+    assert set(by_name(fake)) == {"intro-manager", "intro-worker-1", "intro-worker-2"}
 
 
 def test_the_group_opens_the_cluster_ports_to_its_own_members_only(
