@@ -555,7 +555,6 @@ def wait_workers_ready(
     manager: ServerInfo,
     timeout: float,
     progress: Reporter = quiet,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
     """After the hub answers: wait until ``cluster.workers`` workers are Ready in the swarm. A
     worker joins once its copy of the trainees' image is loaded, minutes after the manager (which
@@ -568,7 +567,10 @@ def wait_workers_ready(
     deadline = time.monotonic() + timeout
     failed = 0
     while True:
-        status = swarm_status(conn, cfg, config_path, [manager])
+        try:
+            status = swarm_status(conn, cfg, config_path, [manager])
+        except BakeryError as exc:  # the cloud's API, between two asks
+            status = ClusterStatus([manager], swarm_error=str(exc))
         if status.swarm_error is None:
             failed = 0
             if status.ready_workers >= want:
@@ -584,7 +586,7 @@ def wait_workers_ready(
                 return f"the swarm could not be asked ({status.swarm_error})"
         if time.monotonic() >= deadline:
             return f"{status.ready_workers} of {want} workers Ready after {timeout:.0f} s"
-        sleep(READY_POLL_SECONDS)
+        time.sleep(READY_POLL_SECONDS)
 
 
 # --- scale ----------------------------------------------------------------------------------------

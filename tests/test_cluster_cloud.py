@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 from bakery import cluster
 from bakery import launch as launch_mod
 from bakery.cli import app
-from bakery.errors import BakeryError, QuotaError, UsageError
+from bakery.errors import BakeryError, CloudError, QuotaError, UsageError
 from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET, CLUSTER_PORTS
 from bakery.progress import Collector
 from bakery.resources import state_path
@@ -333,6 +333,22 @@ def test_launch_whose_swarm_cannot_be_asked_keeps_everything_and_says_why(
     assert "workers: not all Ready: the swarm could not be asked" in result.stderr
     assert "Permission denied" in result.stderr
     assert fake.calls("DELETE", ".") == []
+    assert set(by_name(fake)) == {"intro-manager", "intro-worker-1", "intro-worker-2"}
+
+
+def test_launch_survives_the_clouds_api_failing_while_it_waits_for_workers(
+    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_cluster_workshop(tmp_path)
+    monkeypatch.setattr(cluster, "READY_POLL_SECONDS", 0)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise CloudError("compute API: 503 Service Unavailable")
+
+    monkeypatch.setattr(cluster, "swarm_status", failing)
+    result = invoke("launch", str(path))
+    assert result.exit_code == 0, result.output
+    assert "the swarm could not be asked (compute API: 503" in result.stderr
     assert set(by_name(fake)) == {"intro-manager", "intro-worker-1", "intro-worker-2"}
 
 
