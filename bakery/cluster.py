@@ -578,7 +578,8 @@ def wait_workers_ready(
                 return None
             progress(
                 f"swarm: {status.ready_workers} of {want} workers Ready (a worker joins once "
-                "it has booted and has the trainees' image)"
+                "it has booted and has the trainees' image)",
+                transient=True,
             )
         else:
             failed += 1
