@@ -186,6 +186,16 @@ def joined_swarm(fake: FakeCloud, monkeypatch: pytest.MonkeyPatch) -> list[FakeS
 
 
 @pytest.fixture
+def ssh_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``manager_shell`` whose every command fails as ssh without the right key does."""
+
+    def refused(argv: list[str]) -> str:
+        raise BakeryError("intro-manager: ssh debian@203.0.113.10:22 failed: Permission denied")
+
+    monkeypatch.setattr(cluster, "manager_shell", lambda *a, **k: refused)
+
+
+@pytest.fixture
 def swarm_shell(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """``manager_shell`` answered by the FakeSwarm put in ``["swarm"]`` (and the host asked)."""
     seen: dict[str, Any] = {}
@@ -319,15 +329,14 @@ def test_launch_stops_waiting_for_a_worker_at_the_hub_timeout(
 
 
 def test_launch_whose_swarm_cannot_be_asked_keeps_everything_and_says_why(
-    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+    fake: FakeCloud,
+    tmp_path: Path,
+    hub_ok: None,
+    monkeypatch: pytest.MonkeyPatch,
+    ssh_refused: None,
 ) -> None:
     path = write_cluster_workshop(tmp_path)
     monkeypatch.setattr(cluster, "READY_POLL_SECONDS", 0)
-
-    def refused(argv: list[str]) -> str:
-        raise BakeryError("intro-manager: ssh debian@203.0.113.10:22 failed: Permission denied")
-
-    monkeypatch.setattr(cluster, "manager_shell", lambda *a, **k: refused)
     result = invoke("launch", str(path))
     assert result.exit_code == 0, result.output
     assert "intro-manager: https://203.0.113.10/  (hub: ok)" in result.stdout
@@ -649,15 +658,10 @@ def test_status_shows_the_members_the_nodes_and_the_trainees_per_node(
 
 
 def test_status_without_ssh_shows_the_clouds_view_and_says_why(
-    fake: FakeCloud, tmp_path: Path, hub_ok: None, monkeypatch: pytest.MonkeyPatch
+    fake: FakeCloud, tmp_path: Path, hub_ok: None, ssh_refused: None
 ) -> None:
     path = write_cluster_workshop(tmp_path)
     launch(path)
-
-    def refused(argv: list[str]) -> str:
-        raise BakeryError("intro-manager: ssh debian@203.0.113.10:22 failed: Permission denied")
-
-    monkeypatch.setattr(cluster, "manager_shell", lambda *a, **k: refused)
 
     result = invoke("status", str(path))
 
