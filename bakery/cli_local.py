@@ -180,7 +180,7 @@ class TryStage(str, Enum):
 
 
 class AccelChoice(str, Enum):
-    """qemu accelerators: auto uses KVM only when a probe guest runs under it."""
+    """qemu accelerators: auto uses KVM only where it runs a kernel (probe and watchdog)."""
 
     auto = "auto"
     kvm = "kvm"
@@ -227,7 +227,9 @@ def try_(
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Guest CPUs.")] = 2,
     accel: Annotated[
         AccelChoice,
-        typer.Option("--accel", help="auto: KVM if a probe guest runs under it, else TCG (slow)."),
+        typer.Option(
+            "--accel", help="auto: KVM where it runs a kernel, else TCG (slow); kvm: KVM or fail."
+        ),
     ] = AccelChoice.auto,
     timeout: Annotated[
         float | None,

@@ -13,6 +13,9 @@ ConsoleState = Literal["done", "error", "running", "unknown"]
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _KERNEL_RE = re.compile(r"Linux version \d")
+# The boot loader handing over to the kernel: GRUB's "Booting `ENTRY'", or the kernel's own
+# real-mode setup (it prints "Probing EDD" before it leaves real mode).
+_HANDOVER_RE = re.compile(r"Booting `[^']*'|Probing EDD")
 _LOGIN_RE = re.compile(r"\S+ login:\s*$")
 _STAGE_RE = re.compile(r"Cloud-init v\. \S+ running '([^']+)'")
 # cloud-init's own last line; a document's final_message replaces it (bakery's always does).
@@ -52,6 +55,7 @@ class ConsoleScan:
     finished: bool = False
     failures: list[str] = field(default_factory=list)
     kernel_started: bool = False
+    loader_handed_over: bool = False
     login_prompt: bool = False
     output: bool = False
 
@@ -96,6 +100,8 @@ def _is_final(line: str, workshop: str | None) -> bool:
 
 
 def _read_line(scan: ConsoleScan, line: str, workshop: str | None) -> None:
+    if _HANDOVER_RE.search(line):
+        scan.loader_handed_over = True
     if _KERNEL_RE.search(line):
         scan.kernel_started = True
         scan.stage = scan.stage or "kernel booting"

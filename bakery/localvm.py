@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from bakery import console, qemu, seed
 from bakery.errors import LocalVmError, UsageError
 from bakery.files import write_private
-from bakery.kvm import Accel, choose_accel
+from bakery.kvm import Accel, Accelerator, accel_args, choose_accel
 from bakery.progress import Reporter, quiet
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ OVERLAY_SIZE = "20G"
 AFTER_FINISH_GRACE = 120.0
 # Ubuntu/Debian, JupyterHub, the proxy, nginx and one notebook server do not fit in less.
 MIN_MEMORY = 1024**3
+# Under KVM the kernel must print its first line this soon, or the VM boots again under TCG (the
+# watchdog behind the probe, see kvm.py). Measured here under TCG (Debian 12, 2 vCPUs): GRUB
+# hands over 2 s after qemu starts and the kernel's first line follows 4-5 s later; a working KVM
+# is faster at both. On a nested host whose KVM passed a protected-mode probe, GRUB's menu came
+# after 41 s, its hand-over after 44 s, and no kernel line ever.
+KERNEL_AFTER_HANDOVER = 15.0
+KERNEL_AFTER_START = 30.0
 
 # `bakery try --workers N` (cluster.engine swarm): the VMs' second NICs share one private network,
 # a qemu multicast socket on the loopback interface (no root, no bridge, nothing on the host's
@@ -234,7 +241,7 @@ def start_vm(
     ssh_port: int = 2222,
     memory: str = "4G",
     cpus: int = 2,
-    accel: Accel = "auto",
+    accel: Accel | Accelerator = "auto",
     hostname: str = "workshop",
     web: bool = True,
     cluster_nic: ClusterNic | None = None,
@@ -269,11 +276,38 @@ def start_vm(
     ports = {"HTTPS": https_port, "HTTP": http_port, "ssh": ssh_port}
     _check_free(run_dir, {name: port for name, port in ports.items() if port})
     fmt = qemu.image_format(qemu_img, image)
-    accel_name, reason = choose_accel(accel)
-    progress(f"accelerator: {reason}")
+    if isinstance(accel, str):
+        accel = choose_accel(accel)
+        progress(f"accelerator: {accel.reason}")
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("overlay.qcow2", "seed.iso", "serial.log", "qmp.sock", "qemu.pid"):
         (run_dir / stale).unlink(missing_ok=True)
+    _create_overlay(qemu_img, image, fmt, run_dir)
+    # A new instance-id each start: cloud-init treats the boot as a first boot and runs it all.
+    meta_data = seed.meta_data(f"iid-bakery-{int(time.time())}", hostname, meta)
+    network = cluster_nic.network_config() if cluster_nic else None
+    seed.write_seed_iso(run_dir / "seed.iso", user_data, meta_data, network)
+    state = VmState(
+        run_dir=str(run_dir), image=str(image), accel=accel.accel, accel_reason=accel.reason,
+        https_port=https_port, http_port=http_port, ssh_port=ssh_port, memory_mb=mb, cpus=cpus,
+        cluster_index=cluster_nic.index if cluster_nic else 0,
+        cluster_port=cluster_nic.port if cluster_nic else 0,
+    )  # fmt: skip
+    boot_vm(state)
+    if state.accel == "kvm":
+        why = watch_kernel(state)
+        if why is not None:
+            kill_vm(state)
+            progress(accel.fall_back(why))  # raises under --accel kvm
+            state.accel, state.accel_reason = accel.accel, accel.reason
+            (run_dir / "serial.log").unlink(missing_ok=True)
+            _create_overlay(qemu_img, image, fmt, run_dir)
+            boot_vm(state)
+    return state
+
+
+def _create_overlay(qemu_img: str, image: Path, fmt: str, run_dir: Path) -> None:
+    """A fresh copy-on-write overlay of ``image`` at ``run_dir/overlay.qcow2``."""
     proc = subprocess.run(
         [qemu_img, "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image),
          str(run_dir / "overlay.qcow2"), OVERLAY_SIZE],
@@ -283,18 +317,71 @@ def start_vm(
         raise LocalVmError(
             f"qemu-img could not create an overlay on {image}: {proc.stderr.strip()}"
         )
-    # A new instance-id each start: cloud-init treats the boot as a first boot and runs it all.
-    meta_data = seed.meta_data(f"iid-bakery-{int(time.time())}", hostname, meta)
-    network = cluster_nic.network_config() if cluster_nic else None
-    seed.write_seed_iso(run_dir / "seed.iso", user_data, meta_data, network)
-    state = VmState(
-        run_dir=str(run_dir), image=str(image), accel=accel_name, accel_reason=reason,
-        https_port=https_port, http_port=http_port, ssh_port=ssh_port, memory_mb=mb, cpus=cpus,
-        cluster_index=cluster_nic.index if cluster_nic else 0,
-        cluster_port=cluster_nic.port if cluster_nic else 0,
-    )  # fmt: skip
-    boot_vm(state)
-    return state
+
+
+def watch_kernel(
+    state: VmState,
+    *,
+    after_start: float | None = None,
+    after_handover: float | None = None,
+    poll: float = 0.25,
+) -> str | None:
+    """Wait until the VM's kernel prints its first line; why not, when it does not.
+
+    The second line of defence behind the probe (:func:`bakery.kvm.kvm_usable`): a KVM that runs
+    the probe may still not run a kernel. Gives up when the boot loader handed over
+    ``after_handover`` seconds ago, or qemu started ``after_start`` seconds ago, with no kernel
+    line on the console; at once when qemu exits or KVM stops the guest with an internal error.
+
+    Returns:
+        None once the kernel printed; else the reason, one short clause.
+    """
+    after_start = KERNEL_AFTER_START if after_start is None else after_start
+    after_handover = KERNEL_AFTER_HANDOVER if after_handover is None else after_handover
+    run = Path(state.run_dir)
+    start = time.monotonic()
+    handover: float | None = None
+    while True:
+        scan = console.scan(console_text(run))
+        if scan.kernel_started:
+            return None
+        now = time.monotonic()
+        if scan.loader_handed_over and handover is None:
+            handover = now
+        if not qemu.alive(state.pid):
+            return "qemu exited before the kernel printed anything"
+        if _internal_error(run):
+            return "KVM stopped the guest with an internal error"
+        if handover is not None and now - handover > after_handover:
+            return f"the boot loader handed over; no kernel output within {after_handover:g} s"
+        if now - start > after_start:
+            return f"no kernel output {after_start:g} s after qemu started"
+        time.sleep(poll)
+
+
+def _internal_error(run: Path) -> bool:
+    """Whether qemu paused the guest for a KVM internal error (QMP ``query-status``)."""
+    try:
+        status = qemu.qmp(run, "query-status")
+    except (LocalVmError, OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("status") == "internal-error"
+
+
+def kill_vm(state: VmState) -> None:
+    """Stop qemu at once (no guest shutdown: for a VM that never got going)."""
+    run = Path(state.run_dir)
+    try:
+        qemu.qmp(run, "quit")
+        quit_sent = True
+    except (LocalVmError, OSError, ValueError):
+        quit_sent = False
+    if not (quit_sent and qemu.wait_exit(state.pid, 5)) and qemu.alive(state.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGKILL)
+        qemu.wait_exit(state.pid, 5)
+    for name in ("qmp.sock", "qemu.pid"):
+        (run / name).unlink(missing_ok=True)
 
 
 def _check_free(run_dir: Path, ports: dict[str, int]) -> None:
@@ -331,8 +418,7 @@ def boot_vm(state: VmState) -> None:
 def qemu_command(state: VmState, exe: str = "qemu-system-x86_64") -> list[str]:
     """The qemu command line that boots ``state``'s overlay and seed in the background."""
     run = Path(state.run_dir)
-    accel = ["-accel", "kvm", "-cpu", "host"] if state.accel == "kvm" else [
-        "-accel", "tcg,thread=multi,tb-size=512", "-cpu", "max"]  # fmt: skip
+    accel = accel_args(state.accel)
     guest_ports = {state.https_port: 443, state.http_port: 80, state.ssh_port: 22}
     fwd = ",".join(
         f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in guest_ports.items() if host
@@ -732,8 +818,11 @@ def try_cluster(
     port = https_port
     manager = ClusterNic(0, port)
     meta = {CLUSTER_META_SECRET: secret, CLUSTER_META_MANAGER: manager.address}
+    # One choice for every VM: printed once, and a fallback on the manager holds for the workers.
+    choice = choose_accel(accel)
+    progress(f"accelerator: {choice.reason}")
     boot = functools.partial(
-        start_vm, image=image, memory=memory, cpus=cpus, accel=accel, meta=meta
+        start_vm, image=image, memory=memory, cpus=cpus, accel=choice, meta=meta
     )
     docs = {
         role: render_user_data(cfg, stage=stage, accounts=accounts, role=role).data

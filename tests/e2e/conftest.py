@@ -31,6 +31,9 @@ from e2e_harness import (
 # run). In CI the test cloud's first install runs in the background for its first ~15 min; the
 # single-VM modules, with more headroom in their boot timeouts, share the 2 cores with it instead.
 LAST = ("test_cluster.py",)
+# BAKERY_E2E_ACCEL=kvm|tcg forces an accelerator; auto (the default) is what `bakery try` does.
+E2E_ACCEL = os.environ.get("BAKERY_E2E_ACCEL", "auto")
+assert E2E_ACCEL in ("auto", "kvm", "tcg"), f"BAKERY_E2E_ACCEL={E2E_ACCEL}: auto, kvm or tcg"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,6 +65,14 @@ def e2e_tools() -> None:
         require(shutil.which(tool) is not None, f"{tool} not installed (apt-get install {pkg})")
     require(os.geteuid() == 0, "needs root (debootstrap, loop devices, chroot)")
     require((baseimage.VMIMAGE_DIR / "build-base.sh").is_file(), "vmimage/build-base.sh missing")
+    # The accelerator's verdict once per run, as `bakery try` prints it: every VM below starts
+    # from it (and the watchdog may still move a VM to TCG: its boot line names the accelerator).
+    from bakery.kvm import choose_accel
+
+    start = time.monotonic()
+    choice = choose_accel(E2E_ACCEL)  # type: ignore[arg-type]
+    record(f"accelerator: {choice.accel}", time.monotonic() - start)
+    print(f"[e2e] accelerator: {choice.reason}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +135,6 @@ def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
         assert localvm.vm_status(workshop_files.run_dir).hub_status == 200
         yield workshop_files
         return
-    accel = os.environ.get("BAKERY_E2E_ACCEL", "auto")
-    assert accel in ("auto", "kvm", "tcg")
     start = time.monotonic()
     try:
         result = localvm.try_workshop(
@@ -136,7 +145,7 @@ def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
             ssh_port=workshop_files.ssh_port,
             memory="3G",
             cpus=2,
-            accel=accel,  # type: ignore[arg-type]
+            accel=E2E_ACCEL,  # type: ignore[arg-type]
             run_dir=workshop_files.run_dir,
             progress=tagged("try"),
         )
