@@ -2,8 +2,7 @@
 
 The library is usable without the CLI; these are its entry points (each raises
 :class:`BakeryError` subclasses; long ones take a ``progress`` reporter). The cloud operations
-live in :mod:`bakery.launch` (``launch``, ``status``, ``destroy``): a package attribute of that
-name would be shadowed by the submodule.
+live in :mod:`bakery.providers.openstack.launch` (``launch``, ``status``, ``destroy``).
 """
 
 from __future__ import annotations
@@ -25,19 +24,19 @@ __all__ = [
 # Imported on first use: `bakery render` must not pay for openstacksdk and friends.
 _WHERE = {
     "BakeryError": "bakery.errors",
-    "Workshop": "bakery.config",
-    "load_config": "bakery.config",
-    "render_user_data": "bakery.render",
-    "validate_workshop": "bakery.checks",
-    "bake": "bakery.builders",
+    "Workshop": "bakery.config.workshop",
+    "load_config": "bakery.config.workshop",
+    "render_user_data": "bakery.vm.userdata",
+    "validate_workshop": "bakery.vm.validate",
+    "bake": "bakery.bake.builders",
 }
 
 if TYPE_CHECKING:
-    from bakery.builders import bake
-    from bakery.checks import validate_workshop
-    from bakery.config import Workshop, load_config
+    from bakery.bake.builders import bake
+    from bakery.config.workshop import Workshop, load_config
     from bakery.errors import BakeryError
-    from bakery.render import render_user_data
+    from bakery.vm.userdata import render_user_data
+    from bakery.vm.validate import validate_workshop
 
 
 def __getattr__(name: str) -> Any:

@@ -390,7 +390,7 @@ def read_sheet(path: Path, config: Path | None = None) -> list[tuple[str, str]]:
         rows = [(row["username"], row["password"]) for row in csv.DictReader(fh)]
     if config is None:
         return rows
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
 
     trainees = load_config(config).users.trainees()
     return sorted((r for r in rows if r[0] in trainees), key=lambda r: trainees.index(r[0]))
@@ -464,8 +464,8 @@ def local_vm(
     import baseimage  # type: ignore[import-not-found]
     from e2e_harness import build_golden, e2e_ssh_key  # type: ignore[import-not-found]
 
-    from bakery import localvm
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
+    from bakery.providers.local import vm as localvm
 
     work = ROOT / "build" / f"class-bench-{spawner}-{n}"
     work.mkdir(parents=True, exist_ok=True)
@@ -513,7 +513,7 @@ def from_scratch(n: int, memory: str, cpus: int, spawner: str) -> float:
     _e2e_path()
     import baseimage  # type: ignore[import-not-found]
 
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     work = ROOT / "build" / f"class-bench-{spawner}-{n}"
     config = bench_config(work, n, spawner)

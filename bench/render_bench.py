@@ -9,9 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bakery.config import load_config
-from bakery.credentials import credentials_path, ensure_credentials
-from bakery.render import NOVA_USER_DATA_LIMIT, STAGES, render_user_data
+from bakery.config.workshop import load_config
+from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, STAGES, render_user_data
+from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 REPEAT = 5
 

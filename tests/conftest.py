@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bakery.config import Workshop, load_config
-from bakery.credentials import Account, credentials_path, ensure_credentials
+from bakery.config.workshop import Workshop, load_config
+from bakery.workshop.accounts import Account, credentials_path, ensure_credentials
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery.checks import find_tool
+from bakery.vm.validate import find_tool
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -25,7 +25,7 @@ def require_tool(name: str) -> str:
 
 def config_error(text: str, line: int, words: list[str]) -> str:
     """Parse ``text`` as ws.yaml; assert one ConfigError at ``line`` naming ``words``."""
-    from bakery.config import parse_config
+    from bakery.config.workshop import parse_config
     from bakery.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:

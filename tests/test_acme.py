@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from helpers import config_error, require_tool
 
-from bakery.checks import check_units
-from bakery.config import LETSENCRYPT_DIRECTORY, Workshop
-from bakery.credentials import Account
-from bakery.render import TLS_RETRY_MINUTES, build_cloud_config
+from bakery.config.workshop import LETSENCRYPT_DIRECTORY, Workshop
+from bakery.vm.userdata import TLS_RETRY_MINUTES, build_cloud_config
+from bakery.vm.validate import check_units
+from bakery.workshop.accounts import Account
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
 LE = "tls: {mode: letsencrypt, domain: hub.example.org, email: it@example.org"
@@ -129,8 +129,8 @@ def test_retry_units_pass_systemd_analyze_and_a_broken_timer_fails(
 
 def test_user_data_checks_verify_timers(make_workshop: MakeWorkshop, tmp_path: Path) -> None:
     """bakery validate's unit check covers .timer files, not only services."""
-    from bakery.checks import check_user_data
-    from bakery.render import render_user_data
+    from bakery.vm.userdata import render_user_data
+    from bakery.vm.validate import check_user_data
 
     require_tool("systemd-analyze")
     cfg, _ = make_workshop(f"name: intro\n{LE}}}\n")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bakery import chroot_apply
-from bakery.config import parse_config
+from bakery.bake import chroot_apply
+from bakery.config.workshop import parse_config
 from bakery.errors import ChrootError, ConfigError
-from bakery.image import config_digest
-from bakery.render import build_cloud_config, dump_cloud_config
+from bakery.vm.image import config_digest
+from bakery.vm.userdata import build_cloud_config, dump_cloud_config
 
 # A self-signed EC certificate made for these tests (`openssl req -x509 -newkey ec ...`).
 CERT = """\

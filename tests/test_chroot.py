@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery import chroot, chroot_apply
+from bakery.bake import chroot, chroot_apply
 from bakery.errors import ChrootError
 
 

@@ -101,7 +101,7 @@ def test_render_does_not_import_cloud_libraries(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from bakery.cli import app\n"
+        "from bakery.cli.main import app\n"
         "result = CliRunner().invoke(app, ['render', 'workshop.yaml'])\n"
         "assert result.exit_code == 0, result.output\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('openstack', 'keystoneauth1', "

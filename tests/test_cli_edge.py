@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, require_tool
 
-from bakery import checks
 from bakery.progress import Collector, ConsoleReporter
+from bakery.vm import validate as checks
 
 BAKERY = shutil.which("bakery", path=str(Path(sys.executable).parent)) or "bakery"
 EXAMPLE = REPO / "examples" / "workshop.yaml"

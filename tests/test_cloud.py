@@ -35,12 +35,13 @@ from fakecloud import (
 )
 from typer.testing import CliRunner
 
-from bakery import cloud, resources
-from bakery import launch as launch_mod
-from bakery.cli import app
-from bakery.config import load_config
+from bakery.cli.main import app
+from bakery.config.workshop import load_config
 from bakery.errors import AuthError, BakeryError, CloudError, LeftBehind, QuotaError, RenderError
-from bakery.sizing import Estimate, estimate_workshop
+from bakery.providers.openstack import api as cloud
+from bakery.providers.openstack import launch as launch_mod
+from bakery.providers.openstack import resources
+from bakery.workshop.sizing import Estimate, estimate_workshop
 
 # --- fixtures -------------------------------------------------------------------------------------
 
@@ -326,7 +327,7 @@ def test_user_data_over_novas_limit_fails_before_any_write(
     # 1001 real SHA-512-crypt hashes take seconds; random strings of the same shape do not
     # compress either, which is all that matters for the size.
     monkeypatch.setattr(
-        "bakery.credentials.sha512crypt.hash_password",
+        "bakery.workshop.accounts.sha512crypt.hash_password",
         lambda password: (
             "$6$"
             + os.urandom(12).hex()[:16]

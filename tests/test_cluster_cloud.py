@@ -32,13 +32,13 @@ from fakecloud import (
 )
 from typer.testing import CliRunner
 
-from bakery import cluster
-from bakery import launch as launch_mod
-from bakery.cli import app
+from bakery.cli.main import app
 from bakery.errors import BakeryError, CloudError, QuotaError, UsageError
 from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET, CLUSTER_PORTS
 from bakery.progress import Collector
-from bakery.resources import state_path
+from bakery.providers.openstack import launch as launch_mod
+from bakery.providers.openstack import swarm as cluster
+from bakery.providers.openstack.resources import state_path
 
 SERVERS = r"/servers$"
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"

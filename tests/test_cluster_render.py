@@ -15,9 +15,8 @@ import yaml
 from helpers import EXAMPLES
 from traitlets.config import Config
 
-from bakery import config as config_module
-from bakery.config import Workshop, load_config
-from bakery.credentials import credentials_path, ensure_credentials
+from bakery.config import workshop as config_module
+from bakery.config.workshop import Workshop, load_config
 from bakery.errors import ConfigError, RenderError
 from bakery.layout import (
     CLUSTER_META_SECRET,
@@ -26,7 +25,8 @@ from bakery.layout import (
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_CMD,
 )
-from bakery.render import build_cloud_config
+from bakery.vm.userdata import build_cloud_config
+from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 CLUSTER = next(e for e in EXAMPLES if e.stem == "cluster")
 

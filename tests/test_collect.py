@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bakery import collect
+from bakery.day import collect
 from bakery.errors import BakeryError, UsageError
 from bakery.progress import Collector
-from bakery.vmssh import Ssh, Target
+from bakery.ssh import Ssh, Target
 
 CONFIG = "name: intro\nusers:\n  names: [ada, bob, cy]\n  admins: [teacher]\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import config_error
 
-from bakery.config import Workshop, load_config, parse_config, parse_size
+from bakery.config.workshop import Workshop, load_config, parse_config, parse_size
 from bakery.errors import ConfigError
 
 
@@ -128,8 +128,8 @@ def test_model_is_frozen_and_strict(write_config: Callable[[str], Path]) -> None
 
 
 def test_starter_validates_and_refuses_links_and_newline_names(tmp_path: Path) -> None:
+    from bakery.config.starter import write_starter
     from bakery.errors import BakeryError, OutputError
-    from bakery.starter import write_starter
 
     made = write_starter(tmp_path / "intro.yaml")
     assert load_config(made).name == "intro"

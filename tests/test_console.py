@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from bakery import console, render
-from bakery.config import Workshop
-from bakery.credentials import Account
+from bakery.config.workshop import Workshop
+from bakery.vm import console
+from bakery.vm import userdata as render
+from bakery.workshop.accounts import Account
 
 CONSOLE = """\
 [    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)

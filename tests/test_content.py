@@ -18,13 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from helpers import require_tool
 
-from bakery import chroot, content, packer, sizing
-from bakery.config import load_config, parse_config
+from bakery.bake import chroot, packer
+from bakery.config.workshop import load_config, parse_config
 from bakery.errors import ConfigError, UsageError
 from bakery.layout import COURSE_TAR, SHARED_DATA_TAR, USER_IMAGE_ARCHIVE
-from bakery.render import build_cloud_config, course_url
 from bakery.templates import render
 from bakery.versions import NBGITPULLER
+from bakery.vm.userdata import build_cloud_config, course_url
+from bakery.workshop import content, sizing
 
 HUB_CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
 HOOK = "/usr/local/lib/bakery/bakery_content.py"
@@ -81,7 +82,7 @@ def test_presence_turns_shared_data_on_with_its_default_path() -> None:
 
 
 def test_config_show_round_trips_the_from_alias() -> None:
-    from bakery.reference import effective_config
+    from bakery.config.reference import effective_config
 
     for text in (
         "shared_data: {from: ./d}\ncourse: {from: ./nb}\n",
@@ -191,7 +192,7 @@ def test_course_git_lands_on_the_nbgitpuller_link() -> None:
 
 
 def _accounts(cfg: Any) -> Any:
-    from bakery.credentials import preview_accounts
+    from bakery.workshop.accounts import preview_accounts
 
     return preview_accounts(cfg)
 
@@ -307,7 +308,7 @@ def test_packer_uploads_and_unpacks_the_folders(workshop: Path, tmp_path: Path) 
 
 
 def test_openstacksdk_builder_refuses_folders(workshop: Path) -> None:
-    from bakery import bake_openstack
+    from bakery.bake import sdk as bake_openstack
 
     with pytest.raises(UsageError, match=r"shared_data\.from and course\.from: the openstacksdk"):
         bake_openstack.bake(config_path=workshop)

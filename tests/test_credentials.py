@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bakery import sha512crypt
-from bakery.config import load_config
-from bakery.credentials import ALPHABET, credentials_path, ensure_credentials
+from bakery.config.workshop import load_config
 from bakery.errors import CredentialsError
+from bakery.workshop import sha512crypt
+from bakery.workshop.accounts import ALPHABET, credentials_path, ensure_credentials
 
 
 def test_sheet_is_private_and_reused(write_config: Callable[[str], Path]) -> None:

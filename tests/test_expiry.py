@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from bakery import expiry
-from bakery.config import Workshop, parse_config
-from bakery.credentials import Account
+from bakery.config.workshop import Workshop, parse_config
 from bakery.errors import ConfigError, UsageError
-from bakery.render import build_cloud_config
+from bakery.vm.userdata import build_cloud_config
+from bakery.workshop import expiry
+from bakery.workshop.accounts import Account
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
 ENDS = "2026-12-01T18:00:00+01:00"
@@ -243,7 +243,7 @@ def test_refuse_if_ended() -> None:
 
 
 def test_launch_refuses_an_ended_workshop_even_without_checks(tmp_path: Path) -> None:
-    from bakery.launch import launch
+    from bakery.providers.openstack.launch import launch
 
     config = tmp_path / "workshop.yaml"
     config.write_text("name: ok\nends: '2020-01-01T09:00:00Z'\nopenstack: {image: x}\n")

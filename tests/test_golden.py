@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import EXAMPLES
 
-from bakery.config import load_config
-from bakery.credentials import credentials_path, ensure_credentials
-from bakery.render import STAGES, build_cloud_config, dump_cloud_config, render_user_data
+from bakery.config.workshop import load_config
+from bakery.vm.userdata import STAGES, build_cloud_config, dump_cloud_config, render_user_data
+from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("BAKERY_REGEN_GOLDEN") == "1"

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from helpers import config_error
 
-from bakery.config import load_config, parse_config
-from bakery.credentials import credentials_path, ensure_credentials
+from bakery.config.workshop import load_config, parse_config
 from bakery.errors import BakeryError, ConfigError, OutputError, RenderError
-from bakery.render import SSHD_DROPIN, render_user_data
-from bakery.workflow import render_to
+from bakery.vm.userdata import SSHD_DROPIN, render_user_data
+from bakery.vm.write import render_to
+from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDx4 me@laptop"
 
@@ -303,7 +303,7 @@ def test_every_debian_base_user_and_group_is_reserved() -> None:
     accounts of whatever it runs (the OpenStack test cloud adds nova, glance, ...), which no
     workshop VM has.
     """
-    from bakery.fields import SYSTEM_NAMES
+    from bakery.config.fields import SYSTEM_NAMES
 
     names = set()
     for table in ("passwd.master", "group.master"):

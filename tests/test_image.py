@@ -17,11 +17,15 @@ from fakecloud import FakeCloud, use_fake_cloud, write_workshop
 from helpers import EXAMPLES, require_tool
 from typer.testing import CliRunner
 
-from bakery import bake_openstack, builders, chroot, cli, image, packer, render
-from bakery.config import load_config
+from bakery.bake import builders, chroot, packer
+from bakery.bake import sdk as bake_openstack
+from bakery.cli import main as cli
+from bakery.config.workshop import load_config
 from bakery.errors import BuildError, ChrootError, LeftBehind, UsageError
-from bakery.image import BakeResult
 from bakery.progress import Collector
+from bakery.vm import image
+from bakery.vm import userdata as render
+from bakery.vm.image import BakeResult
 
 NOW = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
 

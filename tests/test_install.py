@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from bakery import chroot_apply, sizing, versions
-from bakery.config import Workshop
-from bakery.credentials import Account
+from bakery import versions
+from bakery.bake import chroot_apply
+from bakery.config.workshop import Workshop
 from bakery.errors import ChrootError
-from bakery.render import APT_CONFIG, build_cloud_config, packages
+from bakery.vm.userdata import APT_CONFIG, build_cloud_config, packages
+from bakery.workshop import sizing
+from bakery.workshop.accounts import Account
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
 INSTALL = "/usr/local/lib/bakery/install-hub.sh"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from helpers import config_error, require_tool
 
-from bakery.checks import check_workshop
-from bakery.config import Workshop
-from bakery.credentials import Account, preview_accounts
+from bakery.config.workshop import Workshop
 from bakery.layout import HUB_PREFIX, LAB_PAGE_CONFIG, SCRIPT_DIR
-from bakery.render import build_cloud_config
+from bakery.vm.userdata import build_cloud_config
+from bakery.vm.validate import check_workshop
+from bakery.workshop.accounts import Account, preview_accounts
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
 SYSTEMD_R = "name: stats\nos: debian-12\nspawner: {kind: systemd}\nkernels: [r]\n"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from helpers import require_tool
 
-from bakery import kvm, localvm
 from bakery.errors import LocalVmError
 from bakery.progress import Collector
+from bakery.providers.local import kvm
+from bakery.providers.local import vm as localvm
 
 
 @pytest.fixture(autouse=True)

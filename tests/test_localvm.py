@@ -18,8 +18,9 @@ import pytest
 import yaml
 from helpers import require_tool
 
-from bakery import localvm, qemu
 from bakery.errors import LocalVmError, ToolMissing, UsageError
+from bakery.providers.local import qemu
+from bakery.providers.local import vm as localvm
 
 GIB = 1024
 
@@ -434,7 +435,7 @@ def base_image(tmp_path: Path) -> Path:
 def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_only(
     tmp_path: Path, no_qemu: list[localvm.VmState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bakery import render
+    from bakery.vm import userdata as render
 
     roles: list[str] = []
     real = render.render_user_data
@@ -510,7 +511,7 @@ def test_try_cluster_refuses_more_memory_than_the_machine_has(
 def test_try_workers_without_swarm_is_refused_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from bakery.cli import app
+    from bakery.cli.main import app
 
     config = tmp_path / "workshop.yaml"
     config.write_text(SWARM.replace("cluster: {engine: swarm, workers: 2}\n", ""))

@@ -20,10 +20,11 @@ import pytest
 import yaml
 from helpers import EXAMPLES, require_tool
 
-from bakery import image, packer
-from bakery.config import load_config
+from bakery.bake import packer
+from bakery.config.workshop import load_config
 from bakery.errors import BuildError, CloudNotConfigured, ConfigError, RenderError, ToolMissing
 from bakery.progress import Collector
+from bakery.vm import image
 
 OLD, NEW = "1.6.6", "1.11.2"
 

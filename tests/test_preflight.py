@@ -14,10 +14,11 @@ import yaml
 from fakecloud import BAKED_IMAGE, FakeCloud, use_fake_cloud, write_workshop
 from typer.testing import CliRunner
 
-from bakery import image, preflight
-from bakery.cli import app
-from bakery.config import load_config
-from bakery.launch import workshop_config
+from bakery.cli.main import app
+from bakery.config.workshop import load_config
+from bakery.providers.openstack import check as preflight
+from bakery.providers.openstack.launch import workshop_config
+from bakery.vm import image
 
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"
 

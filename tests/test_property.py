@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from bakery.config import RESERVED_USERNAMES, Workshop
-from bakery.credentials import Account
-from bakery.render import NOVA_USER_DATA_LIMIT, render_user_data
+from bakery.config.workshop import RESERVED_USERNAMES, Workshop
+from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, render_user_data
+from bakery.workshop.accounts import Account
 
 # A fixed, valid hash: hashing is tested elsewhere and would only slow the search down.
 HASH = (

@@ -12,9 +12,9 @@ from helpers import EXAMPLES, REPO, require_tool
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from bakery.cli import app
-from bakery.config import Bake, OpenStack, Workshop, load_config
-from bakery.reference import _models, markdown
+from bakery.cli.main import app
+from bakery.config.reference import _models, markdown
+from bakery.config.workshop import Bake, OpenStack, Workshop, load_config
 
 REFERENCE = REPO / "docs" / "reference.md"
 

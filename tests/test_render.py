@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from bakery.config import Workshop
-from bakery.credentials import Account, preview_accounts
+from bakery.config.workshop import Workshop
 from bakery.errors import RenderError
-from bakery.render import (
+from bakery.vm.userdata import (
     NOVA_USER_DATA_LIMIT,
     build_cloud_config,
     dump_cloud_config,
     render_user_data,
 )
+from bakery.workshop.accounts import Account, preview_accounts
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]
 
@@ -312,7 +312,7 @@ def test_dump_uses_literal_blocks() -> None:
 
 def test_libyaml_and_pure_python_dumpers_agree(make_workshop: MakeWorkshop) -> None:
     """Output must not depend on whether PyYAML was built with libyaml."""
-    from bakery import render
+    from bakery.vm import userdata as render
 
     nasty = "tab\there é ü 😀 'q' \"dq\" trailing space \nline2\n  indented\n"
     cfg, accounts = make_workshop(

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helpers import require_tool
 
-from bakery import seed
+from bakery.providers.local import seed
 
 USER_DATA = b"#cloud-config\nfinal_message: 'bakery: x full stage done'\n"
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bakery import sha512crypt
+from bakery.workshop import sha512crypt
 
 # From Ulrich Drepper's specification (SHA-crypt.txt), the test vectors for $6$.
 VECTORS = [

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bakery.config import Workshop, parse_config
+from bakery.config.workshop import Workshop, parse_config
 from bakery.errors import UsageError
-from bakery.sizing import (
+from bakery.workshop.sizing import (
     PER_USER_MEMORY,
     cluster_estimate,
     estimate,
@@ -114,7 +114,7 @@ def test_bad_sizing_options_are_usage_errors(kwargs: dict[str, Any], message: st
 def test_size_cli_json_and_overrides(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from bakery.cli import app
+    from bakery.cli.main import app
 
     config = tmp_path / "w.yaml"
     config.write_text("name: ab\nusers: {count: 8, admins: [boss]}\n")
@@ -196,7 +196,7 @@ def test_workers_needed_for_a_flavor() -> None:
 def test_size_cli_for_a_swarm(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from bakery.cli import app
+    from bakery.cli.main import app
 
     config = tmp_path / "w.yaml"
     config.write_text("name: ab\nusers: {count: 30}\n" + SWARM)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import segno
 
-from bakery.config import load_config
-from bakery.credentials import credentials_path
+from bakery.config.workshop import load_config
+from bakery.day.handouts import NO_URL_NOTE, write_slips
 from bakery.errors import OutputError, UsageError
-from bakery.launch import split_users
 from bakery.progress import Collector
-from bakery.slips import NO_URL_NOTE, write_slips
+from bakery.providers.openstack.launch import split_users
 from bakery.templates import Quoted, environment
+from bakery.workshop.accounts import credentials_path
 
 BAKERY = shutil.which("bakery", path=str(Path(sys.executable).parent)) or "bakery"
 HOSTILE = "https://hub.example.org/<script>alert('x')</script>&\""

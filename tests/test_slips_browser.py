@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import require_tool
 
-from bakery.slips import write_slips
+from bakery.day.handouts import write_slips
 
 WIDTH, HEIGHT = 1240, 1754  # A4 at 150 dpi
 URLS = ["https://one.example.org/", "https://two.example.org/<b>"]

@@ -13,13 +13,15 @@ import yaml
 from fakecloud import BAKED_IMAGE, STOCK_IMAGE, FakeCloud, use_fake_cloud, write_workshop
 from typer.testing import CliRunner
 
-from bakery import cli, image, upload
-from bakery import launch as launch_mod
-from bakery.cloud import image_stage
-from bakery.config import load_config
+from bakery.bake import upload
+from bakery.cli import main as cli
+from bakery.config.fields import parse_duration
+from bakery.config.workshop import load_config
 from bakery.errors import CloudError, UsageError
-from bakery.fields import parse_duration
 from bakery.progress import Collector
+from bakery.providers.openstack import launch as launch_mod
+from bakery.providers.openstack.api import image_stage
+from bakery.vm import image
 
 DATA = b"QFI\xfb" + bytes(range(256)) * 9000  # ~2.3 MB: several upload chunks
 
@@ -84,7 +86,7 @@ def test_upload_gives_the_record_properties_and_verifies_the_checksum(
 
 def test_launch_recognises_an_uploaded_image(fake: FakeCloud, config: Path, golden: Path) -> None:
     result = upload.upload(config_path=config, image_file=golden)
-    from bakery.cloud import connect, find_image
+    from bakery.providers.openstack.api import connect, find_image
 
     conn = connect(load_config(config))
     assert image_stage(find_image(conn, str(result.image_id))) == "boot"
@@ -165,7 +167,7 @@ def test_upload_refuses(
 def test_bake_upload_uploads_the_file_made(
     fake: FakeCloud, config: Path, golden: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bakery import builders, chroot
+    from bakery.bake import builders, chroot
 
     def fake_bake(*, config_path: Path, output: Path | None, progress: Any) -> list[Any]:
         cfg = load_config(config_path)

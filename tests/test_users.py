@@ -15,12 +15,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bakery import sha512crypt, users, vmssh
-from bakery.config import load_config
-from bakery.credentials import credentials_path, ensure_credentials
+from bakery import ssh as vmssh
+from bakery.config.workshop import load_config
+from bakery.day import users
 from bakery.errors import BakeryError, CredentialsError, UsageError
+from bakery.ssh import Ssh, Target
 from bakery.templates import render
-from bakery.vmssh import Ssh, Target
+from bakery.workshop import sha512crypt
+from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 CONFIG = "name: intro\nusers:\n  names: [ada, maria]\n  count: 2\n  admins: [teacher]\n"
 

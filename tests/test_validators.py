@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from helpers import EXAMPLES, require_tool
 
-from bakery.checks import Check, check_nginx, check_units, check_workshop
-from bakery.config import load_config
-from bakery.credentials import preview_accounts
+from bakery.config.workshop import load_config
+from bakery.vm.validate import Check, check_nginx, check_units, check_workshop
+from bakery.workshop.accounts import preview_accounts
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def test_validators_catch_broken_output(tmp_path: Path) -> None:
 
 
 def test_cloud_init_schema_rejects_bad_documents(tmp_path: Path) -> None:
-    from bakery.checks import check_cloud_init_schema
+    from bakery.vm.validate import check_cloud_init_schema
 
     bad = tmp_path / "bad"
     bad.write_text("#cloud-config\nusers: 3\npackages: {a: 1}\n")

@@ -67,7 +67,7 @@ def e2e_tools() -> None:
     require((baseimage.VMIMAGE_DIR / "build-base.sh").is_file(), "vmimage/build-base.sh missing")
     # The accelerator's verdict once per run, as `bakery try` prints it: every VM below starts
     # from it (and the watchdog may still move a VM to TCG: its boot line names the accelerator).
-    from bakery.kvm import choose_accel
+    from bakery.providers.local.kvm import choose_accel
 
     start = time.monotonic()
     choice = choose_accel(E2E_ACCEL)  # type: ignore[arg-type]
@@ -129,7 +129,7 @@ def golden_image(base_image: Path, workshop_files: Workshop) -> Path:
 @pytest.fixture(scope="session")
 def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
     """The workshop booted from the golden image with the boot stage, hub answering."""
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     if os.environ.get("BAKERY_E2E_ATTACH"):
         assert localvm.vm_status(workshop_files.run_dir).hub_status == 200

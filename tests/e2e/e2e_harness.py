@@ -127,8 +127,8 @@ def e2e_ssh_key() -> Path:
 
 def workshop_for(config: Path, *, key: Path, https_port: int, ssh_port: int) -> Workshop:
     """The Workshop record of a written config: its accounts (sheet made beside it) and ports."""
-    from bakery.config import load_config
-    from bakery.credentials import credentials_path, ensure_credentials
+    from bakery.config.workshop import load_config
+    from bakery.workshop.accounts import credentials_path, ensure_credentials
 
     cfg = load_config(config)
     accounts = ensure_credentials(cfg, credentials_path(config))
@@ -162,9 +162,9 @@ def write_config(path: Path, name: str, pubkey: str) -> None:
 def golden_copies(config: Path) -> dict[str, Path]:
     """Files the chroot builder copies into the image for ``config``: its image archive, and its
     shared data and course folders packed (deterministic tars, in build/content beside it)."""
-    from bakery import content
-    from bakery.config import load_config
-    from bakery.render import USER_IMAGE_ARCHIVE
+    from bakery.config.workshop import load_config
+    from bakery.vm.userdata import USER_IMAGE_ARCHIVE
+    from bakery.workshop import content
 
     cfg = load_config(config)
     archive = cfg.spawner.image_archive
@@ -198,10 +198,10 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
     """Where the golden image for ``config`` lives: keyed by base, bake document, builder code
     and the files copied in: the user image by its cached path (which holds its recipe hash),
     packed folders by their bytes (their path is a new temporary directory in every run)."""
-    from bakery import chroot, chroot_apply
-    from bakery.config import load_config
+    from bakery.bake import chroot, chroot_apply
+    from bakery.config.workshop import load_config
     from bakery.layout import CONTENT_DIR
-    from bakery.render import build_cloud_config
+    from bakery.vm.userdata import build_cloud_config
 
     doc = build_cloud_config(load_config(config), stage="bake")
     key = hashlib.sha256()
@@ -219,8 +219,9 @@ def golden_path(base_image: Path, config: Path) -> tuple[Path, dict[str, object]
 
 def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path:
     """Bake (or reuse) the golden image of ``config`` with the chroot builder."""
-    from bakery import chroot, image
-    from bakery.config import load_config
+    from bakery.bake import chroot
+    from bakery.config.workshop import load_config
+    from bakery.vm import image
 
     out, doc = golden_path(base_image, config)
     prune_cache(GOLDEN_CACHE, out.parent, keep=GOLDEN_KEEP)
@@ -245,7 +246,7 @@ def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path
 
 
 def with_stop(run_dir: Path) -> None:
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     try:
         localvm.stop_vm(run_dir, timeout=90)
@@ -263,7 +264,7 @@ def dump_console(run_dir: Path) -> None:
 @contextlib.contextmanager
 def mounted_readonly(image: Path, workdir: Path) -> Iterator[Path]:
     """Mount a raw copy of ``image``'s root partition read-only (the image itself is untouched)."""
-    from bakery import chroot
+    from bakery.bake import chroot
 
     raw, mnt = workdir / "inspect.raw", workdir / "inspect"
     mnt.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,7 @@ def dump_all(w: Workshop) -> None:
 @pytest.fixture(scope="module")
 def cvm(cluster_golden: Path, cws: Workshop) -> Iterator[Workshop]:
     """Manager and worker booted from the golden image with their boot stages; hub answering."""
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     if os.environ.get("BAKERY_E2E_CLUSTER_ATTACH"):
         yield cws
@@ -302,7 +302,7 @@ def test_2_server_runs_on_the_worker_and_answers(
     on_a_worker(cvm, service, worker_nodes)
     # The manager runs no server and loaded no image: the hub had the image's command from the
     # bake (user-image.sh), not from the manager's docker.
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
 
     images = root_sh(cvm, "docker image ls --format '{{.Repository}}:{{.Tag}}'").split()
     assert load_config(cvm.config).spawner.image not in images, images

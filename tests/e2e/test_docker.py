@@ -130,7 +130,7 @@ def docker_golden(base_image: Path, dws: Workshop) -> Path:
 
 @pytest.fixture(scope="module")
 def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     if os.environ.get("BAKERY_E2E_DOCKER_ATTACH"):
         yield dws
@@ -165,7 +165,7 @@ def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
 
 
 def image_tag(w: Workshop) -> str:
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
 
     return load_config(w.config).spawner.image
 
@@ -455,7 +455,7 @@ with urllib.request.urlopen(api, timeout=20) as r:
 
 
 def test_3_metadata_refused_hub_api_reachable(dvm: Workshop, t1: tuple[str, Any]) -> None:
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
 
     user, s = t1
     gateway = load_config(dvm.config).spawner.gateway
@@ -505,7 +505,7 @@ def test_4b_docker_restart_keeps_the_container_and_the_firewall(
 ) -> None:
     """`systemctl restart docker`: the trainee's container lives on (live-restore) with its
     kernel's state, the firewall is re-applied and the metadata service stays refused."""
-    from bakery.config import load_config
+    from bakery.config.workshop import load_config
 
     user, s = t1
     name = f"jupyter-{user}"

@@ -401,7 +401,7 @@ def lab_page_config(w: Workshop, s: Any, user: str) -> dict[str, Any]:
 def test_b1_trainee_runs_an_r_cell(vm: Workshop, trainee_session: Any) -> None:
     """kernels: [r]: Debian's IRkernel, registered in the hub's environment, answers a cell."""
     from bakery.layout import HUB_PREFIX
-    from bakery.render import KERNEL_SPECS
+    from bakery.vm.userdata import KERNEL_SPECS
 
     s, user = trainee_session, vm.trainees[0]
     name, _ = KERNEL_SPECS["r"]
@@ -672,7 +672,7 @@ def test_e_hub_and_files_survive_a_reboot(vm: Workshop) -> None:
 
 
 def test_status_and_stop_report_the_vm(vm: Workshop) -> None:
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     st = localvm.vm_status(vm.run_dir)
     assert st.running
@@ -689,14 +689,14 @@ def _day_args(vm: Workshop) -> dict[str, Any]:
 
 
 def _started(vm: Workshop, user: str) -> str | None:
-    from bakery.users import list_users
+    from bakery.day.users import list_users
 
     found = {u.name: u for u in list_users(config_path=vm.config, **_day_args(vm))}
     return found[user].started if user in found else None
 
 
 def test_f_users_add_and_reset_on_the_running_hub(vm: Workshop) -> None:
-    from bakery.users import add_users, reset_users
+    from bakery.day.users import add_users, reset_users
 
     runner, late, forgetful = vm.trainees[0], "latecomer", vm.trainees[1]
     s, resp = login(vm, runner, vm.passwords[runner])
@@ -744,7 +744,7 @@ def test_g_collect_returns_a_trainee_file_byte_identical(vm: Workshop, tmp_path:
     import hashlib
     import tarfile
 
-    from bakery.collect import collect
+    from bakery.day.collect import collect
 
     user = "latecomer"  # test_f's walk-in: their server still runs
     s, resp = login(vm, user, vm.passwords[user])
@@ -1002,9 +1002,9 @@ def cell(w: Workshop, s: Any, user: str, kernel_id: str, code: str, timeout: flo
 
 
 def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> None:
-    from bakery.config import load_config
-    from bakery.render import PIDS_LIMIT
-    from bakery.sizing import mem_limit_bytes
+    from bakery.config.workshop import load_config
+    from bakery.vm.userdata import PIDS_LIMIT
+    from bakery.workshop.sizing import mem_limit_bytes
 
     a, b = vm.trainees[0], "latecomer"
     mem_limit = mem_limit_bytes(load_config(vm.config).spawner.mem_limit)
@@ -1082,7 +1082,8 @@ def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> 
 
 def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
     """Last of the VM's tests: the dates move close, the VM enforces them and powers off."""
-    from bakery import localvm, qemu
+    from bakery.providers.local import qemu
+    from bakery.providers.local import vm as localvm
 
     # The guest's clock decides (under TCG it may drift from the host's).
     clock = ssh(vm, vm.login_user, "date +%s")
@@ -1118,7 +1119,7 @@ def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
 @pytest.mark.slow
 def test_full_stage_in_the_vm(base_image: Path, workshop_files: Workshop) -> None:
     """The stock-image path: the whole full stage installs inside the VM (very slow under TCG)."""
-    from bakery import localvm
+    from bakery.providers.local import vm as localvm
 
     run_dir = workshop_files.dir / "vm-full"
     start = time.monotonic()

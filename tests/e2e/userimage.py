@@ -95,8 +95,8 @@ def _run(cmd: list[str], log: Path) -> None:
 
 def build(root: Path, log: Path) -> None:
     """debootstrap, the venv and the entrypoint into ``root``."""
-    from bakery.chroot import prepared_root
-    from bakery.chroot_apply import chroot_cmd
+    from bakery.bake.chroot import prepared_root
+    from bakery.bake.chroot_apply import chroot_cmd
 
     DEB_CACHE.mkdir(parents=True, exist_ok=True)
     _run(

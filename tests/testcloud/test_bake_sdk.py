@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from cloudcount import ensure_flavor
 
-from bakery import bake_openstack, cloud, image
-from bakery.config import load_config
+from bakery.bake import sdk as bake_openstack
+from bakery.config.workshop import load_config
+from bakery.providers.openstack import api as cloud
+from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage

@@ -12,9 +12,9 @@ import pytest
 from cloudcount import HUB_FLAVOR, ensure_flavor
 from typer.testing import CliRunner
 
-from bakery import image
-from bakery.cli import app
-from bakery.config import load_config
+from bakery.cli.main import app
+from bakery.config.workshop import load_config
+from bakery.vm import image
 
 pytestmark = pytest.mark.testcloud
 

@@ -28,8 +28,8 @@ import pytest
 from cloudcount import HUB_FLAVOR, ensure_flavor
 from test_golden_hub import NOTHING, bakery, counts
 
-from bakery import launch as bakery_launch
 from bakery.errors import BakeryError
+from bakery.providers.openstack import launch as bakery_launch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from cloudcount import counts, ensure_flavor
 
-from bakery import image
-from bakery import launch as bakery_launch
 from bakery.errors import BakeryError
 from bakery.layout import CLUSTER_PORTS
+from bakery.providers.openstack import launch as bakery_launch
+from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from cloudcount import HUB_FLAVOR, counts, ensure_flavor
 
-from bakery import image
-from bakery import launch as bakery_launch
-from bakery.config import load_config
+from bakery.config.workshop import load_config
 from bakery.errors import BakeryError
+from bakery.providers.openstack import launch as bakery_launch
+from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage

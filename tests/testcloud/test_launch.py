@@ -20,11 +20,11 @@ import pytest
 import requests
 from cloudcount import counts
 
-from bakery import launch as bakery_launch
-from bakery import resources
-from bakery.config import load_config
+from bakery.config.workshop import load_config
 from bakery.errors import BakeryError, CloudError
 from bakery.progress import ConsoleReporter
+from bakery.providers.openstack import launch as bakery_launch
+from bakery.providers.openstack import resources
 
 pytestmark = pytest.mark.testcloud
 
@@ -178,7 +178,7 @@ def test_failed_boot_is_cleaned_up(conn: Any, workshop: Path, tmp_path: Path) ->
 
 def test_user_data_arrives_base64_within_nova_limit(conn: Any, workshop: Path) -> None:
     cfg = load_config(workshop)
-    from bakery.credentials import preview_accounts
+    from bakery.workshop.accounts import preview_accounts
 
     big = cfg.model_copy(update={"users": cfg.users.model_copy(update={"count": 300})})
     payload = bakery_launch.user_data_b64(big, preview_accounts(big), "full")
@@ -187,7 +187,7 @@ def test_user_data_arrives_base64_within_nova_limit(conn: Any, workshop: Path) -
 
 
 def test_dry_runs_read_the_real_apis_and_create_nothing(conn: Any, workshop: Path) -> None:
-    from bakery.launch_plan import plan_launch
+    from bakery.providers.openstack.plan import plan_launch
 
     plan = plan_launch(config_path=workshop)
 
@@ -206,7 +206,7 @@ def test_dry_runs_read_the_real_apis_and_create_nothing(conn: Any, workshop: Pat
 
 
 def test_security_group_reconciled_and_owned_exactly(conn: Any, workshop: Path) -> None:
-    from bakery.cloud import connect
+    from bakery.providers.openstack.api import connect
 
     short = load_config(workshop)
     short = short.model_copy(

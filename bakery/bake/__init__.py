@@ -1,0 +1,1 @@
+"""Golden images: the builders (Packer, chroot, openstacksdk) behind one call, and upload."""

@@ -1,0 +1,298 @@
+"""OpenStack commands: launch, status, destroy, scale."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bakery.cli.app import (
+    ConfigArg,
+    StageChoice,
+    _err,
+    app,
+    handle_errors,
+    progress,
+)
+
+# --- OpenStack: launch, status, destroy, size (library: bakery/cloud.py, bakery/sizing.py) -------
+
+
+@app.command()
+@handle_errors
+def launch(
+    config: ConfigArg,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image name or ID (default: openstack.image in the config)."),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, max=50, help="Servers (default: openstack.count); trainees are split."),
+    ] = None,
+    stage: Annotated[
+        StageChoice | None,
+        typer.Option(
+            help="User-data stage (default: boot for an image bakery baked, else full).",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait until the hub answers on https://IP/hub/health (or cloud-init fails).",
+        ),
+    ] = True,
+    hub_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--hub-timeout",
+            "--timeout",
+            metavar="DURATION",
+            help="How long to wait for the hub: seconds or 90s, 20m, 1h "
+            "(default: openstack.hub_timeout, 45m).",
+            show_default=False,
+        ),
+    ] = None,
+    active_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--active-timeout",
+            metavar="DURATION",
+            help="How long a server may take to be ACTIVE (default: openstack.active_timeout, "
+            "15m).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the checks of `bakery check` and the plan (image, stage, flavor, "
+            "networks, rules, user-data sizes, quota headroom); create nothing.",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check/--no-check", help="Run `bakery check` first; refuse on a failure."),
+    ] = True,
+) -> None:
+    """Create (or reuse) security group, key pair, server(s) and floating IPs; print the URL(s).
+
+    Safe to run twice: what exists is reused. A failed boot reports Nova's fault and removes what
+    this run created.
+    """
+    if dry_run:
+        from bakery.providers.openstack.check import dry_run as plan_and_check
+
+        report, plan = plan_and_check(
+            config_path=config, image=image, count=count, stage=stage.value if stage else None
+        )
+        for line in plan.lines():
+            typer.echo(line)
+        typer.echo("checks (`bakery check`):")
+        for line in report.lines():
+            typer.echo(f"  {line}")
+        return
+    from bakery.providers.openstack.check import checked_launch
+    from bakery.providers.openstack.launch import launch as unchecked_launch
+
+    do_launch = checked_launch if check else unchecked_launch
+    result = do_launch(
+        config_path=config,
+        image=image,
+        count=count,
+        stage=stage.value if stage else None,
+        wait=wait,
+        hub_timeout=hub_timeout,
+        active_timeout=active_timeout,
+        progress=progress(),
+    )
+    for server in result.servers:
+        hub = "" if not wait else f"  (hub: {server.hub})"
+        typer.echo(f"{server.name}: {server.url or 'no address yet'}{hub}")
+    if result.workers:
+        names = ", ".join(w.name for w in result.workers)
+        typer.echo(f"workers: {names}  (the swarm's nodes: bakery status {config})")
+    if result.workers_note:
+        typer.echo(
+            f"workers: not all Ready: {result.workers_note}. The hub works; a trainee's server "
+            f"starts once a worker is Ready (bakery status {config}).",
+            err=True,
+        )
+    typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
+
+
+@app.command()
+@handle_errors
+def status(
+    config: ConfigArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="A swarm's manager: the ssh private key (default: openstack.public_key "
+            "without .pub, else ssh's own).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show the workshop's servers: state, addresses, hub health, cloud-init progress.
+
+    A swarm cluster also shows its nodes (Ready/Down, availability) and the trainees' servers on
+    each, asked over ssh from the manager.
+    """
+    from bakery.config.workshop import load_config
+    from bakery.providers.openstack.launch import status as get_status
+    from bakery.providers.openstack.launch import status_json
+    from bakery.workshop.expiry import status_line
+
+    cfg = load_config(config)
+    swarm = None
+    if cfg.cluster.swarm:
+        from bakery.providers.openstack.swarm import cluster_status
+
+        swarm = cluster_status(config_path=config, identity=identity)
+        infos = swarm.servers
+    else:
+        infos = get_status(config_path=config)
+    if as_json:
+        typer.echo(status_json(cfg, infos, swarm.as_dict() if swarm else None))
+        return
+    ends = status_line(config_path=config, servers=len(infos))
+    if ends:
+        typer.echo(ends)
+    if not infos:
+        typer.echo("no servers")
+        return
+    for s in infos:
+        typer.echo(
+            f"{s.name}  {s.status}  {s.floating_ip or ', '.join(s.addresses) or '-'}  "
+            f"hub: {s.hub}  cloud-init: {s.cloud_init}" + (f"  fault: {s.fault}" if s.fault else "")
+        )
+    for line in swarm.lines() if swarm else []:
+        typer.echo(line)
+
+
+@app.command()
+@handle_errors
+def destroy(
+    config: ConfigArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    collect_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--collect",
+            metavar="DIR",
+            help="First download every trainee's home into DIR (`bakery collect`); nothing is "
+            "deleted if that fails.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Delete exactly what bakery created for this workshop (safe to re-run).
+
+    The servers' disks go with them: the trainees' files (their homes) are deleted for good
+    (`--collect DIR` downloads them first).
+    """
+    from bakery.providers.openstack.launch import DestroyPlan
+    from bakery.providers.openstack.launch import destroy as do_destroy
+
+    if collect_dir is not None and not dry_run:
+        from bakery.day.collect import collect_before_destroy
+
+        collect_before_destroy(config_path=config, out_dir=collect_dir, progress=progress())
+
+    def confirm(plan: DestroyPlan) -> bool:
+        for line in plan.lines():
+            _err(f"  {line}")
+        if plan.warning:
+            _err(f"bakery: warning: {plan.warning}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _err("bakery: not a terminal: pass --yes to delete without asking")
+            return False
+        return typer.confirm(
+            f"Delete these {len(plan.items)} resources, the trainees' files with the servers?",
+            default=False,
+        )
+
+    plan = do_destroy(config_path=config, confirm=confirm, dry_run=dry_run, progress=progress())
+    if dry_run:
+        for line in plan.lines():
+            typer.echo(line)
+        typer.echo(
+            f"would delete these {len(plan.items)} resources"
+            + (f"; {plan.warning}" if plan.warning else "")
+            if plan.items
+            else "nothing to delete"
+        )
+
+
+@app.command()
+@handle_errors
+def scale(
+    config: ConfigArg,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="The swarm's worker VMs after the change (at least 1)."),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image for new workers (default: the manager's own image)."),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="The ssh private key for the manager (default: openstack.public_key without "
+            ".pub, else ssh's own).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Add swarm workers, or drain and remove the highest-numbered ones (cluster.engine swarm).
+
+    A removed worker's running servers are stopped by the swarm (their files stay in /home on
+    the manager); asks first unless --yes.
+    """
+    from bakery.providers.openstack.swarm import ScalePlan
+    from bakery.providers.openstack.swarm import scale as do_scale
+
+    def confirm(plan: ScalePlan) -> bool:
+        for line in plan.lines():
+            _err(line)
+        if plan.warning:
+            _err(f"bakery: warning: {plan.warning}")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _err("bakery: not a terminal: pass --yes to remove workers without asking")
+            return False
+        return typer.confirm(f"Drain and remove {len(plan.remove)} workers?", default=False)
+
+    plan = do_scale(
+        config_path=config, workers=workers, image=image, identity=identity, dry_run=dry_run,
+        confirm=confirm, progress=progress(),
+    )  # fmt: skip
+    if dry_run:
+        for line in plan.lines():
+            typer.echo(line)
+        if plan.warning:
+            typer.echo(f"warning: {plan.warning}")
+        return
+    typer.echo(f"workers: {plan.workers}" + ("" if plan.add or plan.remove else " (unchanged)"))

@@ -1,0 +1,1 @@
+"""workshop.yaml: its fields, sections and model, YAML loading, messages, starter, reference."""

@@ -1,0 +1,1 @@
+"""The workshop day over ssh: targets, late trainees, collect, and what trainees are handed."""

@@ -1,0 +1,1 @@
+"""The local provider: qemu VMs on this machine (`bakery try`)."""

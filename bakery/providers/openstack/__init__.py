@@ -1,0 +1,1 @@
+"""The OpenStack provider: servers, security groups, floating IPs (`bakery launch`)."""

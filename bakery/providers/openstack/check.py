@@ -1,0 +1,344 @@
+"""`bakery check`: will this launch work? Credentials, image, flavor, quota, networks, key, DNS."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from bakery.config.workshop import Workshop
+from bakery.errors import BakeryError, UsageError
+from bakery.progress import Reporter, quiet
+from bakery.providers.openstack.api import (
+    auto_flavor,
+    connect,
+    find_flavor,
+    find_image,
+    find_network,
+    image_properties,
+)
+from bakery.providers.openstack.resources import existing_keypair, key_name
+from bakery.vm import image as bake_image
+from bakery.workshop import expiry
+from bakery.workshop.sizing import estimate_workshop
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+    from bakery.providers.openstack.launch import LaunchResult
+    from bakery.providers.openstack.plan import LaunchPlan
+    from bakery.vm.userdata import Stage
+
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pre-flight check: its name, ok / warn / fail, and what was found."""
+
+    name: str
+    status: Status
+    detail: str
+
+    def line(self) -> str:
+        """``ok    image: ...``."""
+        return f"{self.status:<5} {self.name}: {self.detail}"
+
+
+@dataclass
+class CheckReport:
+    """Every check of one workshop, in order."""
+
+    workshop: str
+    checks: list[Check]
+
+    @property
+    def failed(self) -> list[Check]:
+        """The checks that failed."""
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (warnings allowed)."""
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        """One line per check, then a summary."""
+        warns = sum(c.status == "warn" for c in self.checks)
+        summary = (
+            f"workshop {self.workshop}: {len(self.failed)} failed, {warns} warnings"
+            if self.failed or warns
+            else f"workshop {self.workshop}: all {len(self.checks)} checks ok"
+        )
+        return [c.line() for c in self.checks] + [summary]
+
+    def to_json(self) -> str:
+        """`bakery check --json`."""
+        data = {
+            "workshop": self.workshop,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+        }
+        return json.dumps(data, indent=2)
+
+
+# --- the checks -----------------------------------------------------------------------------------
+
+
+def check_dates(cfg: Workshop) -> Check:
+    """The workshop has not ended."""
+    if cfg.ends is None:
+        return Check("dates", "ok", "no ends set: the VM runs until `bakery destroy`")
+    line = expiry.describe(cfg) or ""
+    return Check("dates", "fail" if expiry.ended(cfg) else "ok", line)
+
+
+def record_mismatches(found: dict[str, Any], wanted: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(what breaks the launch, what is only worth a warning) between two bake records."""
+    fails, warns = [], []
+    if found.get("os") != wanted["os"]:
+        fails.append(f"os: image has {found.get('os')}, config wants {wanted['os']}")
+    have, want = found.get("components", {}), wanted["components"]
+    for name in sorted(set(have) | set(want)):
+        if have.get(name) != want.get(name):
+            fails.append(
+                f"{name}: image has {have.get(name, 'none')}, config wants {want.get(name, 'none')}"
+            )
+    if found.get("config_sha256") != wanted["config_sha256"] and not fails:
+        warns.append(
+            "baked from another config (name, tls, packages or spawner settings differ): "
+            "rebake to be sure"
+        )
+    if found.get("bakery_version") != wanted["bakery_version"]:
+        warns.append(
+            f"baked by bakery {found.get('bakery_version')}, this is {wanted['bakery_version']}"
+        )
+    return fails, warns
+
+
+def check_image(conn: Connection, cfg: Workshop, ref: str | None) -> Check:
+    """The image exists; a baked one matches this config's bake record."""
+    if not ref:
+        return Check("image", "fail", "no image: pass --image or set openstack.image")
+    try:
+        img = find_image(conn, ref)
+    except BakeryError as exc:
+        return Check("image", "fail", str(exc))
+    rec = bake_image.record_from_properties(image_properties(img))
+    if rec is None:
+        return Check(
+            "image",
+            "warn",
+            f"{img.name}: not baked by bakery (no bakery_* properties): the full stage installs "
+            "everything at boot (15-30 min per server); `bakery bake` makes a golden image",
+        )
+    fails, warns = record_mismatches(rec, bake_image.record(cfg))
+    if fails:
+        return Check(
+            "image", "fail", f"{img.name}: its bake record does not match: " + "; ".join(fails)
+        )
+    text = f"{img.name}: baked by bakery, record matches"
+    return Check("image", "warn" if warns else "ok", "; ".join([text, *warns]))
+
+
+def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
+    """The flavor exists and holds `bakery size`'s estimate; (the check, the flavor or None)."""
+    need = estimate_workshop(cfg)
+    try:
+        if cfg.openstack.flavor == "auto":
+            flavor = auto_flavor(conn, cfg, need)
+        else:
+            flavor = find_flavor(conn, cfg.openstack.flavor)
+    except BakeryError as exc:
+        return Check("flavor", "fail", str(exc)), None
+    short = []
+    if int(flavor.ram) < need.memory_mib:
+        short.append(f"{flavor.ram} MiB RAM < {need.memory_mib} MiB")
+    disk = cfg.openstack.volume_size if cfg.openstack.boot_volume else int(flavor.disk)
+    small = [f"{flavor.vcpus} vCPUs < {need.vcpus}"] if int(flavor.vcpus) < need.vcpus else []
+    small += [f"{disk} GB disk < {need.disk_gb} GB"] if int(disk or 0) < need.disk_gb else []
+    what = (
+        f"{flavor.name} ({flavor.vcpus} vCPUs, {flavor.ram} MiB) for {need.users} accounts per "
+        f"server (estimate {need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB)"
+    )
+    if short:
+        return Check("flavor", "fail", f"{what}: too small: {'; '.join(short)}"), flavor
+    if small:
+        return Check("flavor", "warn", f"{what}: below the estimate: {'; '.join(small)}"), flavor
+    return Check("flavor", "ok", what), flavor
+
+
+def check_networks(conn: Connection, cfg: Workshop) -> list[Check]:
+    """The configured networks and the floating-IP pool exist."""
+    out = []
+    for name in cfg.openstack.networks:
+        try:
+            net = find_network(conn, name)
+            out.append(Check(f"network {name}", "ok", f"exists ({net.id})"))
+        except BakeryError as exc:
+            out.append(Check(f"network {name}", "fail", str(exc)))
+    pool = cfg.openstack.floating_ip_network
+    if pool is None:
+        return out
+    try:
+        net = find_network(conn, pool, "openstack.floating_ip_network")
+    except BakeryError as exc:
+        return [*out, Check("floating-IP pool", "fail", str(exc))]
+    if net.is_router_external is False:
+        return [
+            *out,
+            Check(
+                "floating-IP pool", "fail", f"{pool} is not an external network (no floating IPs)"
+            ),
+        ]
+    return [*out, Check("floating-IP pool", "ok", f"{pool} exists ({net.id})")]
+
+
+def check_keypair(conn: Connection, cfg: Workshop) -> Check:
+    """The key pair exists with our key, or can be made from openstack.public_key."""
+    name = key_name(cfg)
+    if name is None:
+        return Check(
+            "key pair", "warn", "none: no openstack.key_name or public_key (ssh only with "
+            "ssh.authorized_keys; `bakery users` and `collect` need ssh)",
+        )  # fmt: skip
+    try:
+        found = existing_keypair(conn, cfg)
+    except BakeryError as exc:
+        return Check("key pair", "fail", str(exc))
+    if found is not None:
+        return Check("key pair", "ok", f"{name}: exists with the same key")
+    return Check("key pair", "ok", f"{name}: will be created from {cfg.openstack.public_key}")
+
+
+def check_quota(conn: Connection, cfg: Workshop, flavor: Any) -> list[Check]:
+    """Quota headroom for exactly this launch (what exists is reused and needs nothing)."""
+    from bakery.providers.openstack.plan import headroom, launch_need
+
+    try:
+        need = launch_need(conn, cfg, flavor)
+    except BakeryError as exc:
+        return [Check("quota", "warn", f"cannot work out what the launch needs: {exc}")]
+    out = []
+    for h in headroom(conn, need):
+        status: Status = "warn" if h.error else ("ok" if h.fits else "fail")
+        out.append(Check(f"quota {h.label}", status, h.line().split(": ", 1)[1]))
+    return out
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def _resolve(host: str) -> list[str]:
+    return sorted({str(a[4][0]) for a in socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)})
+
+
+def check_domain(cfg: Workshop, resolve: Resolver = _resolve) -> Check | None:
+    """With Let's Encrypt, the domain resolves (it must point at the floating IP)."""
+    if cfg.tls.mode != "letsencrypt" or cfg.tls.domain is None:
+        return None
+    try:
+        found = resolve(cfg.tls.domain)
+    except OSError as exc:
+        return Check(
+            "domain", "fail", f"{cfg.tls.domain} does not resolve ({exc}): Let's Encrypt "
+            "cannot issue a certificate; add a DNS record pointing at the floating IP",
+        )  # fmt: skip
+    return Check(
+        "domain", "ok", f"{cfg.tls.domain} resolves to {', '.join(found)} (it must be the "
+        "server's floating IP)",
+    )  # fmt: skip
+
+
+# --- the whole check ------------------------------------------------------------------------------
+
+
+def run_checks(
+    cfg: Workshop,
+    image_ref: str | None,
+    *,
+    resolve: Resolver = _resolve,
+    conn: Connection | None = None,
+) -> CheckReport:
+    """Every check of ``cfg`` against its cloud (``conn``, else a new connection); creates
+    nothing."""
+    report = CheckReport(cfg.name, [check_dates(cfg)])
+    try:
+        conn = conn or connect(cfg)
+    except BakeryError as exc:
+        report.checks.append(Check("credentials", "fail", str(exc)))
+        return report
+    cloud = cfg.openstack.cloud or "(OS_* environment)"
+    report.checks.append(
+        Check("credentials", "ok", f"cloud {cloud}: project {conn.current_project_id}")
+    )
+    report.checks.append(check_image(conn, cfg, image_ref))
+    flavor_check, flavor = check_flavor(conn, cfg)
+    report.checks.append(flavor_check)
+    report.checks += check_networks(conn, cfg)
+    report.checks.append(check_keypair(conn, cfg))
+    if flavor is not None:
+        report.checks += check_quota(conn, cfg, flavor)
+    domain = check_domain(cfg, resolve)
+    if domain is not None:
+        report.checks.append(domain)
+    return report
+
+
+def check(*, config_path: Path, image: str | None = None, count: int | None = None) -> CheckReport:
+    """`bakery check`: the pre-flight checks of the workshop at ``config_path``."""
+    from bakery.providers.openstack.launch import workshop_config
+
+    cfg = workshop_config(config_path, count)
+    return run_checks(cfg, image or cfg.openstack.image)
+
+
+def dry_run(
+    *,
+    config_path: Path,
+    image: str | None = None,
+    count: int | None = None,
+    stage: Stage | None = None,
+) -> tuple[CheckReport, LaunchPlan]:
+    """`launch --dry-run`: the checks and the plan, over one connection."""
+    from bakery.providers.openstack.launch import workshop_config
+    from bakery.providers.openstack.plan import plan_launch
+
+    cfg = workshop_config(config_path, count)
+    conn = connect(cfg)  # no cloud, no plan: its own message says how to configure one
+    report = run_checks(cfg, image or cfg.openstack.image, conn=conn)
+    plan = plan_launch(config_path=config_path, image=image, count=count, stage=stage, conn=conn)
+    return report, plan
+
+
+class PreflightFailed(UsageError):
+    """`launch` refused: a pre-flight check failed (nothing was created)."""
+
+
+def checked_launch(*, progress: Reporter = quiet, **launch_args: Any) -> LaunchResult:
+    """`bakery launch`: the pre-flight checks first, then the launch only when none failed.
+
+    Raises:
+        PreflightFailed: listing the failed checks; nothing was created.
+    """
+    from bakery.providers.openstack.launch import launch
+
+    report = check(
+        config_path=launch_args["config_path"],
+        image=launch_args.get("image"),
+        count=launch_args.get("count"),
+    )
+    for c in report.checks:
+        if c.status != "ok":
+            progress(f"check: {c.line()}")
+    if not report.ok:
+        raise PreflightFailed(
+            "launch refused, nothing created: "
+            + "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
+            + " (`bakery check CONFIG` shows every check)"
+        )
+    progress(f"checks passed ({len(report.checks)})")
+    return launch(progress=progress, **launch_args)

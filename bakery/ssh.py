@@ -1,0 +1,144 @@
+"""ssh to a workshop's running servers as its login user with its key (`users`, `collect`)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from bakery.config.workshop import Workshop
+from bakery.errors import BakeryError, UsageError
+
+CONNECT_TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server to reach: its name (for messages), address and ssh port."""
+
+    name: str
+    host: str
+    port: int = 22
+
+
+def parse_host(text: str) -> Target:
+    """``HOST`` or ``HOST:PORT`` (``--host``), e.g. ``127.0.0.1:2222`` for a `bakery try` VM."""
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not host or (port and not port.isdigit()) or not 0 < int(port or 22) < 65536:
+        raise UsageError(f"--host {text!r}: write HOST or HOST:PORT (e.g. 203.0.113.10:22)")
+    return Target(text, host, int(port or 22))
+
+
+def cloud_targets(cfg: Workshop) -> list[Target]:
+    """The workshop's ACTIVE hubs with an address (the floating IP when there is one); of a
+    swarm cluster only the manager (the workers hold no accounts, no hub)."""
+    from bakery.providers.openstack.api import connect
+    from bakery.providers.openstack.launch import addresses
+    from bakery.providers.openstack.resources import (
+        manager_name,
+        workshop_floating_ips,
+        workshop_servers,
+    )
+
+    conn = connect(cfg)
+    fips = {
+        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
+        for ip in workshop_floating_ips(conn, cfg)
+    }
+    out = []
+    for server in workshop_servers(conn, cfg):
+        if cfg.cluster.swarm and server.name != manager_name(cfg):
+            continue
+        ip = fips.get(server.id) or next(iter(addresses(server)), None)
+        if server.status == "ACTIVE" and ip:
+            out.append(Target(server.name, ip))
+    return out
+
+
+def targets(cfg: Workshop, hosts: list[str] | None = None) -> list[Target]:
+    """``--host`` targets when given, else the workshop's running servers in the cloud.
+
+    Raises:
+        UsageError: no server to reach.
+    """
+    found = [parse_host(h) for h in hosts] if hosts else cloud_targets(cfg)
+    if not found:
+        raise UsageError(
+            f"no running server of workshop {cfg.name} (see `bakery status`); for a VM "
+            "elsewhere pass --host HOST[:PORT] (a `bakery try` VM: 127.0.0.1:SSH_PORT)"
+        )
+    return found
+
+
+def identity_file(cfg: Workshop, identity: Path | None = None) -> Path | None:
+    """The private key: ``--identity``, else ``openstack.public_key`` without ``.pub`` if it
+    exists, else None (ssh's own keys and agent)."""
+    if identity is not None:
+        if not identity.expanduser().is_file():
+            raise UsageError(f"--identity {identity}: no such file")
+        return identity.expanduser()
+    if cfg.openstack.public_key:
+        pub = Path(cfg.openstack.public_key).expanduser()
+        private = pub.with_suffix("") if pub.suffix == ".pub" else None
+        if private is not None and private.is_file():
+            return private
+    return None
+
+
+@dataclass(frozen=True)
+class Ssh:
+    """How to reach the servers: login user, key, and the workshop's own known_hosts file."""
+
+    user: str
+    identity: Path | None
+    known_hosts: Path
+
+    @classmethod
+    def for_workshop(cls, cfg: Workshop, config_path: Path, identity: Path | None = None) -> Ssh:
+        """The login user, the workshop's key and ``NAME.known_hosts`` beside the config."""
+        known = config_path.with_name(config_path.stem + ".known_hosts")
+        return cls(cfg.login_user, identity_file(cfg, identity), known)
+
+    def argv(self, target: Target, command: list[str]) -> list[str]:
+        """The ssh command line running ``command`` (quoted for the remote shell)."""
+        opts = [
+            "-p", str(target.port), "-o", "BatchMode=yes",
+            # A new VM's key is learnt on first contact; a changed key for the same address is
+            # refused (the message says which file to edit).
+            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "LogLevel=ERROR",
+        ]  # fmt: skip
+        if self.identity is not None:
+            opts += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+        return ["ssh", *opts, f"{self.user}@{target.host}", shlex.join(command)]
+
+    def run(
+        self, target: Target, command: list[str], *, stdin: bytes = b"", timeout: float = 300
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``command`` on ``target``; raise with ssh's message when ssh itself fails."""
+        try:
+            done = subprocess.run(
+                self.argv(target, command), input=stdin, capture_output=True, timeout=timeout,
+                check=False,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise UsageError("ssh not found: install openssh-client") from None
+        except subprocess.TimeoutExpired:
+            raise BakeryError(f"{target.name}: ssh timed out after {timeout:.0f} s") from None
+        if done.returncode == 255:
+            raise BakeryError(self.failure(target, done.stderr))
+        return done
+
+    def failure(self, target: Target, stderr: bytes) -> str:
+        """ssh's own error, with the way out for the usual causes."""
+        text = stderr.decode(errors="replace").strip()
+        hint = ""
+        if "IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
+            hint = f" (a new VM at the same address? remove its line from {self.known_hosts})"
+        elif "Permission denied" in text:
+            key = self.identity or "ssh's default keys"
+            hint = f" (key {key} for {self.user}; pass --identity PRIVATE_KEY)"
+        last = text.splitlines()[-1] if text else "no message"
+        return f"{target.name}: ssh {self.user}@{target.host}:{target.port} failed: {last}{hint}"

@@ -1,0 +1,1 @@
+"""What runs on the VM: stages, context, files, user-data, image record, console, validators."""

@@ -1,0 +1,1 @@
+"""What follows from the config alone: accounts, names, sizing, expiry, content."""
