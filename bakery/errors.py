@@ -92,3 +92,19 @@ class NotFoundError(CloudError):
 
 class LeftBehind(CloudError):
     """Something bakery created could not be deleted and keeps costing money; its ID is named."""
+
+
+# --- not a BakeryError ---------------------------------------------------------------------------
+
+
+class FieldError(ValueError):
+    """A cross-field error of the config model that belongs to one field (``loc``, its path).
+
+    Raised inside pydantic validators, which turn a ValueError into a validation error; the
+    message formatter (bakery.config.messages) puts ``loc`` after where pydantic reports the
+    model, so the error points at the line of the field at fault instead of the section.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from bakery.config.workshop import load_config
-from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, STAGES, render_user_data
+from bakery.vm.stages import STAGES
+from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, render_user_data
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 REPEAT = 5

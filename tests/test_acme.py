@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from helpers import config_error, require_tool
 
-from bakery.config.workshop import LETSENCRYPT_DIRECTORY, Workshop
-from bakery.vm.userdata import TLS_RETRY_MINUTES, build_cloud_config
+from bakery.config.sections import LETSENCRYPT_DIRECTORY
+from bakery.config.workshop import Workshop
+from bakery.vm.context import TLS_RETRY_MINUTES
+from bakery.vm.userdata import build_cloud_config
 from bakery.vm.validate import check_units
 from bakery.workshop.accounts import Account
 

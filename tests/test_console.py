@@ -9,6 +9,7 @@ import pytest
 from bakery.config.workshop import Workshop
 from bakery.vm import console
 from bakery.vm import userdata as render
+from bakery.vm.stages import STAGES
 from bakery.workshop.accounts import Account
 
 CONSOLE = """\
@@ -41,7 +42,7 @@ def test_the_marker_is_what_render_writes(
     make_workshop: Callable[[str], tuple[Workshop, list[Account]]],
 ) -> None:
     cfg, accounts = make_workshop("name: py-intro\n")
-    for stage in render.STAGES:
+    for stage in STAGES:
         doc = render.build_cloud_config(cfg, stage=stage, accounts=accounts)
         line = "cloud-init[9]: " + doc["final_message"].replace("$UPTIME", "61.25")
         scan = console.scan(line, workshop="py-intro")

@@ -24,7 +24,8 @@ from bakery.errors import ConfigError, UsageError
 from bakery.layout import COURSE_TAR, SHARED_DATA_TAR, USER_IMAGE_ARCHIVE
 from bakery.templates import render
 from bakery.versions import NBGITPULLER
-from bakery.vm.userdata import build_cloud_config, course_url
+from bakery.vm.context import course_url
+from bakery.vm.userdata import build_cloud_config
 from bakery.workshop import content, sizing
 
 HUB_CONFIG = "/etc/jupyterhub/jupyterhub_config.py"

@@ -10,7 +10,8 @@ import pytest
 from helpers import EXAMPLES
 
 from bakery.config.workshop import load_config
-from bakery.vm.userdata import STAGES, build_cloud_config, dump_cloud_config, render_user_data
+from bakery.vm.stages import STAGES
+from bakery.vm.userdata import build_cloud_config, dump_cloud_config, render_user_data
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -15,7 +15,8 @@ from helpers import config_error
 
 from bakery.config.workshop import load_config, parse_config
 from bakery.errors import BakeryError, ConfigError, OutputError, RenderError
-from bakery.vm.userdata import SSHD_DROPIN, render_user_data
+from bakery.layout import SSHD_DROPIN
+from bakery.vm.userdata import render_user_data
 from bakery.vm.write import render_to
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 

@@ -17,6 +17,7 @@ from fakecloud import FakeCloud, use_fake_cloud, write_workshop
 from helpers import EXAMPLES, require_tool
 from typer.testing import CliRunner
 
+from bakery import layout
 from bakery.bake import builders, chroot, packer
 from bakery.bake import sdk as bake_openstack
 from bakery.cli import main as cli
@@ -238,7 +239,7 @@ def test_chroot_clean_refuses_an_image_without_record_or_with_a_secret(tmp_path:
     with pytest.raises(ChrootError, match="no bake record"):
         chroot.clean_for_first_boot(tmp_path)
     _fake_root(tmp_path)
-    secret = tmp_path / render.PROXY_ENV.lstrip("/")
+    secret = tmp_path / layout.PROXY_ENV.lstrip("/")
     secret.parent.mkdir(parents=True, exist_ok=True)
     secret.write_text("CONFIGPROXY_AUTH_TOKEN=x\n")
     with pytest.raises(ChrootError, match="must not carry it"):

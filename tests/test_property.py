@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from bakery.config.workshop import RESERVED_USERNAMES, Workshop
-from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, render_user_data
+from bakery.config.fields import RESERVED_USERNAMES
+from bakery.config.infra import NOVA_USER_DATA_LIMIT
+from bakery.config.workshop import Workshop
+from bakery.vm.userdata import render_user_data
 from bakery.workshop.accounts import Account
 
 # A fixed, valid hash: hashing is tested elsewhere and would only slow the search down.

@@ -13,8 +13,9 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from bakery.cli.main import app
+from bakery.config.infra import Bake, OpenStack
 from bakery.config.reference import _models, markdown
-from bakery.config.workshop import Bake, OpenStack, Workshop, load_config
+from bakery.config.workshop import Workshop, load_config
 
 REFERENCE = REPO / "docs" / "reference.md"
 

@@ -9,14 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
 from bakery.errors import RenderError
-from bakery.vm.userdata import (
-    NOVA_USER_DATA_LIMIT,
-    build_cloud_config,
-    dump_cloud_config,
-    render_user_data,
-)
+from bakery.vm.userdata import build_cloud_config, dump_cloud_config, render_user_data
 from bakery.workshop.accounts import Account, preview_accounts
 
 MakeWorkshop = Callable[[str], tuple[Workshop, list[Account]]]

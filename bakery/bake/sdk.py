@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bakery import __version__
+from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop, load_config
 from bakery.errors import BakeryError, BuildError, CloudError, LeftBehind, UsageError
 from bakery.layout import SCRIPT_DIR
@@ -16,7 +17,7 @@ from bakery.providers.openstack import api as cloud
 from bakery.templates import render as render_template
 from bakery.vm import image
 from bakery.vm.image import BakeResult
-from bakery.vm.userdata import NOVA_USER_DATA_LIMIT, build_cloud_config, dump_cloud_config
+from bakery.vm.userdata import build_cloud_config, dump_cloud_config
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

@@ -541,15 +541,3 @@ def _docker_subnet(value: str) -> str:
 
 
 DockerSubnet = Annotated[str, AfterValidator(_docker_subnet)]
-
-
-class FieldError(ValueError):
-    """A cross-field error that belongs to one field: ``loc`` is its path inside the model.
-
-    The message formatter adds ``loc`` to where pydantic reports the model, so the error points
-    at the line of the field at fault instead of the section (or "line 1 (top level)").
-    """
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc

@@ -12,7 +12,6 @@ from bakery.config.fields import (
     Cidr,
     CloudName,
     Duration,
-    FieldError,
     ImageName,
     MetadataKey,
     MetadataValue,
@@ -21,11 +20,15 @@ from bakery.config.fields import (
     PropertyKey,
     StrictModel,
 )
+from bakery.errors import FieldError
 
-_Model = StrictModel
+# Nova rejects a server's user_data above this many characters of base64 (its API schema's
+# maxLength): render gzips to fit, the config refuses a file that cannot, the plan shows each
+# server's share.
+NOVA_USER_DATA_LIMIT = 65535
 
 
-class OpenStack(_Model):
+class OpenStack(StrictModel):
     """Where `bakery launch` puts the workshop: an OpenStack cloud from clouds.yaml."""
 
     cloud: CloudName | None = Field(None, description="A clouds.yaml entry; default: $OS_CLOUD.")
@@ -98,7 +101,7 @@ class OpenStack(_Model):
         return self
 
 
-class Bake(_Model):
+class Bake(StrictModel):
     """The golden image `bakery bake` builds with Packer: on OpenStack, or locally with qemu."""
 
     image_name: ImageName | None = Field(

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from bakery.config.fields import FieldError
 from bakery.config.yamlload import Loc, Source
+from bakery.errors import FieldError
 
 # pydantic names the branch of a union (str | int) in the location: not a key of the file.
 _UNION_BRANCHES = {"str", "int", "float", "bool", "list", "dict", "none"}

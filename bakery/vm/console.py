@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bakery.layout import UNITS, USER_IMAGE_UNIT
-from bakery.vm.userdata import FINAL_MARKER_RE
+from bakery.vm.stages import FINAL_MARKER_RE
 
 ConsoleState = Literal["done", "error", "running", "unknown"]
 

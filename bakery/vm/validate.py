@@ -19,7 +19,8 @@ import yaml
 
 from bakery.config.workshop import Workshop, load_config
 from bakery.layout import NGINX_SITE, TLS_DIR, UNIT_DIR
-from bakery.vm.userdata import STAGES, Stage, UserData, render_user_data
+from bakery.vm.stages import STAGES, Stage
+from bakery.vm.userdata import UserData, render_user_data
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, preview_accounts
 
 Status = Literal["ok", "failed", "missing"]

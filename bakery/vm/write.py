@@ -9,7 +9,8 @@ from pathlib import Path
 from bakery.config.workshop import load_config
 from bakery.errors import BakeryError, OutputError, RenderError, UsageError
 from bakery.files import check_target, write_private
-from bakery.vm.userdata import STAGES, Role, Stage, UserData, render_user_data
+from bakery.vm.stages import STAGES, Role, Stage
+from bakery.vm.userdata import UserData, render_user_data
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 

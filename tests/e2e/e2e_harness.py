@@ -163,7 +163,7 @@ def golden_copies(config: Path) -> dict[str, Path]:
     """Files the chroot builder copies into the image for ``config``: its image archive, and its
     shared data and course folders packed (deterministic tars, in build/content beside it)."""
     from bakery.config.workshop import load_config
-    from bakery.vm.userdata import USER_IMAGE_ARCHIVE
+    from bakery.layout import USER_IMAGE_ARCHIVE
     from bakery.workshop import content
 
     cfg = load_config(config)

@@ -1003,7 +1003,7 @@ def cell(w: Workshop, s: Any, user: str, kernel_id: str, code: str, timeout: flo
 
 def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> None:
     from bakery.config.workshop import load_config
-    from bakery.vm.userdata import PIDS_LIMIT
+    from bakery.vm.context import PIDS_LIMIT
     from bakery.workshop.sizing import mem_limit_bytes
 
     a, b = vm.trainees[0], "latecomer"

@@ -26,7 +26,7 @@ from bakery.progress import Reporter, quiet
 from bakery.vm import image as bake_image
 from bakery.vm.console import ConsoleScan
 from bakery.vm.console import scan as scan_console
-from bakery.vm.userdata import Stage
+from bakery.vm.stages import Stage
 from bakery.workshop.sizing import Estimate, estimate_workshop, smallest_flavor
 
 if TYPE_CHECKING:

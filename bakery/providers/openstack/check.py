@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from bakery.providers.openstack.launch import LaunchResult
     from bakery.providers.openstack.plan import LaunchPlan
-    from bakery.vm.userdata import Stage
+    from bakery.vm.stages import Stage
 
 Status = Literal["ok", "warn", "fail"]
 

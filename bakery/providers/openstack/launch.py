@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bakery.config.fields import parse_duration
-from bakery.config.workshop import Users, Workshop, load_config
+from bakery.config.sections import Users
+from bakery.config.workshop import Workshop, load_config
 from bakery.errors import BakeryError, CloudError, UsageError
 from bakery.progress import Reporter, quiet
 from bakery.providers.openstack.api import (
@@ -46,7 +47,8 @@ from bakery.providers.openstack.resources import (
     workshop_floating_ips,
     workshop_servers,
 )
-from bakery.vm.userdata import Stage, render_user_data
+from bakery.vm.stages import Stage
+from bakery.vm.userdata import render_user_data
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, sheet_order
 from bakery.workshop.expiry import refuse_if_ended
 

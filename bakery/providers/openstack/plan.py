@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
 from bakery.errors import BakeryError
 from bakery.providers.openstack.api import (
@@ -33,14 +34,12 @@ from bakery.providers.openstack.resources import (
     workshop_floating_ips,
     workshop_servers,
 )
-from bakery.vm.userdata import Stage
+from bakery.vm.stages import Stage
 from bakery.workshop.accounts import credentials_path, preview_accounts, sheet_order
 from bakery.workshop.sizing import estimate_workshop, worker_estimate, workers_for
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
-
-NOVA_LIMIT = 65535
 
 
 @dataclass
@@ -62,7 +61,7 @@ class PlannedServer:
         }[self.role]
         return (
             f"  {self.name}: {self.action}; {what}; user-data "
-            f"{self.user_data_chars:,} of {NOVA_LIMIT:,} base64 chars"
+            f"{self.user_data_chars:,} of {NOVA_USER_DATA_LIMIT:,} base64 chars"
         )
 
 

@@ -60,7 +60,8 @@ from bakery.providers.openstack.resources import (
     workshop_floating_ips,
     workshop_servers,
 )
-from bakery.vm.userdata import Role, Stage, render_user_data
+from bakery.vm.stages import Role, Stage
+from bakery.vm.userdata import render_user_data
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, sheet_order
 from bakery.workshop.expiry import refuse_if_ended
 from bakery.workshop.sizing import servers_held, worker_estimate

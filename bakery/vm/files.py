@@ -1,0 +1,194 @@
+"""The files a VM gets per stage and role: scripts, units, hub and nginx config, the user's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bakery import versions
+from bakery.config.workshop import Workshop
+from bakery.errors import RenderError
+from bakery.layout import (
+    CLUSTER_ROLE_FILE,
+    CLUSTER_UNITS,
+    CONFIG_DIR,
+    DOCKER_DAEMON_JSON,
+    EXPIRY_FILE,
+    EXPIRY_UNITS,
+    IMAGE_DIR,
+    LAB_PAGE_CONFIG,
+    NGINX_SITE,
+    PROXY_DIR,
+    SCRIPT_DIR,
+    SSHD_DROPIN,
+    TLS_RETRY_UNITS,
+    UNIT_DIR,
+    UNITS,
+    USER_IMAGE_UNIT,
+    WORKER_OFF_DROPIN,
+    WORKER_OFF_UNITS,
+)
+from bakery.templates import read_text, render
+from bakery.vm import image, notebook_image
+from bakery.vm.context import context, proxy_locked
+from bakery.vm.stages import Role
+from bakery.workshop import expiry
+from bakery.workshop.accounts import Account
+
+# The first screen, both spawners: JupyterLab's announcements plugin off, so no "get notified about
+# official Jupyter news?" pop-up and no news or update check (that plugin does both).
+LAB_PAGE_CONFIG_DATA = {
+    "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}
+}
+
+
+@dataclass(frozen=True)
+class VmFile:
+    """A file the user-data writes: path on the VM, content, mode."""
+
+    path: str
+    content: str
+    permissions: str = "0644"
+    owner: str = "root:root"
+    # Written in cloud-init's final stage, after packages and users exist.
+    defer: bool = False
+
+    def as_cloud_config(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"path": self.path, "content": self.content}
+        entry["permissions"] = self.permissions
+        entry["owner"] = self.owner
+        if self.defer:
+            entry["defer"] = True
+        return entry
+
+
+def proxy_files(cfg: Workshop) -> list[VmFile]:
+    """The proxy's package.json and, at the pinned version, the lock `npm ci` installs from."""
+    package = {
+        "name": "bakery-proxy",
+        "private": True,
+        "dependencies": {"configurable-http-proxy": cfg.hub.versions.configurable_http_proxy},
+    }
+    files = [VmFile(f"{PROXY_DIR}/package.json", json.dumps(package, indent=2) + "\n")]
+    if proxy_locked(cfg):
+        lock = render("cloudinit/configurable-http-proxy.lock.json.j2")
+        pinned = json.loads(lock)["packages"]["node_modules/configurable-http-proxy"]["version"]
+        if pinned != versions.CONFIGURABLE_HTTP_PROXY:
+            raise RenderError(
+                f"cloudinit/configurable-http-proxy.lock.json.j2 locks {pinned}, not "
+                f"{versions.CONFIGURABLE_HTTP_PROXY}: regenerate it (see bakery/versions.py)"
+            )
+        files.append(VmFile(f"{PROXY_DIR}/package-lock.json", lock))
+    return files
+
+
+def _script(name: str, ctx: dict[str, Any]) -> VmFile:
+    return VmFile(f"{SCRIPT_DIR}/{name}", render(f"cloudinit/{name}.j2", **ctx), "0755")
+
+
+def _unit(name: str, ctx: dict[str, Any]) -> VmFile:
+    return VmFile(f"{UNIT_DIR}/{name}", render(f"cloudinit/{name}.j2", **ctx))
+
+
+def units(cfg: Workshop) -> tuple[str, ...]:
+    """The units of ``cfg``: :data:`UNITS`, plus the image loader with an image archive and the
+    cluster's units with a swarm (all before the hub, the last)."""
+    extra: tuple[str, ...] = ()
+    if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
+        extra += (USER_IMAGE_UNIT,)
+    if cfg.cluster.swarm:
+        extra += CLUSTER_UNITS
+    return (*UNITS[:-1], *extra, UNITS[-1])
+
+
+def worker_units(cfg: Workshop) -> tuple[str, ...]:
+    """The units a swarm worker runs: the firewall, the image loader, its part in the cluster."""
+    return tuple(
+        u for u in units(cfg) if u in ("bakery-firewall.service", USER_IMAGE_UNIT, CLUSTER_UNITS[0])
+    )
+
+
+def bake_files(cfg: Workshop) -> list[VmFile]:
+    """Files of the bake stage: scripts, units and the image recipe; nothing secret."""
+    ctx = context(cfg)
+    files = [_script("install-hub.sh", ctx), *proxy_files(cfg), _script("make-secrets.sh", ctx)]
+    files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
+    if ctx["content"]:
+        # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
+        files.append(_script("content.sh", ctx))
+        hook = render("cloudinit/bakery_content.py.j2", **ctx)
+        files.append(VmFile(f"{SCRIPT_DIR}/bakery_content.py", hook))
+    if cfg.tls.mode == "letsencrypt":
+        files.append(_script("tls-deploy.sh", ctx))
+        files += [_unit(name, ctx) for name in TLS_RETRY_UNITS]
+    if cfg.cluster.swarm:
+        files += _cluster_bake_files(ctx)
+    if cfg.spawner.kind == "docker":
+        if not cfg.cluster.swarm:
+            files.append(_script("docker-network.sh", ctx))
+        files.append(_script("user-image.sh", ctx))
+        # live-restore: trainees' containers keep running while the docker daemon restarts.
+        # Not in a swarm, which refuses it ("incompatible with swarm mode", docker 20.10): there
+        # a restarted daemon's tasks are started again (files stay, kernels do not).
+        daemon: dict[str, Any] = {} if cfg.cluster.swarm else {"live-restore": True}
+        daemon |= {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
+        files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
+        if cfg.spawner.custom_image is not None:
+            files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
+    files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
+    files += [_unit(name, ctx) for name in units(cfg)]
+    # The one bake record (bakery.image), written into every golden image by the bake stage.
+    files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
+    return files
+
+
+def _cluster_bake_files(ctx: dict[str, Any]) -> list[VmFile]:
+    """The swarm cluster's scripts, units and spawner, for both roles (one golden image)."""
+    files = [_script("cluster.sh", ctx), _script("swarm-token.py", ctx)]
+    spawner = read_text("cloudinit/bakery_swarmspawner.py")
+    files.append(VmFile(f"{SCRIPT_DIR}/bakery_swarmspawner.py", spawner))
+    # Debian's nginx and NFS server start by themselves: not on a worker.
+    off = f"[Unit]\nConditionPathExists=!{ctx['role_file_worker']}\nAfter=cloud-init.service\n"
+    files += [VmFile(WORKER_OFF_DROPIN.format(unit=unit), off) for unit in WORKER_OFF_UNITS]
+    return files
+
+
+def role_file(role: Role, manager_runs_servers: bool = False) -> VmFile:
+    """The file that tells a cluster VM its role (cluster.sh, the units' conditions); the
+    manager's also says where servers run (user-image.sh loads no image where none runs)."""
+    content = f"{role}\n"
+    if role == "manager":
+        content += f"servers={'all' if manager_runs_servers else 'workers'}\n"
+    return VmFile(CLUSTER_ROLE_FILE.format(role=role), content)
+
+
+def worker_boot_files(cfg: Workshop) -> list[VmFile]:
+    """A swarm worker's boot stage: its role and the admin's sshd policy; no hub, no accounts."""
+    ctx = context(cfg)
+    return [role_file("worker"), VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx))]
+
+
+def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmFile]:
+    """Files of the boot stage: the hub's and nginx's config, sshd policy, the user's files."""
+    ctx = context(cfg, accounts)
+    files = [
+        VmFile(
+            f"{CONFIG_DIR}/jupyterhub_config.py", render("cloudinit/jupyterhub_config.py.j2", **ctx)
+        ),
+        # Deferred (written after packages): on a stock image nginx must install and start with
+        # its own default site, before this one (whose certificate comes later) exists.
+        VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
+        VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
+    ]
+    ends = expiry.expiry(cfg)
+    if ends is not None:
+        files += [VmFile(EXPIRY_FILE, ends.vm_json()), _script("expiry.py", ctx)]
+        files += [_unit(name, ctx) for name in EXPIRY_UNITS]
+    files += [
+        VmFile(f.path, f.content, f.permissions.rjust(4, "0"), f.owner, defer=True)
+        for f in cfg.files
+    ]
+    if cfg.cluster.swarm:
+        files.insert(0, role_file("manager", cfg.cluster.manager_runs_servers))
+    return files
