@@ -35,6 +35,10 @@ class ToolMissing(UsageError):
     """A program bakery needs here (qemu, packer, an ISO writer, ...) is not installed."""
 
 
+class PreflightFailed(UsageError):
+    """`bakery launch` refused: a pre-flight check failed (nothing was created)."""
+
+
 class OutputError(UsageError):
     """A file bakery was asked to write cannot be written safely (a device, a link, no access)."""
 

@@ -75,9 +75,15 @@ CLUSTER_STATE = "/run/bakery/cluster.json"
 # The manager's /home over NFS on every node (a symlink to /home on the manager): the trainees'
 # servers bind-mount CLUSTER_HOME/NAME wherever they run.
 CLUSTER_HOME = "/srv/cluster/home"
-# Server metadata (root only on the VM: the firewall closes the metadata service to the rest):
-# the secret a worker shows the manager's token service for the swarm's join token, and the
+# Server metadata (Nova's key-value tags), the one table of the keys bakery sets and reads.
+# The workshop a server belongs to (how bakery finds its own servers), the user-data stage it
+# booted with (`bakery scale` boots new workers alike), what a throwaway server is for (a bake's
+# builder). Root only on the VM (the firewall closes the metadata service to the rest): the
+# secret a worker shows the manager's token service for the swarm's join token, and the
 # manager's address on the cluster network (workers; the manager's own default: its route's).
+META_WORKSHOP = "bakery_workshop"
+META_STAGE = "bakery_stage"
+META_ROLE = "bakery_role"
 CLUSTER_META_SECRET = "bakery_cluster_secret"  # noqa: S105 (a key's name)
 CLUSTER_META_MANAGER = "bakery_manager"
 # The manager's join-token service (swarm-token.py), for cluster members only.

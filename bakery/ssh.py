@@ -1,4 +1,4 @@
-"""ssh to a workshop's running servers as its login user with its key (`users`, `collect`)."""
+"""The one way to reach a VM: ssh as the workshop's login user, its key, its own known_hosts."""
 
 from __future__ import annotations
 
@@ -28,47 +28,6 @@ def parse_host(text: str) -> Target:
     if not host or (port and not port.isdigit()) or not 0 < int(port or 22) < 65536:
         raise UsageError(f"--host {text!r}: write HOST or HOST:PORT (e.g. 203.0.113.10:22)")
     return Target(text, host, int(port or 22))
-
-
-def cloud_targets(cfg: Workshop) -> list[Target]:
-    """The workshop's ACTIVE hubs with an address (the floating IP when there is one); of a
-    swarm cluster only the manager (the workers hold no accounts, no hub)."""
-    from bakery.providers.openstack.api import connect
-    from bakery.providers.openstack.launch import addresses
-    from bakery.providers.openstack.resources import (
-        manager_name,
-        workshop_floating_ips,
-        workshop_servers,
-    )
-
-    conn = connect(cfg)
-    fips = {
-        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
-        for ip in workshop_floating_ips(conn, cfg)
-    }
-    out = []
-    for server in workshop_servers(conn, cfg):
-        if cfg.cluster.swarm and server.name != manager_name(cfg):
-            continue
-        ip = fips.get(server.id) or next(iter(addresses(server)), None)
-        if server.status == "ACTIVE" and ip:
-            out.append(Target(server.name, ip))
-    return out
-
-
-def targets(cfg: Workshop, hosts: list[str] | None = None) -> list[Target]:
-    """``--host`` targets when given, else the workshop's running servers in the cloud.
-
-    Raises:
-        UsageError: no server to reach.
-    """
-    found = [parse_host(h) for h in hosts] if hosts else cloud_targets(cfg)
-    if not found:
-        raise UsageError(
-            f"no running server of workshop {cfg.name} (see `bakery status`); for a VM "
-            "elsewhere pass --host HOST[:PORT] (a `bakery try` VM: 127.0.0.1:SSH_PORT)"
-        )
-    return found
 
 
 def identity_file(cfg: Workshop, identity: Path | None = None) -> Path | None:

@@ -39,9 +39,12 @@ from bakery.cli.main import app
 from bakery.config.workshop import load_config
 from bakery.errors import AuthError, BakeryError, CloudError, LeftBehind, QuotaError, RenderError
 from bakery.providers.openstack import api as cloud
+from bakery.providers.openstack import destroy as destroy_mod
+from bakery.providers.openstack import flavors, resources
 from bakery.providers.openstack import launch as launch_mod
-from bakery.providers.openstack import resources
-from bakery.workshop.sizing import Estimate, estimate_workshop
+from bakery.providers.openstack import servers as servers_mod
+from bakery.topology import estimate_workshop, split_users
+from bakery.workshop.sizing import Estimate
 
 # --- fixtures -------------------------------------------------------------------------------------
 
@@ -68,7 +71,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 @pytest.fixture
 def hub_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every hub answers (for tests about something else)."""
-    monkeypatch.setattr(launch_mod, "hub_health", lambda ip, timeout=5: "ok")
+    monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "ok")
 
 
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"
@@ -393,7 +396,7 @@ def test_launch_count_2_splits_the_trainees(
 def test_split_users_in_two(tmp_path: Path) -> None:
     cfg = load_config(write_workshop(tmp_path, count=2))
 
-    parts = launch_mod.split_users(cfg)
+    parts = split_users(cfg)
 
     assert [p.hostname for p in parts] == ["intro-1", "intro-2"]
     assert [p.users.trainees() for p in parts] == [
@@ -404,7 +407,7 @@ def test_split_users_in_two(tmp_path: Path) -> None:
     # A late trainee appended to the list moves nobody already placed.
     path = write_workshop(tmp_path, count=2)
     path.write_text(path.read_text().replace("count: 4", "count: 5"))
-    more = launch_mod.split_users(load_config(path))
+    more = split_users(load_config(path))
     assert [p.users.trainees() for p in more] == [
         ["ada", "training02", "training04"],
         ["training01", "training03", "training05"],
@@ -415,13 +418,13 @@ def test_split_users_in_two(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.users.trainees()[:2] == ["zoe", "ada"]
     sheet = ["ada", *(f"training0{i}" for i in range(1, 6)), "teacher"]
-    late = launch_mod.split_users(cfg, [*sheet, "zoe"])
+    late = split_users(cfg, [*sheet, "zoe"])
     assert [p.users.trainees() for p in late] == [
         ["ada", "training02", "training04", "zoe"],
         ["training01", "training03", "training05"],
     ]
     with pytest.raises(BakeryError, match="count 6 is more than the 5 trainees"):
-        launch_mod.split_users(load_config(write_workshop(tmp_path, count=6)))
+        split_users(load_config(write_workshop(tmp_path, count=6)))
 
 
 def flavors_around(fake: FakeCloud, need: Estimate) -> None:
@@ -459,7 +462,7 @@ def test_auto_flavor_is_the_smallest_that_fits(
     assert need.users == trainees + 1
     flavors_around(fake, need)
 
-    assert cloud.choose_flavor(cloud.connect(cfg), cfg).name == expected
+    assert flavors.choose_flavor(cloud.connect(cfg), cfg).name == expected
 
 
 def test_auto_flavor_from_a_real_flavor_list(fake: FakeCloud, tmp_path: Path) -> None:
@@ -472,7 +475,7 @@ def test_auto_flavor_from_a_real_flavor_list(fake: FakeCloud, tmp_path: Path) ->
     ]
     smallest = min(fits, key=lambda f: f["ram"])  # the m1.* sizes grow in every dimension
 
-    chosen = cloud.choose_flavor(cloud.connect(cfg), cfg)
+    chosen = flavors.choose_flavor(cloud.connect(cfg), cfg)
 
     assert chosen.name == smallest["name"] and chosen.id == smallest["id"]
     assert chosen.name not in ("m1.xlarge", "v1.large")
@@ -486,7 +489,7 @@ def test_auto_flavor_says_when_nothing_fits(fake: FakeCloud, tmp_path: Path) -> 
     cfg = load_config(path)
 
     with pytest.raises(BakeryError, match=r"no flavor fits .* raise openstack\.count"):
-        cloud.choose_flavor(cloud.connect(cfg), cfg)
+        flavors.choose_flavor(cloud.connect(cfg), cfg)
 
 
 # --- status ---------------------------------------------------------------------------------------
@@ -598,7 +601,7 @@ def test_destroy_spares_what_bakery_did_not_make(
         body={"floatingip": {"floating_network_id": PUBLIC_NET, "port_id": next(iter(fake.ports))}},
     )[1]["floatingip"]
 
-    plan = launch_mod.destroy(config_path=path)
+    plan = destroy_mod.destroy(config_path=path)
 
     assert plan.lines() == ["server intro-1", "floating IP 203.0.113.10"]
     assert list(fake.fips) == [stranger["id"]]
@@ -682,7 +685,7 @@ def test_destroy_touches_only_its_own_workshop_not_one_whose_name_it_prefixes(
     launch(short)
     assert len(fake.servers) == len(fake.fips) == len(fake.groups) == len(fake.keypairs) == 2
 
-    plan = launch_mod.destroy(config_path=short)
+    plan = destroy_mod.destroy(config_path=short)
 
     assert sorted(plan.lines()) == sorted(
         [
@@ -701,7 +704,7 @@ def test_destroy_touches_only_its_own_workshop_not_one_whose_name_it_prefixes(
 
     # And the other way round: the longer name owns nothing of the shorter one's.
     launch(short)
-    launch_mod.destroy(config_path=long)
+    destroy_mod.destroy(config_path=long)
     assert [s["name"] for s in fake.servers.values()] == ["intro-1"]
     assert [g["name"] for g in fake.groups.values()] == ["bakery-intro"]
 

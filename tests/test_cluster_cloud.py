@@ -37,6 +37,8 @@ from bakery.errors import BakeryError, CloudError, QuotaError, UsageError
 from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET, CLUSTER_PORTS
 from bakery.progress import Collector
 from bakery.providers.openstack import launch as launch_mod
+from bakery.providers.openstack import scale as scale_mod
+from bakery.providers.openstack import servers as servers_mod
 from bakery.providers.openstack import swarm as cluster
 from bakery.providers.openstack.resources import state_path
 
@@ -58,7 +60,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def hub_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launch_mod, "hub_health", lambda ip, timeout=5: "ok")
+    monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "ok")
 
 
 def invoke(*args: str, stdin: str | None = None) -> Any:
@@ -469,7 +471,7 @@ def test_bad_combinations_are_refused_before_anything_is_made(
 def test_scale_without_a_manager_says_to_launch_first(fake: FakeCloud, tmp_path: Path) -> None:
     path = write_cluster_workshop(tmp_path)
     with pytest.raises(UsageError, match="no server intro-manager: `bakery launch"):
-        cluster.scale(config_path=path, workers=3)
+        scale_mod.scale(config_path=path, workers=3)
 
 
 # --- scale ----------------------------------------------------------------------------------------
@@ -484,7 +486,7 @@ def test_scale_up_adds_workers_with_the_managers_secret_and_image(
     fake.since = fake.mock.call_count
     said = Collector()
 
-    plan = cluster.scale(config_path=path, workers=4, progress=said)
+    plan = scale_mod.scale(config_path=path, workers=4, progress=said)
 
     assert (plan.add, plan.remove) == (["intro-worker-3", "intro-worker-4"], [])
     posts = fake.calls("POST", SERVERS)
@@ -517,7 +519,7 @@ def test_scale_down_drains_the_highest_workers_before_deleting_them(
     asked: list[cluster.ScalePlan] = []
     fake.since = fake.mock.call_count
 
-    plan = cluster.scale(config_path=path, workers=1, confirm=lambda p: asked.append(p) or True)
+    plan = scale_mod.scale(config_path=path, workers=1, confirm=lambda p: asked.append(p) or True)
 
     assert plan.remove == ["intro-worker-3", "intro-worker-2"] and plan.add == []
     assert asked == [plan] and plan.warning and "files stay" in plan.warning
@@ -609,7 +611,7 @@ def test_a_drain_that_does_not_finish_deletes_nothing(
     try:
         time.monotonic = lambda: float(next(clock))  # type: ignore[assignment]
         with pytest.raises(BakeryError, match=r"still run .* nothing was deleted"):
-            cluster.scale(config_path=path, workers=1)
+            scale_mod.scale(config_path=path, workers=1)
     finally:
         time.monotonic = real  # type: ignore[assignment]
     assert fake.calls("DELETE", ".") == []

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from helpers import require_tool
 
+from bakery import topology
 from bakery.bake import chroot, packer
 from bakery.config.workshop import load_config, parse_config
 from bakery.errors import ConfigError, UsageError
@@ -26,7 +27,7 @@ from bakery.templates import render
 from bakery.versions import NBGITPULLER
 from bakery.vm.context import course_url
 from bakery.vm.userdata import build_cloud_config
-from bakery.workshop import content, sizing
+from bakery.workshop import content
 
 HUB_CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
 HOOK = "/usr/local/lib/bakery/bakery_content.py"
@@ -317,8 +318,8 @@ def test_openstacksdk_builder_refuses_folders(workshop: Path) -> None:
 
 def test_size_counts_shared_data_once_and_the_course_per_home(workshop: Path) -> None:
     cfg = load_config(workshop)
-    plain = sizing.estimate_workshop(cfg)
-    need = sizing.estimate_workshop(cfg, workshop.parent)
+    plain = topology.estimate_workshop(cfg)
+    need = topology.estimate_workshop(cfg, workshop.parent)
     accounts = len(cfg.users.all_names())
     assert need.content_mb == 3 + 1 * (1 + accounts)
     assert need.disk_gb >= plain.disk_gb

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bakery import versions
+from bakery import topology, versions
 from bakery.bake import chroot_apply
 from bakery.config.workshop import Workshop
 from bakery.errors import ChrootError
@@ -166,7 +166,7 @@ def test_hub_limits_follow_the_vm_it_runs_on(
         "/etc/jupyterhub/jupyterhub_config.py"
     ]
     c = hub_settings(text, cpus=cpus, mem_mib=mem_mib, monkeypatch=monkeypatch)
-    need = sizing.estimate_workshop(cfg)
+    need = topology.estimate_workshop(cfg)
     assert c.JupyterHub.concurrent_spawn_limit == sizing.SPAWNS_PER_CPU * cpus
     assert c.JupyterHub.active_server_limit == sizing.servers_held(mem_mib, need.per_server_mib)
     assert c.Spawner.http_timeout == sizing.SPAWN_HTTP_TIMEOUT
@@ -175,7 +175,7 @@ def test_hub_limits_follow_the_vm_it_runs_on(
 
 def test_the_estimated_flavor_holds_the_class(make_workshop: MakeWorkshop) -> None:
     cfg, _ = make_workshop("name: intro\nusers: {count: 30, admins: [boss]}\n")
-    need = sizing.estimate_workshop(cfg)
+    need = topology.estimate_workshop(cfg)
     # A VM of exactly the estimated memory admits every active server and no fewer.
     assert sizing.servers_held(need.memory_mib, need.per_server_mib) == need.active == 31
     assert need.vcpus * sizing.SPAWNS_PER_CPU >= 2

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from bakery.cli.main import app
 from bakery.config.workshop import load_config
 from bakery.providers.openstack import check as preflight
-from bakery.providers.openstack.launch import workshop_config
+from bakery.topology import workshop_config
 from bakery.vm import image
 
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"

@@ -12,13 +12,11 @@ import pytest
 
 from bakery.config.workshop import Workshop, parse_config
 from bakery.errors import UsageError
+from bakery.topology import cluster_estimate, estimate_workshop, size_estimate
 from bakery.workshop.sizing import (
     PER_USER_MEMORY,
-    cluster_estimate,
     estimate,
-    estimate_workshop,
     servers_held,
-    size_estimate,
     smallest_flavor,
     workers_for,
 )

@@ -20,8 +20,8 @@ from bakery.config.workshop import load_config
 from bakery.day.handouts import NO_URL_NOTE, write_slips
 from bakery.errors import OutputError, UsageError
 from bakery.progress import Collector
-from bakery.providers.openstack.launch import split_users
 from bakery.templates import Quoted, environment
+from bakery.topology import split_users
 from bakery.workshop.accounts import credentials_path
 
 BAKERY = shutil.which("bakery", path=str(Path(sys.executable).parent)) or "bakery"

@@ -20,8 +20,10 @@ from bakery.config.workshop import load_config
 from bakery.errors import CloudError, UsageError
 from bakery.progress import Collector
 from bakery.providers.openstack import launch as launch_mod
-from bakery.providers.openstack.api import image_stage
+from bakery.providers.openstack import servers as servers_mod
+from bakery.providers.openstack import steps
 from bakery.vm import image
+from bakery.vm.image import image_stage
 
 DATA = b"QFI\xfb" + bytes(range(256)) * 9000  # ~2.3 MB: several upload chunks
 
@@ -240,10 +242,10 @@ def test_timeouts_from_config_and_options(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert (cfg.openstack.hub_timeout, cfg.openstack.active_timeout) == (1200, 120)
     assert load_config(write_workshop(tmp_path)).openstack.hub_timeout == 45 * 60
-    over = launch_mod.with_timeouts(cfg, "1h", None)
+    over = steps.with_timeouts(cfg, "1h", None)
     assert (over.openstack.hub_timeout, over.openstack.active_timeout) == (3600, 120)
     with pytest.raises(UsageError, match="--hub-timeout: 'soon' is not a duration"):
-        launch_mod.with_timeouts(cfg, "soon", None)
+        steps.with_timeouts(cfg, "soon", None)
 
 
 def test_bad_timeout_in_config_names_the_field(tmp_path: Path) -> None:
@@ -257,7 +259,7 @@ def test_bad_timeout_in_config_names_the_field(tmp_path: Path) -> None:
 def test_config_drive_reaches_nova(
     fake: FakeCloud, tmp_path: Path, drive: bool | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(launch_mod, "hub_health", lambda ip, timeout=5: "ok")
+    monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "ok")
     monkeypatch.setattr(time, "sleep", lambda s: None)
     extra = {} if drive is None else {"config_drive": drive}
     launch_mod.launch(config_path=write_workshop(tmp_path, **extra))
@@ -280,7 +282,7 @@ def test_wait_shows_the_cloud_init_stage_then_the_url(
             fake.console = "Get:1 http://deb.debian.org/debian bookworm InRelease\n"
         return answer
 
-    monkeypatch.setattr(launch_mod, "hub_health", health)
+    monkeypatch.setattr(servers_mod, "hub_health", health)
     monkeypatch.setattr(time, "sleep", lambda s: None)
     fake.console = "Linux version 6.1.0\nCloud-init v. 22.4 running 'modules:final' at now.\n"
     said: list[tuple[str, bool]] = []
@@ -303,9 +305,9 @@ def test_hub_timeout_reports_seconds_and_how_to_wait_longer(
     fake: FakeCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(0, 10_000, 30))
-    monkeypatch.setattr(launch_mod.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(launch_mod.time, "sleep", lambda s: None)
-    monkeypatch.setattr(launch_mod, "hub_health", lambda ip, timeout=5: "HTTP 502")
+    monkeypatch.setattr(servers_mod.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(servers_mod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "HTTP 502")
     fake.console = "Cloud-init v. 22.4 running 'init' at now.\n"
     with pytest.raises(CloudError, match=r"within 90 s .*--hub-timeout 1h"):
         launch_mod.launch(config_path=write_workshop(tmp_path), hub_timeout="90s")
@@ -321,7 +323,7 @@ def test_active_timeout_reaches_the_waiter(
         asked.append(timeout)
         raise CloudError("server intro-1 still not ACTIVE")
 
-    monkeypatch.setattr(launch_mod, "wait_active", wait_active)
+    monkeypatch.setattr(steps, "wait_active", wait_active)
     with pytest.raises(CloudError):
         launch_mod.launch(config_path=write_workshop(tmp_path), active_timeout="2m")
     assert asked == [120]

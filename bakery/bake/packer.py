@@ -19,12 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
-from bakery import __version__, layout
+from bakery import layout
 from bakery.config.workshop import DEFAULT_LOGIN_USER, Workshop, load_config
 from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing, UsageError
 from bakery.progress import Reporter, quiet
 from bakery.providers.local import seed
 from bakery.templates import render as render_template
+from bakery.version import __version__
 from bakery.vm import image
 from bakery.vm import userdata as render
 from bakery.vm.image import BakeResult

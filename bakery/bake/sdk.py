@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bakery import __version__
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop, load_config
 from bakery.errors import BakeryError, BuildError, CloudError, LeftBehind, UsageError
-from bakery.layout import SCRIPT_DIR
+from bakery.layout import META_ROLE, META_WORKSHOP, SCRIPT_DIR
 from bakery.progress import Reporter, quiet
 from bakery.providers.openstack import api as cloud
+from bakery.providers.openstack import servers as cloud_servers
 from bakery.templates import render as render_template
+from bakery.version import __version__
 from bakery.vm import image
 from bakery.vm.image import BakeResult
 from bakery.vm.userdata import build_cloud_config, dump_cloud_config
@@ -78,7 +79,7 @@ def _create_builder(conn: Connection, cfg: Workshop, data: bytes, progress: Repo
         "image_id": source.id,
         "flavor_id": flavor.id,
         "user_data": payload,
-        "metadata": {cloud.META_KEY: cfg.name, "bakery_role": "builder"},
+        "metadata": {META_WORKSHOP: cfg.name, META_ROLE: "builder"},
     }
     if b.networks:
         attrs["networks"] = [{"uuid": n} for n in b.networks]
@@ -116,7 +117,7 @@ def _wait_sealed(conn: Connection, server: Any, timeout: float, progress: Report
         if server.status == "SHUTOFF":
             break
         if server.status == "ERROR":
-            raise CloudError(f"builder {name} failed: {cloud.server_fault(server)}")
+            raise CloudError(f"builder {name} failed: {cloud_servers.server_fault(server)}")
         if time.monotonic() - start > timeout:
             raise BuildError(f"builder {name} still baking after {timeout / 60:.0f} min")
         progress(f"builder {name}: baking ({server.status})", transient=True)
@@ -214,7 +215,7 @@ def bake(
     server = _create_builder(conn, cfg, builder_user_data(cfg, bake_doc), progress)
     failure: BaseException | None = None
     try:
-        server = cloud.wait_active(conn, server, 900, progress)
+        server = cloud_servers.wait_active(conn, server, 900, progress)
         timings = {"boot": round(time.monotonic() - start, 1)}
         _wait_sealed(conn, server, timeout_minutes * 60, progress)
         timings["bake"] = round(time.monotonic() - start - timings["boot"], 1)

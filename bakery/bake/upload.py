@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from bakery.config.workshop import Workshop, load_config
 from bakery.errors import BakeryError, BuildError, CloudError, UsageError
 from bakery.progress import Reporter, quiet
-from bakery.providers.openstack.api import api, connect, find_image, image_properties
+from bakery.providers.openstack.api import api, connect, find_image
 from bakery.providers.openstack.resources import create_once
 from bakery.vm import image
+from bakery.vm.image import image_properties
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

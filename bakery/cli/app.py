@@ -10,9 +10,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from bakery import __version__
 from bakery.errors import BakeryError
 from bakery.progress import ConsoleReporter
+from bakery.version import __version__
 
 # -h as well as --help, on every command.
 CONTEXT = {"help_option_names": ["-h", "--help"]}

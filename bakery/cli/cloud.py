@@ -86,7 +86,7 @@ def launch(
     this run created.
     """
     if dry_run:
-        from bakery.providers.openstack.check import dry_run as plan_and_check
+        from bakery.providers.openstack.plan import dry_run as plan_and_check
 
         report, plan = plan_and_check(
             config_path=config, image=image, count=count, stage=stage.value if stage else None
@@ -97,10 +97,8 @@ def launch(
         for line in report.lines():
             typer.echo(f"  {line}")
         return
-    from bakery.providers.openstack.check import checked_launch
-    from bakery.providers.openstack.launch import launch as unchecked_launch
+    from bakery.providers.openstack.launch import launch as do_launch
 
-    do_launch = checked_launch if check else unchecked_launch
     result = do_launch(
         config_path=config,
         image=image,
@@ -109,6 +107,7 @@ def launch(
         wait=wait,
         hub_timeout=hub_timeout,
         active_timeout=active_timeout,
+        check=check,
         progress=progress(),
     )
     for server in result.servers:
@@ -147,36 +146,10 @@ def status(
     A swarm cluster also shows its nodes (Ready/Down, availability) and the trainees' servers on
     each, asked over ssh from the manager.
     """
-    from bakery.config.workshop import load_config
-    from bakery.providers.openstack.launch import status as get_status
-    from bakery.providers.openstack.launch import status_json
-    from bakery.workshop.expiry import status_line
+    from bakery.providers.openstack.status import status as get_status
 
-    cfg = load_config(config)
-    swarm = None
-    if cfg.cluster.swarm:
-        from bakery.providers.openstack.swarm import cluster_status
-
-        swarm = cluster_status(config_path=config, identity=identity)
-        infos = swarm.servers
-    else:
-        infos = get_status(config_path=config)
-    if as_json:
-        typer.echo(status_json(cfg, infos, swarm.as_dict() if swarm else None))
-        return
-    ends = status_line(config_path=config, servers=len(infos))
-    if ends:
-        typer.echo(ends)
-    if not infos:
-        typer.echo("no servers")
-        return
-    for s in infos:
-        typer.echo(
-            f"{s.name}  {s.status}  {s.floating_ip or ', '.join(s.addresses) or '-'}  "
-            f"hub: {s.hub}  cloud-init: {s.cloud_init}" + (f"  fault: {s.fault}" if s.fault else "")
-        )
-    for line in swarm.lines() if swarm else []:
-        typer.echo(line)
+    found = get_status(config_path=config, identity=identity)
+    typer.echo(found.as_json() if as_json else "\n".join(found.lines()))
 
 
 @app.command()
@@ -203,8 +176,8 @@ def destroy(
     The servers' disks go with them: the trainees' files (their homes) are deleted for good
     (`--collect DIR` downloads them first).
     """
-    from bakery.providers.openstack.launch import DestroyPlan
-    from bakery.providers.openstack.launch import destroy as do_destroy
+    from bakery.providers.openstack.destroy import DestroyPlan
+    from bakery.providers.openstack.destroy import destroy as do_destroy
 
     if collect_dir is not None and not dry_run:
         from bakery.day.collect import collect_before_destroy
@@ -270,8 +243,8 @@ def scale(
     A removed worker's running servers are stopped by the swarm (their files stay in /home on
     the manager); asks first unless --yes.
     """
-    from bakery.providers.openstack.swarm import ScalePlan
-    from bakery.providers.openstack.swarm import scale as do_scale
+    from bakery.providers.openstack.scale import ScalePlan
+    from bakery.providers.openstack.scale import scale as do_scale
 
     def confirm(plan: ScalePlan) -> bool:
         for line in plan.lines():

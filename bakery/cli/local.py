@@ -344,6 +344,7 @@ def size(
     """
     import json
 
+    from bakery import topology
     from bakery.config.workshop import load_config
     from bakery.errors import UsageError
     from bakery.workshop import sizing
@@ -358,7 +359,7 @@ def size(
         cfg = sizing.with_overrides(
             cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
         )
-    need = sizing.size_estimate(
+    need = topology.size_estimate(
         cfg,
         users=users,
         data_gb=data_gb,
@@ -374,23 +375,11 @@ def size(
     if flavors:
         if cfg is None or config is None:
             raise typer.BadParameter("--flavors needs a CONFIG (for its cloud)")
-        from bakery.providers.openstack.api import choose_flavor, connect
+        from bakery.providers.openstack.api import connect
+        from bakery.providers.openstack.flavors import size_flavor_lines
 
-        conn = connect(cfg)
-        auto = cfg.model_copy(
-            update={"openstack": cfg.openstack.model_copy(update={"flavor": "auto"})}
-        )
-        flavor = choose_flavor(conn, auto)
-        role = "the manager's " if cfg.cluster.swarm else ""
-        typer.echo(
-            f"{role}smallest fitting flavor: {flavor.name} ({flavor.vcpus} vCPUs, "
-            f"{flavor.ram} MiB, {flavor.disk} GB)"
-        )
-        if cfg.cluster.swarm:
-            from bakery.providers.openstack.plan import worker_flavor_lines
-
-            for line in worker_flavor_lines(conn, cfg, Path(config).parent)[1][1:]:
-                typer.echo(line.strip())
+        for line in size_flavor_lines(connect(cfg), cfg, Path(config).parent):
+            typer.echo(line)
 
 
 # The workshop day's commands (check, users, collect) live in their own module.

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from bakery.config.yamlload import Loc, Source
+from bakery.config.source import Loc, Source
 from bakery.errors import FieldError
 
 # pydantic names the branch of a union (str | int) in the location: not a key of the file.

@@ -7,11 +7,11 @@ are refused while the document is composed, before any object is built, so an al
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from bakery.config.source import Loc, Source
 from bakery.errors import ConfigError
 
 # Deeper than any workshop file needs (the deepest key is about 5 levels down).
@@ -20,14 +20,10 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 MAX_BYTES = 4 * 1024 * 1024
 
-Loc = tuple[Any, ...]
 
-
-class _Refused(yaml.YAMLError):
-    def __init__(self, problem: str, mark: Any) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.problem_mark = mark
+def _refused(problem: str, mark: Any) -> yaml.MarkedYAMLError:
+    """PyYAML's own error for a construct the loader refuses, with the mark of where it is."""
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
 
 
 class _Loader(yaml.SafeLoader):
@@ -39,24 +35,24 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
-            raise _Refused(
+            raise _refused(
                 f"alias *{event.anchor} refused: a workshop file needs no anchors or aliases "
                 "(write the value out)",
                 event.start_mark,
             )
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            raise _Refused(
+            raise _refused(
                 f"anchor &{anchor} refused: a workshop file needs no anchors or aliases "
                 "(write the value out)",
                 event.start_mark,
             )
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _Refused(f"more than {MAX_NODES:,} values: not a workshop file", event.start_mark)
+            raise _refused(f"more than {MAX_NODES:,} values: not a workshop file", event.start_mark)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            raise _refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -66,46 +62,29 @@ class _Loader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _Refused(
+                raise _refused(
                     "merge key '<<' refused: a workshop file needs no merge keys (write the "
                     "keys out)",
                     key_node.start_mark,
                 )
             if not isinstance(key_node, yaml.ScalarNode):
-                raise _Refused(
+                raise _refused(
                     "a key must be a plain name, not a list or mapping ('? [a, b]')",
                     key_node.start_mark,
                 )
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str):
-                raise _Refused(
+                raise _refused(
                     f"YAML reads the key {key_node.value} as {type(key).__name__} "
                     f"{key!r}, not a name; quote it: '{key_node.value}'",
                     key_node.start_mark,
                 )
             if key in seen:
-                raise _Refused(
+                raise _refused(
                     f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
                 )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=True)
-
-
-@dataclass
-class Source:
-    """What a workshop file said: the data, and where each key path came from."""
-
-    data: Any
-    lines: dict[Loc, int] = field(default_factory=dict)
-    # The scalar text as written, for "quote it" hints (YAML 1.1 reads `no` as false).
-    written: dict[Loc, str] = field(default_factory=dict)
-
-    def line_of(self, loc: Loc) -> int | None:
-        """The line of ``loc``, or of its nearest ancestor found in the file."""
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in self.lines:
-                return self.lines[loc[:n]]
-        return None
 
 
 def _index(root: yaml.Node, source: Source) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bakery.config.fields import parse_size
 from bakery.config.workshop import load_config
+from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError
 from bakery.progress import Reporter, quiet
-from bakery.ssh import Ssh, Target, targets
+from bakery.ssh import Ssh, Target
 
 # Caches and other files nobody wants back (tar patterns, matched at any depth).
 EXCLUDES = (

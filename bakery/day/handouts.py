@@ -15,6 +15,7 @@ from bakery.errors import RenderError, UsageError
 from bakery.files import write_private
 from bakery.progress import Reporter, quiet
 from bakery.templates import render
+from bakery.topology import topology
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, sheet_order
 
 TEMPLATE = "print/slips.html.j2"
@@ -47,19 +48,20 @@ def _check_url(url: str) -> str:
     return url
 
 
-def hub_urls(cfg: Workshop, urls: Sequence[str]) -> list[str | None]:
-    """The address of each server in order: ``--url`` values, else ``https://tls.domain/``.
+def hub_urls(cfg: Workshop, hubs: Sequence[str], urls: Sequence[str]) -> list[str | None]:
+    """The address of each hub (``hubs``: their names, in order): ``--url`` values, else
+    ``https://tls.domain/``.
 
     Raises:
-        UsageError: the number of ``--url`` values is not ``openstack.count``, or one is not an
+        UsageError: the number of ``--url`` values is not the number of hubs, or one is not an
             http(s) address.
     """
-    count = cfg.openstack.count
+    count = len(hubs)
     if not urls:
         return [f"https://{cfg.tls.domain}/" if cfg.tls.domain else None] * count
     checked = [_check_url(u) for u in urls]
     if len(checked) < count:
-        missing = ", ".join(f"{cfg.name}-{i}" for i in range(len(checked) + 1, count + 1))
+        missing = ", ".join(hubs[len(checked) :])
         raise UsageError(
             f"openstack.count is {count} but --url is given {len(checked)} time(s): the address "
             f"of {missing} is missing; pass --url once per server, in server order"
@@ -85,19 +87,16 @@ def make_slips(
     Trainees are dealt over ``openstack.count`` servers as ``bakery launch`` deals them (``order``:
     the sheet's, `sheet_order`).
     """
-    from bakery.providers.openstack.launch import split_users
-
     by_name = {a.username: a for a in accounts}
-    addresses = hub_urls(cfg, urls)
+    hubs = topology(cfg, order).hubs
+    addresses = hub_urls(cfg, [hub.name for hub in hubs], urls)
     qr_codes = {u: _qr(u) for u in dict.fromkeys(addresses) if u is not None}
     slips = []
-    parts = split_users(cfg, order)
-    for index, (part, url) in enumerate(zip(parts, addresses, strict=True), start=1):
-        server = part.hostname or f"{cfg.name}-{index}"
-        for name in part.users.trainees():
+    for index, (hub, url) in enumerate(zip(hubs, addresses, strict=True), start=1):
+        for name in hub.trainees:
             account = by_name[name]
             qr = qr_codes[url] if url is not None else None
-            slips.append(Slip(name, account.password, server, index, url, qr))
+            slips.append(Slip(name, account.password, hub.name, index, url, qr))
     return slips
 
 
@@ -116,7 +115,7 @@ class _SlipCounter(HTMLParser):
 
 def render_slips(cfg: Workshop, slips: Sequence[Slip]) -> str:
     """The HTML page of ``slips``, checked to hold exactly one slip per trainee given."""
-    page = render(TEMPLATE, title=cfg.name, slips=list(slips), servers=cfg.openstack.count)
+    page = render(TEMPLATE, title=cfg.name, slips=list(slips), servers=len(topology(cfg).hubs))
     reader = _SlipCounter()
     reader.feed(page)
     reader.close()

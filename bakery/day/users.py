@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from bakery.config.workshop import Workshop, load_config
+from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError
 from bakery.layout import API_TOKEN_FILE, HUB_PREFIX, PROXY_PORT
 from bakery.progress import Reporter, quiet
-from bakery.ssh import Ssh, Target, targets
+from bakery.ssh import Ssh, Target
 from bakery.templates import render
+from bakery.topology import topology
 from bakery.workshop.accounts import (
     Account,
     credentials_path,
@@ -39,7 +41,7 @@ class UsersResult:
 
 def remote_program() -> str:
     """The Python program run as root on each server (see cloudinit/bakery-users.py.j2)."""
-    from bakery import __version__
+    from bakery.version import __version__
 
     return render(
         "cloudinit/bakery-users.py.j2",
@@ -82,10 +84,7 @@ def _not_in_config(cfg: Workshop, config_path: Path, names: list[str]) -> None:
 
 def homes(cfg: Workshop, config_path: Path) -> dict[str, str]:
     """Which server holds each trainee, as `bakery launch` dealt them (admins are on every one)."""
-    from bakery.providers.openstack.launch import split_users
-
-    parts = split_users(cfg, sheet_order(credentials_path(config_path)))
-    return {name: str(part.hostname) for part in parts for name in part.users.trainees()}
+    return topology(cfg, sheet_order(credentials_path(config_path))).placement
 
 
 def _push(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from bakery import __version__, versions
+from bakery import versions
 from bakery.config.sections import LETSENCRYPT_DIRECTORY
 from bakery.config.workshop import Workshop
 from bakery.layout import (
@@ -47,6 +47,7 @@ from bakery.layout import (
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_CMD,
 )
+from bakery.version import __version__
 from bakery.vm import notebook_image
 from bakery.workshop import sizing
 from bakery.workshop.accounts import Account

@@ -8,15 +8,22 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bakery import __version__, layout, versions
+from bakery import layout, versions
 from bakery.config.workshop import Workshop
-from bakery.errors import BuildError
+from bakery.errors import (
+    BuildError,
+)
 from bakery.files import write_private
 from bakery.templates import Quoted
 from bakery.templates import render as render_template
+from bakery.version import __version__
 from bakery.vm import notebook_image
+from bakery.vm.stages import Stage
+
+if TYPE_CHECKING:
+    pass
 
 # Inside every golden image, whichever builder made it: what was baked (see `record`).
 RECORD_PATH = layout.RECORD_PATH
@@ -303,3 +310,18 @@ def clean_script() -> str:
 def wait_script() -> str:
     """The script that waits for cloud-init and fails unless the bake stage succeeded."""
     return render_template("packer/wait-cloud-init.sh.j2", bakery_version=__version__)
+
+
+def image_properties(img: Any) -> dict[str, Any]:
+    """An image's Glance properties, wherever openstacksdk put them (attributes, ``properties``)."""
+    props = dict(getattr(img, "properties", None) or {})
+    props.update({k: v for k, v in img.to_dict().items() if isinstance(k, str)})
+    return props
+
+
+def image_stage(img: Any) -> Stage:
+    """``boot`` for an image bakery baked (its properties hold a bake record), else ``full``.
+
+    The same test as ``check``, ``image upload`` and ``image delete`` use: bakery.vm.image decides.
+    """
+    return "full" if record_from_properties(image_properties(img)) is None else "boot"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from bakery import __version__
 from bakery.config.workshop import Workshop
 from bakery.templates import render
+from bakery.version import __version__
 
 
 def custom_image_tag(cfg: Workshop) -> str | None:

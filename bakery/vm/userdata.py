@@ -310,3 +310,19 @@ def _biggest_parts(cfg: Workshop, accounts: list[Account]) -> str:
         parts.append((size, f"{len(accounts)} accounts ({hashes})"))
     parts.sort(reverse=True)
     return "; ".join(text for _, text in parts[:3]) or "bakery's own files"
+
+
+def user_data_b64(
+    cfg: Workshop, accounts: list[Account] | None, stage: Stage, role: Role = "manager"
+) -> str:
+    """One server's user-data in base64, as Nova takes it (gzipped when needed to fit).
+
+    The hub's document creates the accounts of ``cfg``'s users, picked from ``accounts`` (the
+    whole sheet); a swarm worker's creates none.
+    """
+    mine = None
+    if accounts is not None and role == "manager":
+        by_name = {a.username: a for a in accounts}
+        mine = [by_name[n] for n in cfg.users.all_names()]
+    data = render_user_data(cfg, stage=stage, accounts=mine, role=role).data
+    return base64.b64encode(data).decode()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bakery.config.fields import canonical_mem_limit, parse_size
@@ -161,44 +160,44 @@ def servers_held(memory_mib: int, per_server_mib: int) -> int:
     return max(1, (memory_mib - BASE_MEMORY // MIB) // max(1, per_server_mib))
 
 
+def per_server_mib(cfg: Workshop) -> int:
+    """Memory counted per active server: an idle server and kernel plus 5x the data, at most
+    ``mem_limit`` (the same on every machine of a workshop)."""
+    per_user = min(
+        PER_USER_MEMORY + DATA_FACTOR * cfg.openstack.data_gb_per_user * GIB,
+        mem_limit_bytes(str(cfg.spawner.mem_limit)),
+    )
+    return math.ceil(per_user / MIB)
+
+
 def hub_limits(cfg: Workshop) -> dict[str, int]:
     """The numbers jupyterhub_config.py turns into the hub's spawn limits on the VM it runs on."""
-    need = estimate_workshop(cfg)
     return {
         "base_mib": BASE_MEMORY // MIB,
-        "per_server_mib": need.per_server_mib,
+        "per_server_mib": per_server_mib(cfg),
         "spawns_per_cpu": SPAWNS_PER_CPU,
         "http_timeout": SPAWN_HTTP_TIMEOUT,
         "start_timeout": SPAWN_START_TIMEOUT,
     }
 
 
-def estimate_workshop(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
-    """The estimate for one server of ``cfg`` (trainees split over ``openstack.count``).
-
-    A swarm's is its manager's: the VM ``openstack.flavor`` names (the workers': see
-    :func:`worker_estimate`). With ``config_dir`` (workshop.yaml's folder), the disk also holds
-    shared_data.from once and course.from once in the image plus once per account (each home
-    gets a copy).
-    """
-    if cfg.cluster.swarm:
-        return manager_estimate(cfg, config_dir)
-    need = estimate(
-        math.ceil(len(cfg.users.trainees()) / cfg.openstack.count),
+def hub_estimate(cfg: Workshop, *, users: int | None = None) -> Estimate:
+    """The estimate for one hub of ``cfg``: its trainees (split over ``openstack.count``, or
+    ``users``) and every admin."""
+    trainees = math.ceil(len(cfg.users.trainees()) / cfg.openstack.count)
+    return estimate(
+        trainees if users is None else users,
         admins=len(cfg.users.admins),
         data_gb=cfg.openstack.data_gb_per_user,
         concurrency=cfg.openstack.concurrency,
         mem_limit=str(cfg.spawner.mem_limit),
     )
-    return with_content(need, cfg, config_dir) if config_dir is not None else need
 
 
-def with_content(need: Estimate, cfg: Workshop, config_dir: Path) -> Estimate:
-    """``need`` with the disk of the workshop's shared data and course folders added."""
-    from bakery.workshop import content
-
-    sizes = content.folder_bytes(cfg, config_dir)
-    total = sizes.get("shared_data.from", 0) + sizes.get("course.from", 0) * (1 + need.users)
+def with_content(need: Estimate, shared_bytes: int, course_bytes: int, homes: int) -> Estimate:
+    """``need`` with the disk of the shared data (once) and the course (once in the image, and
+    a copy in each of ``homes`` homes) added."""
+    total = shared_bytes + course_bytes * (1 + homes)
     if not total:
         return need
     disk = math.ceil(need.disk_gb + total / 1e9)
@@ -228,43 +227,6 @@ def with_overrides(
         mem_limit_bytes(mem_limit)
         spawner = spawner.model_copy(update={"mem_limit": canonical_mem_limit(mem_limit)})
     return cfg.model_copy(update={"openstack": openstack, "spawner": spawner})
-
-
-def size_estimate(
-    cfg: Workshop | None,
-    *,
-    users: int | None = None,
-    data_gb: float | None = None,
-    concurrency: float | None = None,
-    mem_limit: str | None = None,
-    config_dir: Path | None = None,
-) -> Estimate | ClusterEstimate:
-    """What `bakery size` reports: from the config, with any option given overriding it.
-
-    ``config_dir`` (the config's folder) adds the shared data and course folders to the disk. A
-    swarm's config gives the manager's and the workers' estimates (``users``: one server's).
-    """
-    if cfg is None:
-        return estimate(
-            1 if users is None else users,
-            data_gb=0.05 if data_gb is None else data_gb,
-            concurrency=1.0 if concurrency is None else concurrency,
-            mem_limit=mem_limit or "2G",
-        )
-    cfg = with_overrides(cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit)
-    if cfg.cluster.swarm and users is None:
-        return cluster_estimate(cfg, config_dir)
-    need = estimate_workshop(cfg, config_dir)
-    if users is None:
-        return need
-    other = estimate(
-        users,
-        admins=need.admins,
-        data_gb=cfg.openstack.data_gb_per_user,
-        concurrency=cfg.openstack.concurrency,
-        mem_limit=cfg.spawner.mem_limit,
-    )
-    return with_content(other, cfg, config_dir) if config_dir is not None else other
 
 
 def smallest_flavor(
@@ -316,38 +278,16 @@ def _node_estimate(cfg: Workshop) -> Estimate:
     return dataclasses.replace(need, disk_gb=BASE_DISK_GB)
 
 
-def _content_bytes(cfg: Workshop, config_dir: Path) -> tuple[int, int]:
-    """(shared data, course material) bytes of the config's folders."""
-    from bakery.workshop import content
-
-    sizes = content.folder_bytes(cfg, config_dir)
-    return sizes.get("shared_data.from", 0), sizes.get("course.from", 0)
+def worker_estimate(cfg: Workshop) -> Estimate:
+    """What each worker of a swarm needs: its share of the servers, no homes."""
+    return _node_estimate(cfg)
 
 
-def worker_estimate(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
-    """What each worker of a swarm needs: its share of the servers, no homes.
-
-    With ``config_dir``, the disk holds the shared data and the course once (the image's copy).
-    """
-    need = _node_estimate(cfg)
-    if config_dir is None:
-        return need
-    total = sum(_content_bytes(cfg, config_dir))
-    if not total:
-        return need
-    disk = math.ceil(need.disk_gb + total / 1e9)
-    return dataclasses.replace(need, disk_gb=disk, content_mb=math.ceil(total / 1e6))
-
-
-def manager_estimate(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
+def manager_estimate(cfg: Workshop) -> Estimate:
     """What a swarm's manager needs: the base (system, hub, proxy, NFS), every home on its disk,
     and a node's share of the servers with ``manager_runs_servers``."""
     accounts = len(cfg.users.trainees()) + len(cfg.users.admins)
     homes_gb = accounts * (PER_USER_DISK_GB + cfg.openstack.data_gb_per_user)
-    per_user = min(
-        PER_USER_MEMORY + DATA_FACTOR * cfg.openstack.data_gb_per_user * GIB,
-        mem_limit_bytes(str(cfg.spawner.mem_limit)),
-    )
     if cfg.cluster.manager_runs_servers:
         share = _node_estimate(cfg)
     else:
@@ -357,17 +297,9 @@ def manager_estimate(cfg: Workshop, config_dir: Path | None = None) -> Estimate:
             vcpus=2,
             disk_gb=BASE_DISK_GB,
             worst_case_memory_mib=BASE_MEMORY // MIB,
-            per_server_mib=math.ceil(per_user / MIB),
+            per_server_mib=per_server_mib(cfg),
         )
-    need = dataclasses.replace(share, users=accounts, disk_gb=math.ceil(share.disk_gb + homes_gb))
-    if config_dir is None:
-        return need
-    shared, course = _content_bytes(cfg, config_dir)
-    total = shared + course * (1 + accounts)
-    if not total:
-        return need
-    disk = math.ceil(need.disk_gb + total / 1e9)
-    return dataclasses.replace(need, disk_gb=disk, content_mb=math.ceil(total / 1e6))
+    return dataclasses.replace(share, users=accounts, disk_gb=math.ceil(share.disk_gb + homes_gb))
 
 
 def workers_for(cfg: Workshop, memory_mib: int) -> int:
@@ -418,15 +350,3 @@ class ClusterEstimate:
             "manager": self.manager.as_dict(),
             "worker": self.worker.as_dict(),
         }
-
-
-def cluster_estimate(cfg: Workshop, config_dir: Path | None = None) -> ClusterEstimate:
-    """The manager's and each worker's estimate for a swarm ``cfg``."""
-    return ClusterEstimate(
-        manager=manager_estimate(cfg, config_dir),
-        worker=worker_estimate(cfg, config_dir),
-        workers=cfg.cluster.workers,
-        trainees=len(cfg.users.trainees()),
-        admins=len(cfg.users.admins),
-        manager_runs_servers=cfg.cluster.manager_runs_servers,
-    )

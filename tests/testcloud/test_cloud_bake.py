@@ -29,7 +29,7 @@ from cloudcount import HUB_FLAVOR, ensure_flavor
 from test_golden_hub import NOTHING, bakery, counts
 
 from bakery.errors import BakeryError
-from bakery.providers.openstack import launch as bakery_launch
+from bakery.providers.openstack import destroy as bakery_destroy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage
@@ -181,7 +181,7 @@ def launch_and_log_in(config: Path, image_name: str, label: str) -> None:
         record(f"cloud bake: {label}: login -> cell answer", time.monotonic() - start)
     finally:
         try:
-            bakery_launch.destroy(config_path=config)
+            bakery_destroy.destroy(config_path=config)
         except BakeryError as exc:
             print(f"cleanup: {exc}")
 

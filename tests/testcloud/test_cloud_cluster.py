@@ -25,7 +25,7 @@ from cloudcount import counts, ensure_flavor
 
 from bakery.errors import BakeryError
 from bakery.layout import CLUSTER_PORTS
-from bakery.providers.openstack import launch as bakery_launch
+from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
@@ -134,7 +134,7 @@ def cleanup(clouds: tuple[Any, Any], workshop: Workshop) -> Iterator[list[str]]:
     images: list[str] = []
     yield images
     try:
-        bakery_launch.destroy(config_path=workshop.config)
+        bakery_destroy.destroy(config_path=workshop.config)
     except BakeryError as exc:
         print(f"cleanup: {exc}")
     for ref in images:

@@ -24,6 +24,7 @@ from cloudcount import HUB_FLAVOR, counts, ensure_flavor
 
 from bakery.config.workshop import load_config
 from bakery.errors import BakeryError
+from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.providers.openstack import launch as bakery_launch
 from bakery.vm import image
 
@@ -129,7 +130,7 @@ def cleanup(clouds: tuple[Any, Any], workshop: Workshop) -> Iterator[list[str]]:
     images: list[str] = []
     yield images
     try:
-        bakery_launch.destroy(config_path=workshop.config)
+        bakery_destroy.destroy(config_path=workshop.config)
     except BakeryError as exc:
         print(f"cleanup: {exc}")
     for ref in images:
@@ -260,5 +261,5 @@ def test_config_drive_and_metadata_service_both_carry_the_boot_stage(
             assert body.startswith("#cloud-config") or "#cloud-config" in body[:200], source
             assert done in body, source
     finally:
-        bakery_launch.destroy(config_path=config)
+        bakery_destroy.destroy(config_path=config)
     assert counts(demo, name) == NOTHING

@@ -23,8 +23,11 @@ from cloudcount import counts
 from bakery.config.workshop import load_config
 from bakery.errors import BakeryError, CloudError
 from bakery.progress import ConsoleReporter
+from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.providers.openstack import launch as bakery_launch
 from bakery.providers.openstack import resources
+from bakery.providers.openstack import status as bakery_status
+from bakery.vm.userdata import user_data_b64
 
 pytestmark = pytest.mark.testcloud
 
@@ -64,7 +67,7 @@ def workshop(tmp_path: Path, conn: Any) -> Iterator[Path]:
     yield config
     # Whatever a test left behind goes, so the next run starts clean.
     try:
-        bakery_launch.destroy(config_path=config)
+        bakery_destroy.destroy(config_path=config)
     except BakeryError as exc:
         print(f"cleanup: {exc}")
 
@@ -123,7 +126,7 @@ def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
     assert "#cloud-config" in body and "training01" in body
     assert f"bakery: {NAME} full stage done" in body
 
-    infos = bakery_launch.status(config_path=workshop)
+    infos = bakery_status.status(config_path=workshop).servers
     assert [(i.name, i.status, i.floating_ip) for i in infos] == [
         (f"{NAME}-1", "ACTIVE", server.floating_ip)
     ]
@@ -136,13 +139,13 @@ def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
     assert again.servers[0].id == server.id
 
     start = time.monotonic()
-    plan = bakery_launch.destroy(config_path=workshop, progress=say)
+    plan = bakery_destroy.destroy(config_path=workshop, progress=say)
     timings["destroy"] = time.monotonic() - start
     assert len(plan.items) == 4
     assert counts(conn, NAME) == dict.fromkeys(
         ("servers", "floating_ips", "security_groups", "keypairs"), 0
     )
-    assert bakery_launch.destroy(config_path=workshop).items == []  # safe to re-run
+    assert bakery_destroy.destroy(config_path=workshop).items == []  # safe to re-run
     print("timings:", {k: round(v, 1) for k, v in timings.items()})
 
 
@@ -181,7 +184,7 @@ def test_user_data_arrives_base64_within_nova_limit(conn: Any, workshop: Path) -
     from bakery.workshop.accounts import preview_accounts
 
     big = cfg.model_copy(update={"users": cfg.users.model_copy(update={"count": 300})})
-    payload = bakery_launch.user_data_b64(big, preview_accounts(big), "full")
+    payload = user_data_b64(big, preview_accounts(big), "full")
     assert len(payload) <= 65535
     assert base64.b64decode(payload)[:2] == b"\x1f\x8b"  # gzipped to fit
 
@@ -199,7 +202,7 @@ def test_dry_runs_read_the_real_apis_and_create_nothing(conn: Any, workshop: Pat
     # The real compute limits and network quota APIs answered (no "unavailable").
     assert "instances: needs 1" in lines and "floating IPs: needs 1" in lines
     assert "unavailable" not in lines
-    assert bakery_launch.destroy(config_path=workshop, dry_run=True).items == []
+    assert bakery_destroy.destroy(config_path=workshop, dry_run=True).items == []
     assert counts(conn, NAME) == dict.fromkeys(
         ("servers", "floating_ips", "security_groups", "keypairs"), 0
     )
@@ -233,7 +236,7 @@ def test_security_group_reconciled_and_owned_exactly(conn: Any, workshop: Path) 
         ]
         assert ssh == [("IPv6", "2001:db8::/48")]
         # destroy of the shorter name plans only its own group.
-        plan = bakery_launch.plan_destroy(bconn, short, workshop)
+        plan = bakery_destroy.plan_destroy(bconn, short, workshop)
         assert plan.lines() == [f"security group bakery-{NAME}"]
     finally:
         for group in groups:

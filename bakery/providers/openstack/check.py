@@ -10,27 +10,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from bakery.config.workshop import Workshop
-from bakery.errors import BakeryError, UsageError
-from bakery.progress import Reporter, quiet
-from bakery.providers.openstack.api import (
-    auto_flavor,
-    connect,
-    find_flavor,
-    find_image,
-    find_network,
-    image_properties,
-)
-from bakery.providers.openstack.resources import existing_keypair, key_name
+from bakery.errors import BakeryError, PreflightFailed
+from bakery.progress import Reporter
+from bakery.providers.openstack.api import connect, find_image, find_network
+from bakery.providers.openstack.flavors import choose_flavor
+from bakery.providers.openstack.quota import headroom, launch_need
+from bakery.providers.openstack.resources import existing_keypair
+from bakery.providers.openstack.rules import plan_group
+from bakery.topology import estimate, topology, workshop_config
 from bakery.vm import image as bake_image
+from bakery.vm.image import image_properties
 from bakery.workshop import expiry
-from bakery.workshop.sizing import estimate_workshop
+from bakery.workshop.names import key_name
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
-
-    from bakery.providers.openstack.launch import LaunchResult
-    from bakery.providers.openstack.plan import LaunchPlan
-    from bakery.vm.stages import Stage
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -145,13 +139,14 @@ def check_image(conn: Connection, cfg: Workshop, ref: str | None) -> Check:
 
 
 def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
-    """The flavor exists and holds `bakery size`'s estimate; (the check, the flavor or None)."""
-    need = estimate_workshop(cfg)
+    """The flavor exists and holds `bakery size`'s estimate; (the check, the flavor or None).
+
+    The flavor of the machine trainees log in to (a hub, or a swarm's manager).
+    """
+    part = topology(cfg).hubs[0].part
+    need = estimate(cfg, part)
     try:
-        if cfg.openstack.flavor == "auto":
-            flavor = auto_flavor(conn, cfg, need)
-        else:
-            flavor = find_flavor(conn, cfg.openstack.flavor)
+        flavor = choose_flavor(conn, cfg, part)
     except BakeryError as exc:
         return Check("flavor", "fail", str(exc)), None
     short = []
@@ -216,10 +211,14 @@ def check_keypair(conn: Connection, cfg: Workshop) -> Check:
 
 def check_quota(conn: Connection, cfg: Workshop, flavor: Any) -> list[Check]:
     """Quota headroom for exactly this launch (what exists is reused and needs nothing)."""
-    from bakery.providers.openstack.plan import headroom, launch_need
-
+    topo = topology(cfg)
     try:
-        need = launch_need(conn, cfg, flavor)
+        flavors = {
+            m.part: flavor if m.serves_hub else choose_flavor(conn, cfg, m.part)
+            for m in topo.machines
+        }
+        group = plan_group(conn, cfg)
+        need = launch_need(conn, cfg, topo, flavors, rules=group.to_add, new_group=group.created)
     except BakeryError as exc:
         return [Check("quota", "warn", f"cannot work out what the launch needs: {exc}")]
     out = []
@@ -290,47 +289,17 @@ def run_checks(
 
 def check(*, config_path: Path, image: str | None = None, count: int | None = None) -> CheckReport:
     """`bakery check`: the pre-flight checks of the workshop at ``config_path``."""
-    from bakery.providers.openstack.launch import workshop_config
-
     cfg = workshop_config(config_path, count)
     return run_checks(cfg, image or cfg.openstack.image)
 
 
-def dry_run(
-    *,
-    config_path: Path,
-    image: str | None = None,
-    count: int | None = None,
-    stage: Stage | None = None,
-) -> tuple[CheckReport, LaunchPlan]:
-    """`launch --dry-run`: the checks and the plan, over one connection."""
-    from bakery.providers.openstack.launch import workshop_config
-    from bakery.providers.openstack.plan import plan_launch
-
-    cfg = workshop_config(config_path, count)
-    conn = connect(cfg)  # no cloud, no plan: its own message says how to configure one
-    report = run_checks(cfg, image or cfg.openstack.image, conn=conn)
-    plan = plan_launch(config_path=config_path, image=image, count=count, stage=stage, conn=conn)
-    return report, plan
-
-
-class PreflightFailed(UsageError):
-    """`launch` refused: a pre-flight check failed (nothing was created)."""
-
-
-def checked_launch(*, progress: Reporter = quiet, **launch_args: Any) -> LaunchResult:
-    """`bakery launch`: the pre-flight checks first, then the launch only when none failed.
+def refuse_failed_checks(conn: Connection, cfg: Workshop, image: str, progress: Reporter) -> None:
+    """`bakery launch`'s first step: the pre-flight checks, each that is not ok reported.
 
     Raises:
         PreflightFailed: listing the failed checks; nothing was created.
     """
-    from bakery.providers.openstack.launch import launch
-
-    report = check(
-        config_path=launch_args["config_path"],
-        image=launch_args.get("image"),
-        count=launch_args.get("count"),
-    )
+    report = run_checks(cfg, image, conn=conn)
     for c in report.checks:
         if c.status != "ok":
             progress(f"check: {c.line()}")
@@ -341,4 +310,3 @@ def checked_launch(*, progress: Reporter = quiet, **launch_args: Any) -> LaunchR
             + " (`bakery check CONFIG` shows every check)"
         )
     progress(f"checks passed ({len(report.checks)})")
-    return launch(progress=progress, **launch_args)

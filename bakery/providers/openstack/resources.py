@@ -10,7 +10,6 @@ connection) is never repeated blindly: the resource is looked up by its exact na
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import time
@@ -30,9 +29,10 @@ from bakery.errors import (
     QuotaError,
 )
 from bakery.files import write_private
-from bakery.layout import CLUSTER_PORTS
+from bakery.layout import META_WORKSHOP
 from bakery.progress import Reporter, quiet
-from bakery.providers.openstack.api import META_KEY, RETRIABLE_FOR_CREATE, api, http_status
+from bakery.providers.openstack.api import RETRIABLE_FOR_CREATE, api, http_status
+from bakery.workshop.names import is_server_name, key_name, marker, owned
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -67,100 +67,6 @@ class Tracked:
 
 
 # --- names and ownership --------------------------------------------------------------------------
-
-
-def marker(cfg: Workshop) -> str:
-    """The description token of resources bakery made for this workshop."""
-    return f"bakery:workshop={cfg.name}"
-
-
-def owned(description: str | None, cfg: Workshop) -> bool:
-    """Whether a description carries this workshop's token, whole (never a prefix of another)."""
-    return marker(cfg) in (description or "").split()
-
-
-def sg_name(cfg: Workshop) -> str:
-    """The workshop's security group name."""
-    return cfg.openstack.security_group or f"bakery-{cfg.name}"
-
-
-def key_name(cfg: Workshop) -> str | None:
-    """The key pair servers get (None: no key pair configured or needed)."""
-    if cfg.openstack.key_name:
-        return str(cfg.openstack.key_name)
-    return f"bakery-{cfg.name}" if cfg.openstack.public_key else None
-
-
-def server_names(cfg: Workshop) -> list[str]:
-    """The names of the servers that run a hub: NAME-1 .. NAME-N (a swarm: NAME-manager)."""
-    if cfg.cluster.swarm:
-        return [manager_name(cfg)]
-    return [f"{cfg.name}-{i}" for i in range(1, cfg.openstack.count + 1)]
-
-
-def manager_name(cfg: Workshop) -> str:
-    """The swarm manager's server name: NAME-manager."""
-    return f"{cfg.name}-manager"
-
-
-def worker_name(cfg: Workshop, number: int) -> str:
-    """Worker ``number``'s server name: NAME-worker-N (numbered from 1)."""
-    return f"{cfg.name}-worker-{number}"
-
-
-def worker_number(cfg: Workshop, name: str) -> int | None:
-    """N of a server named NAME-worker-N (None: not one of this workshop's workers)."""
-    match = re.fullmatch(rf"{re.escape(cfg.name)}-worker-([1-9][0-9]*)", name)
-    return int(match.group(1)) if match else None
-
-
-@dataclass(frozen=True)
-class Rule:
-    """An ingress TCP rule of the security group: one port from one network."""
-
-    port: int
-    cidr: str
-
-    @property
-    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        """The source network, normalised."""
-        return ipaddress.ip_network(self.cidr, strict=False)
-
-    @property
-    def ethertype(self) -> str:
-        """``IPv4`` or ``IPv6``, as the source network is."""
-        return f"IPv{self.network.version}"
-
-    def __str__(self) -> str:
-        return f"tcp {self.port} from {self.network} ({self.ethertype})"
-
-
-def wanted_rules(cfg: Workshop) -> list[Rule]:
-    """The rules the security group holds: ssh for the admins' network, web for everyone."""
-    return [Rule(22, cfg.openstack.admin_cidr), Rule(80, "0.0.0.0/0"), Rule(443, "0.0.0.0/0")]
-
-
-@dataclass(frozen=True)
-class ClusterRule:
-    """An ingress rule open to the group's own members only (its remote is the group itself)."""
-
-    port: int
-    protocol: str
-
-    def __str__(self) -> str:
-        return f"{self.protocol} {self.port} from the group's own members (IPv4)"
-
-
-def cluster_rules(cfg: Workshop) -> list[ClusterRule]:
-    """A swarm's intra-cluster rules (swarm, overlay, NFS, join token, hub API); else none."""
-    if not cfg.cluster.swarm:
-        return []
-    return [ClusterRule(port, proto) for port, proto in CLUSTER_PORTS]
-
-
-def all_wanted(cfg: Workshop) -> list[Rule | ClusterRule]:
-    """Every ingress rule the workshop's group holds: the public ones, then the cluster's."""
-    return [*wanted_rules(cfg), *cluster_rules(cfg)]
 
 
 # --- the state file beside the config -------------------------------------------------------------
@@ -309,158 +215,15 @@ def ensure_keypair(
 # --- security group -------------------------------------------------------------------------------
 
 
-def find_group(conn: Connection, cfg: Workshop) -> Any:
-    """The workshop's security group, bakery's or not (None: there is none)."""
-    name = sg_name(cfg)
-    return api(f"find security group {name}", conn.network.find_security_group, name)
-
-
-def rule_key(rule: Any) -> Rule | None:
-    """The single-port ingress TCP rule ``rule`` is, else None (a rule bakery does not make)."""
-    if rule.direction != "ingress" or rule.protocol != "tcp" or rule.remote_group_id:
-        return None
-    if rule.port_range_min is None or rule.port_range_min != rule.port_range_max:
-        return None
-    anywhere = "0.0.0.0/0" if rule.ether_type == "IPv4" else "::/0"
-    return Rule(int(rule.port_range_min), str(rule.remote_ip_prefix or anywhere))
-
-
-def cluster_rule_key(rule: Any, group: Any) -> ClusterRule | None:
-    """The intra-group single-port ingress rule ``rule`` is, else None."""
-    if rule.direction != "ingress" or rule.protocol not in ("tcp", "udp"):
-        return None
-    if rule.remote_group_id != group.id or rule.remote_ip_prefix or rule.ether_type != "IPv4":
-        return None
-    if rule.port_range_min is None or rule.port_range_min != rule.port_range_max:
-        return None
-    return ClusterRule(int(rule.port_range_min), str(rule.protocol))
-
-
-def _ident(rule: Any, group: Any) -> Any:
-    cluster = cluster_rule_key(rule, group)
-    if cluster is not None:
-        return cluster
-    key = rule_key(rule)
-    return (key.port, key.network) if key else None
-
-
-def rule_changes(
-    conn: Connection, cfg: Workshop, group: Any
-) -> tuple[list[Rule | ClusterRule], list[Any]]:
-    """(rules to add, ingress rules to remove) to bring bakery's group to ``all_wanted``."""
-    wanted: dict[Any, Rule | ClusterRule] = {(r.port, r.network): r for r in wanted_rules(cfg)}
-    wanted.update({r: r for r in cluster_rules(cfg)})
-    rules = api(
-        "list security group rules",
-        lambda: list(conn.network.security_group_rules(security_group_id=group.id)),
-    )
-    have: set[Any] = set()
-    stale = []
-    for rule in rules:
-        if rule.direction != "ingress":
-            continue
-        ident = _ident(rule, group)
-        if ident in wanted and ident not in have:
-            have.add(ident)
-        else:
-            stale.append(rule)
-    return [r for ident, r in wanted.items() if ident not in have], stale
-
-
-def _create_rule(conn: Connection, cfg: Workshop, group: Any, rule: Rule | ClusterRule) -> None:
-    def find() -> Any:
-        added, _ = rule_changes(conn, cfg, group)
-        return None if rule in added else rule
-
-    if isinstance(rule, ClusterRule):
-        # The remote is the group itself: only the cluster's own members, never a CIDR.
-        attrs: dict[str, Any] = {
-            "ethertype": "IPv4",
-            "protocol": rule.protocol,
-            "remote_group_id": group.id,
-        }
-    else:
-        attrs = {
-            "ethertype": rule.ethertype,
-            "protocol": "tcp",
-            "remote_ip_prefix": str(rule.network),
-        }
-    create_once(
-        f"open {rule} in {group.name}",
-        conn.network,
-        lambda: conn.network.create_security_group_rule(
-            security_group_id=group.id,
-            direction="ingress",
-            port_range_min=rule.port,
-            port_range_max=rule.port,
-            **attrs,
-        ),
-        find,
-    )
-
-
-def reconcile_rules(conn: Connection, cfg: Workshop, group: Any, progress: Reporter) -> None:
-    """Add the wanted rules that are missing and remove every other ingress rule."""
-    add, remove = rule_changes(conn, cfg, group)
-    for old in remove:
-        api(
-            f"remove an old rule from {group.name}",
-            conn.network.delete_security_group_rule,
-            old,
-            ignore_missing=True,
-        )
-        key = cluster_rule_key(old, group) or rule_key(old)
-        progress(f"security group {group.name}: removed {key or 'a rule bakery does not make'}")
-    for rule in add:
-        _create_rule(conn, cfg, group, rule)
-
-
-def ensure_security_group(
-    conn: Connection, cfg: Workshop, progress: Reporter = quiet
-) -> tuple[Any, Tracked | None]:
-    """Get or create the workshop's security group and reconcile its rules.
-
-    A group of that name that bakery did not make is used as it is. Returns (group, what was
-    created).
-    """
-    name = sg_name(cfg)
-    group = find_group(conn, cfg)
-    created = None
-    if group is None:
-
-        def find() -> Any:
-            found = find_group(conn, cfg)
-            return found if found is not None and owned(found.description, cfg) else None
-
-        group = create_once(
-            f"create security group {name}",
-            conn.network,
-            lambda: conn.network.create_security_group(
-                name=name, description=f"{marker(cfg)} (made by bakery; removed by bakery destroy)"
-            ),
-            find,
-        )
-        created = Tracked("security_group", str(group.id), name)
-        progress(f"security group {name}: created")
-    elif not owned(group.description, cfg):
-        progress(f"security group {name}: exists (not bakery's): used as it is, rules unchanged")
-        return group, None
-    reconcile_rules(conn, cfg, group, progress)
-    if created is None:
-        progress(f"security group {name}: present")
-    return group, created
-
-
 # --- servers and floating IPs ---------------------------------------------------------------------
 
 
 def workshop_servers(conn: Connection, cfg: Workshop) -> list[Any]:
-    """The workshop's servers (their ``bakery_workshop`` metadata equals its name), by name."""
+    """The workshop's servers (named as bakery names them, their ``bakery_workshop`` metadata
+    equal to its name), by name."""
     # Nova's name filter is a regular expression, but not every one works: an alternation
     # (^NAME-(manager|worker-[0-9]+)$) matched nothing on the test cloud's nova. So nova gets the
     # prefix and the exact names are matched here.
-    suffix = "([0-9]+|manager|worker-[0-9]+)" if cfg.cluster.swarm else "[0-9]+"
-    exact = re.compile(f"{re.escape(cfg.name)}-{suffix}")
     found = api(
         "list servers",
         lambda: list(conn.compute.servers(details=True, name=f"^{re.escape(cfg.name)}-")),
@@ -469,7 +232,7 @@ def workshop_servers(conn: Connection, cfg: Workshop) -> list[Any]:
         (
             s
             for s in found
-            if exact.fullmatch(s.name) and (s.metadata or {}).get(META_KEY) == cfg.name
+            if is_server_name(cfg, s.name) and (s.metadata or {}).get(META_WORKSHOP) == cfg.name
         ),
         key=lambda s: s.name,
     )

@@ -1,16 +1,15 @@
-"""A swarm cluster on OpenStack (``cluster.engine: swarm``): launch, status, scale.
+"""A swarm cluster on OpenStack (``cluster.engine: swarm``): its members' metadata, its state.
 
-One hub on ``NAME-manager``, the trainees' servers as swarm services on ``NAME-worker-1..N``. The
-members find each other through server metadata that only root reads on the VMs: the cluster's
-secret (the same on every member; a worker shows it to the manager's token service for the
-swarm's join token) and, on workers, the manager's fixed address. The secret lives in the
-manager's metadata and nowhere else on this side: a later `bakery scale` reads it back from there,
-it is never printed, logged or written to the state file.
+One hub on ``NAME-manager``, the trainees' servers as swarm services on ``NAME-worker-1..N``
+(bakery.topology). The members find each other through server metadata that only root reads on
+the VMs: the cluster's secret (the same on every member; a worker shows it to the manager's
+token service for the swarm's join token) and, on workers, the manager's fixed address. The
+secret lives in the manager's metadata and nowhere else on this side: a later launch or `bakery
+scale` reads it back from there; it is never printed, logged or written to the state file.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import secrets
@@ -21,74 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bakery.config.workshop import Workshop, load_config
-from bakery.errors import BakeryError, CloudError, UsageError
+from bakery.config.workshop import Workshop
+from bakery.errors import BakeryError, CloudError
 from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET
 from bakery.progress import Reporter, quiet
-from bakery.providers.openstack.api import (
-    api,
-    auto_flavor,
-    connect,
-    find_flavor,
-    find_image,
-    network_ids,
-    wait_active,
-)
-from bakery.providers.openstack.launch import (
-    Basis,
-    LaunchResult,
-    ServerInfo,
-    addresses,
-    ensure_access,
-    resolve_basis,
-    server_attrs,
-    server_info,
-    split_users,
-    wait_hub,
-)
-from bakery.providers.openstack.resources import (
-    Tracked,
-    cleanup_on_failure,
-    create_server,
-    delete_all,
-    ensure_floating_ip,
-    ensure_keypair,
-    ensure_security_group,
-    manager_name,
-    worker_name,
-    worker_number,
-    workshop_floating_ips,
-    workshop_servers,
-)
-from bakery.vm.stages import Role, Stage
-from bakery.vm.userdata import render_user_data
-from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, sheet_order
-from bakery.workshop.expiry import refuse_if_ended
-from bakery.workshop.sizing import servers_held, worker_estimate
+from bakery.providers.openstack.resources import workshop_floating_ips, workshop_servers
+from bakery.providers.openstack.servers import ServerInfo, addresses, fixed_ip
+from bakery.ssh import Ssh, Target
+from bakery.topology import Machine
+from bakery.workshop.names import manager_name, worker_number
+from bakery.workshop.sizing import per_server_mib, servers_held
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
 SECRET_BYTES = 32
-# Swarm's task states that hold (or are about to hold) a container on a node.
-LIVE_TASK_STATES = frozenset(
-    {"new", "pending", "assigned", "accepted", "ready", "preparing", "starting", "running"}
-)
 SERVICE_PREFIX = "jupyter-"  # the hub's swarm services: jupyter-NAME (one per trainee's server)
-DRAIN_TIMEOUT = 600.0
-FIXED_IP_TIMEOUT = 120.0
 
 
-def refuse_unless_swarm(cfg: Workshop, what: str) -> None:
-    """Refuse ``what`` (a command) for a workshop that is not a swarm cluster."""
-    if not cfg.cluster.swarm:
-        raise UsageError(
-            f"{what}: workshop {cfg.name} is not a cluster (cluster.engine: {cfg.cluster.engine});"
-            " set cluster.engine: swarm (with spawner.kind: docker) for one hub over workers"
-        )
-
-
-# --- the servers --------------------------------------------------------------------------------
+# --- the members ----------------------------------------------------------------------------------
 
 
 def new_secret() -> str:
@@ -111,19 +61,6 @@ def read_secret(manager: Any) -> str:
     return str(secret)
 
 
-def fixed_ip(server: Any, networks: list[str] | None = None) -> str | None:
-    """The server's fixed IPv4 address, on the first of ``networks`` (names) when it has one."""
-    found: list[tuple[int, str]] = []
-    preferred = networks[0] if networks else None
-    for net, entries in (server.addresses or {}).items():
-        for entry in entries:
-            if entry.get("version", 4) != 4 or entry.get("OS-EXT-IPS:type", "fixed") != "fixed":
-                continue
-            if entry.get("addr"):
-                found.append((0 if net == preferred else 1, str(entry["addr"])))
-    return min(found)[1] if found else None
-
-
 def cluster_servers(conn: Connection, cfg: Workshop) -> tuple[Any | None, dict[int, Any]]:
     """(the manager or None, the workers by number)."""
     manager, workers = None, {}
@@ -136,187 +73,31 @@ def cluster_servers(conn: Connection, cfg: Workshop) -> tuple[Any | None, dict[i
     return manager, dict(sorted(workers.items()))
 
 
-def role_user_data_b64(
-    cfg: Workshop, stage: Stage, role: Role, accounts: list[Account] | None = None
-) -> str:
-    """Base64 user-data of one member (the manager gets the accounts; a worker none)."""
-    data = render_user_data(cfg, stage=stage, accounts=accounts, role=role).data
-    return base64.b64encode(data).decode()
+def member_metadata(
+    cfg: Workshop, machine: Machine, found: Any | None, joined: dict[str, str]
+) -> dict[str, str]:
+    """The cluster's metadata ``machine``'s server is created with (none outside a swarm).
 
-
-def manager_payload(cfg: Workshop, accounts: list[Account], stage: Stage, order: list[str]) -> str:
-    """The manager's user-data: the hub, every account (the one part of `split_users`)."""
-    (part,) = split_users(cfg, order)
-    by_name = {a.username: a for a in accounts}
-    mine = [by_name[n] for n in part.users.all_names()]
-    return role_user_data_b64(part, stage, "manager", mine)
-
-
-def worker_payload(cfg: Workshop, number: int, stage: Stage) -> str:
-    """Worker ``number``'s user-data (its host name is its server's name)."""
-    return role_user_data_b64(
-        cfg.model_copy(update={"hostname": worker_name(cfg, number)}), stage, "worker"
-    )
-
-
-def choose_worker_flavor(conn: Connection, cfg: Workshop, config_dir: Path | None = None) -> Any:
-    """``cluster.worker_flavor``, or with ``auto`` the smallest that holds a worker's estimate."""
-    if cfg.cluster.worker_flavor != "auto":
-        return find_flavor(conn, cfg.cluster.worker_flavor, "cluster.worker_flavor")
-    return auto_flavor(conn, cfg, worker_estimate(cfg, config_dir))
-
-
-def with_metadata(attrs: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:
-    """``attrs`` (of `server_attrs`) with ``extra`` added to the server's metadata."""
-    return {**attrs, "metadata": {**attrs["metadata"], **extra}}
-
-
-def wait_fixed_ip(conn: Connection, cfg: Workshop, server: Any, progress: Reporter) -> Any:
-    """Wait until ``server`` is ACTIVE with a fixed address; returns it fresh.
-
-    Raises:
-        CloudError: it went to ERROR, or has no fixed IPv4 address in time.
+    The manager gets the cluster's secret (a new one, or its own back when it exists: a relaunch
+    keeps the cluster); a worker, what :func:`joining` read off the manager once it was up.
     """
-    server = wait_active(conn, server, cfg.openstack.active_timeout, progress)
-    deadline = time.monotonic() + FIXED_IP_TIMEOUT
-    while fixed_ip(server, cfg.openstack.networks) is None:
-        if time.monotonic() > deadline:
-            raise CloudError(
-                f"server {server.name} is ACTIVE but has no fixed IPv4 address after "
-                f"{FIXED_IP_TIMEOUT:.0f} s: the workers need one to reach it"
-            )
-        time.sleep(2)
-        server = api(f"get server {server.name}", conn.compute.get_server, server.id)
-    return server
+    if machine.part == "manager":
+        return {CLUSTER_META_SECRET: read_secret(found) if found is not None else new_secret()}
+    if machine.part == "worker":
+        return joined
+    return {}
 
 
-@dataclass
-class Members:
-    """What the workers of a launch or a scale share: how to create them."""
-
-    basis: Basis  # the workers' (their flavor, no floating IP)
-    shared: dict[str, Any]  # key pair and security group attributes
-    metadata: dict[str, str]  # the secret and the manager's address
-
-
-def create_workers(
-    conn: Connection,
-    cfg: Workshop,
-    payloads: dict[int, str],
-    members: Members,
-    made: list[Tracked],
-    progress: Reporter,
-) -> list[Any]:
-    """Create the workers numbered as ``payloads``' keys, without waiting for any (they boot
-    side by side); returns them as created."""
-    out = []
-    for number, payload in payloads.items():
-        name = worker_name(cfg, number)
-        attrs = server_attrs(cfg, name, payload, members.basis, **members.shared)
-        server = create_server(conn, cfg, with_metadata(attrs, members.metadata))
-        made.append(Tracked("server", str(server.id), name))
-        progress(f"server {name}: creating ({members.basis.flavor.name})")
-        out.append(server)
-    return out
-
-
-def wait_workers(
-    conn: Connection, cfg: Workshop, workers: list[Any], progress: Reporter
-) -> list[ServerInfo]:
-    """Wait until every worker is ACTIVE (they were all created before: they boot together)."""
-    return [
-        server_info(wait_active(conn, s, cfg.openstack.active_timeout, progress), None)
-        for s in workers
-    ]
-
-
-# --- launch ---------------------------------------------------------------------------------------
-
-
-def ensure_manager(
-    conn: Connection,
-    cfg: Workshop,
-    existing: Any | None,
-    payload: str,
-    basis: Basis,
-    shared: dict[str, Any],
-    made: list[Tracked],
-    progress: Reporter,
-) -> tuple[Any, str]:
-    """The manager (reused, or created with a new secret), ACTIVE with a fixed address, and the
-    cluster's secret."""
-    name = manager_name(cfg)
-    if existing is not None:
-        secret = read_secret(existing)
-        progress(f"server {name}: exists ({existing.status}), reused")
-        server = existing
-    else:
-        secret = new_secret()
-        attrs = server_attrs(cfg, name, payload, basis, **shared)
-        server = create_server(conn, cfg, with_metadata(attrs, {CLUSTER_META_SECRET: secret}))
-        made.append(Tracked("server", str(server.id), name))
-        progress(f"server {name}: creating ({basis.flavor.name})")
-    return wait_fixed_ip(conn, cfg, server, progress), secret
-
-
-def launch_cluster(
-    cfg: Workshop,
-    *,
-    config_path: Path,
-    image: str,
-    stage: Stage | None,
-    wait: bool,
-    progress: Reporter = quiet,
-) -> LaunchResult:
-    """`bakery launch` of a swarm: the manager first (ACTIVE, a fixed address), then the workers
-    side by side with the manager's address, the floating IP for the manager only, and the hub.
-
-    Idempotent as the single-VM launch: what exists is reused (workers beyond
-    ``cluster.workers`` are kept: `bakery scale` removes them).
-    """
-    refuse_if_ended(cfg)
-    conn = connect(cfg)
-    basis = resolve_basis(conn, cfg, image, stage, progress)
-    worker_flavor = choose_worker_flavor(conn, cfg)
-    sheet = credentials_path(config_path)
-    accounts = ensure_credentials(cfg, sheet)
-    # Every member's user-data before anything is created: a size error costs nothing.
-    numbers = range(1, cfg.cluster.workers + 1)
-    top = manager_payload(cfg, accounts, basis.stage, sheet_order(sheet))
-    payloads = {n: worker_payload(cfg, n, basis.stage) for n in numbers}
-    with cleanup_on_failure(conn, progress) as made:
-        shared = ensure_access(conn, cfg, config_path, made, progress)
-        found, existing = cluster_servers(conn, cfg)
-        manager, secret = ensure_manager(conn, cfg, found, top, basis, shared, made, progress)
-        address = fixed_ip(manager, cfg.openstack.networks)
-        assert address is not None  # wait_fixed_ip saw it
-        members = Members(
-            dataclasses.replace(basis, flavor=worker_flavor, floating_network=None),
-            shared,
-            {CLUSTER_META_SECRET: secret, CLUSTER_META_MANAGER: address},
-        )
-        for n, server in existing.items():
-            extra = "" if n in numbers else f" (beyond cluster.workers {cfg.cluster.workers})"
-            progress(f"server {server.name}: exists ({server.status}), reused{extra}")
-        new = create_workers(
-            conn, cfg, {n: p for n, p in payloads.items() if n not in existing}, members, made,
-            progress,
-        )  # fmt: skip
-        fip, tracked = ensure_floating_ip(conn, cfg, manager, basis.floating_network, progress)
-        made += [tracked] if tracked else []
-        workers = wait_workers(conn, cfg, [*existing.values(), *new], progress)
-        info = server_info(manager, fip)
-        if wait:
-            wait_hub(
-                conn, cfg, [info], {manager.name: manager}, cfg.openstack.hub_timeout, progress
-            )
-    result = LaunchResult([info], list(made), sheet, workers=workers)
-    if wait:
-        # Outside the clean-up: everything is made and the hub answers, whatever happens now.
-        result.workers_note = wait_workers_ready(
-            conn, cfg, config_path, info, cfg.openstack.hub_timeout, progress
-        )
-    return result
+def joining(cfg: Workshop, servers: list[Any]) -> dict[str, str]:
+    """What a worker joins with, read off the manager among ``servers`` (ACTIVE, with a fixed
+    address): the cluster's secret and the manager's address. Empty without a manager."""
+    manager = next((s for s in servers if s.name == manager_name(cfg)), None)
+    if manager is None:
+        return {}
+    address = fixed_ip(manager, cfg.openstack.networks)
+    if address is None:
+        raise CloudError(f"{manager.name} has no fixed address: is it running? (bakery status)")
+    return {CLUSTER_META_SECRET: read_secret(manager), CLUSTER_META_MANAGER: address}
 
 
 # --- the swarm, seen from the manager -------------------------------------------------------------
@@ -351,9 +132,7 @@ Shell = Callable[[list[str]], str]
 def manager_shell(
     cfg: Workshop, config_path: Path, name: str, host: str, identity: Path | None = None
 ) -> Shell:
-    """A Shell over ssh to the manager at ``host``, as the login user with sudo (vmssh)."""
-    from bakery.ssh import Ssh, Target
-
+    """A Shell over ssh to the manager at ``host``, as the login user with sudo (bakery.ssh)."""
     ssh = Ssh.for_workshop(cfg, config_path, identity)
     target = Target(name, host)
 
@@ -517,9 +296,7 @@ def swarm_status(
     identity: Path | None = None,
 ) -> ClusterStatus:
     """The swarm's nodes and trainees through ssh to the manager; on failure, the reason."""
-    from bakery.workshop.sizing import estimate_workshop
-
-    result = ClusterStatus(infos, per_server_mib=estimate_workshop(cfg).per_server_mib)
+    result = ClusterStatus(infos, per_server_mib=per_server_mib(cfg))
     manager, workers = cluster_servers(conn, cfg)
     result.workers = len(workers)
     result.manager_runs_servers = cfg.cluster.manager_runs_servers
@@ -589,201 +366,3 @@ def wait_workers_ready(
         if time.monotonic() >= deadline:
             return f"{status.ready_workers} of {want} workers Ready after {timeout:.0f} s"
         time.sleep(READY_POLL_SECONDS)
-
-
-# --- scale ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class ScalePlan:
-    """What `bakery scale` adds and removes (a dry run: would add and remove)."""
-
-    workshop: str
-    workers: int  # the size asked for
-    current: list[str]
-    add: list[str]
-    remove: list[str]
-    flavor: str = ""
-
-    def lines(self) -> list[str]:
-        """One line per change."""
-        now = ", ".join(self.current) or "none"
-        out = [f"workshop {self.workshop}: {len(self.current)} workers now ({now})"]
-        out += [f"  add {name} ({self.flavor})" for name in self.add]
-        out += [f"  drain and remove {name}" for name in self.remove]
-        if not self.add and not self.remove:
-            out.append(f"  nothing to do: {self.workers} workers already")
-        return out
-
-    @property
-    def warning(self) -> str | None:
-        """What removing workers costs the trainees (None: nothing is removed)."""
-        if not self.remove:
-            return None
-        return (
-            "the trainees' servers running on the removed workers are stopped (their files stay "
-            "in /home on the manager); they start a new server from the hub's home page"
-        )
-
-
-def _scale_basis(
-    conn: Connection, cfg: Workshop, manager: Any, image: str | None
-) -> tuple[Basis, dict[str, str]]:
-    """How new workers are made (looked up, nothing created): the manager's image and stage,
-    the workers' flavor and networks; and their metadata, the secret read back from the
-    manager's."""
-    ref = image or (manager.image or {}).get("id") or cfg.openstack.image
-    if not ref:
-        raise UsageError(
-            f"{manager.name} boots from a volume: pass --image (the golden image it came from)"
-        )
-    img = find_image(conn, str(ref))
-    stage: Stage = "boot" if (manager.metadata or {}).get("bakery_stage") == "boot" else "full"
-    address = fixed_ip(manager, cfg.openstack.networks)
-    if address is None:
-        raise CloudError(f"{manager.name} has no fixed address: is it running? (bakery status)")
-    basis = Basis(img, stage, choose_worker_flavor(conn, cfg), network_ids(conn, cfg), None)
-    return basis, {CLUSTER_META_SECRET: read_secret(manager), CLUSTER_META_MANAGER: address}
-
-
-def drain_and_remove(
-    shell: Shell,
-    cfg: Workshop,
-    going: list[Any],
-    progress: Reporter,
-    timeout: float = DRAIN_TIMEOUT,
-) -> None:
-    """Drain the swarm nodes of ``going`` (servers), wait until none runs a task, remove them
-    from the swarm. A server that never joined has no node and is skipped.
-
-    Raises:
-        BakeryError: ssh or docker failed, or a node still runs tasks after ``timeout``.
-    """
-    nodes, _ = swarm_state(shell)
-    found = [(s, node_of(nodes, s, cfg.openstack.networks)) for s in going]
-    for server, node in found:
-        if node is None:
-            progress(f"{server.name}: no swarm node (it never joined): nothing to drain")
-        else:
-            shell(["docker", "node", "update", "--availability", "drain", node.id])
-            progress(f"{server.name}: draining its swarm node ({len(node.trainees)} servers)")
-    for server, node in found:
-        if node is None:
-            continue
-        _wait_drained(shell, server.name, node.id, timeout, progress)
-        shell(["docker", "node", "rm", "--force", node.id])
-        progress(f"{server.name}: removed from the swarm")
-
-
-def _wait_drained(
-    shell: Shell, name: str, node_id: str, timeout: float, progress: Reporter
-) -> None:
-    start = time.monotonic()
-    while True:
-        out = shell(["docker", "node", "ps", node_id, "--format", "{{.CurrentState}}"])
-        live = [
-            s
-            for s in out.splitlines()
-            if s.split()[:1] and s.split()[0].lower() in LIVE_TASK_STATES
-        ]
-        if not live:
-            return
-        if time.monotonic() - start > timeout:
-            raise BakeryError(
-                f"{name}: {len(live)} tasks still run {timeout:.0f} s after the drain; nothing "
-                "was deleted: see `docker node ps` on the manager, then run scale again"
-            )
-        progress(f"{name}: {len(live)} tasks still stopping", transient=True)
-        time.sleep(5)
-
-
-def scale(
-    *,
-    config_path: Path,
-    workers: int,
-    image: str | None = None,
-    identity: Path | None = None,
-    dry_run: bool = False,
-    confirm: Callable[[ScalePlan], bool] = lambda plan: True,
-    progress: Reporter = quiet,
-) -> ScalePlan:
-    """`bakery scale CONFIG --workers N`: add workers up to N, or drain and remove the
-    highest-numbered ones down to N. A dry run only plans.
-
-    Raises:
-        UsageError: not a cluster, N below 1, or no manager to scale.
-    """
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: a cluster keeps at least 1 worker")
-    cfg = load_config(config_path)
-    refuse_unless_swarm(cfg, "scale")
-    conn = connect(cfg)
-    manager, existing = cluster_servers(conn, cfg)
-    if manager is None:
-        raise UsageError(f"no server {manager_name(cfg)}: `bakery launch {config_path}` first")
-    going = [existing[n] for n in sorted(existing) if n > workers][::-1]
-    new = [n for n in range(1, workers + 1) if n not in existing]
-    plan = ScalePlan(
-        cfg.name,
-        workers,
-        [s.name for s in existing.values()],
-        [worker_name(cfg, n) for n in new],
-        [s.name for s in going],
-    )
-    if new:
-        plan.flavor = str(choose_worker_flavor(conn, cfg).name)
-    if dry_run or not (new or going):
-        return plan
-    if going and not confirm(plan):
-        raise BakeryError("not confirmed; nothing removed")
-    if new:
-        _add_workers(conn, cfg, manager, new, image, progress)
-    if going:
-        host = manager_address(conn, cfg, manager)
-        if host is None:
-            raise CloudError(f"{manager.name} has no address to reach it by ssh")
-        shell = manager_shell(cfg, config_path, manager.name, host, identity)
-        drain_and_remove(shell, cfg, going, progress)
-        items = [Tracked("server", str(s.id), s.name) for s in going]
-        errors = delete_all(conn, items, progress)
-        if errors:
-            raise CloudError("deleting the drained workers failed:\n  " + "\n  ".join(errors))
-    if workers != cfg.cluster.workers:
-        progress(
-            f"cluster.workers in {config_path} is {cfg.cluster.workers}: set it to {workers} so "
-            "that a later `bakery launch` keeps this size"
-        )
-    return plan
-
-
-def _add_workers(
-    conn: Connection,
-    cfg: Workshop,
-    manager: Any,
-    numbers: list[int],
-    image: str | None,
-    progress: Reporter,
-) -> None:
-    basis, metadata = _scale_basis(conn, cfg, manager, image)
-    payloads = {n: worker_payload(cfg, n, basis.stage) for n in numbers}
-    with cleanup_on_failure(conn, progress) as made:
-        keyname, key = ensure_keypair(conn, cfg, progress)
-        made += [key] if key else []
-        group, sg = ensure_security_group(conn, cfg, progress)
-        made += [sg] if sg else []
-        shared: dict[str, Any] = {"security_groups": [{"name": group.name}]}
-        if keyname:
-            shared["key_name"] = keyname
-        new = create_workers(conn, cfg, payloads, Members(basis, shared, metadata), made, progress)
-        wait_workers(conn, cfg, new, progress)
-
-
-def cluster_status(*, config_path: Path, identity: Path | None = None) -> ClusterStatus:
-    """`bakery status` of a swarm: every member as the cloud sees it, and the swarm's nodes and
-    trainees as the manager does (over ssh; the reason when that is not possible)."""
-    from bakery.providers.openstack.launch import server_infos
-
-    cfg = load_config(config_path)
-    refuse_unless_swarm(cfg, "cluster status")
-    conn = connect(cfg)
-    return swarm_status(conn, cfg, config_path, server_infos(conn, cfg), identity)
