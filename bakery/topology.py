@@ -106,6 +106,7 @@ def topology(
     *,
     count: int | None = None,
     workers: int | None = None,
+    trial: bool = False,
 ) -> Topology:
     """The machines ``cfg`` needs.
 
@@ -116,6 +117,8 @@ def topology(
             without moving anyone already placed.
         count: hubs instead of ``openstack.count`` (kind ``servers`` only).
         workers: workers instead of ``cluster.workers`` (a swarm only).
+        trial: as `bakery try` boots it on one machine: one hub with every trainee, however many
+            hubs the cloud would run (a swarm keeps its manager and workers).
 
     Raises:
         UsageError: ``count`` for a swarm, ``workers`` for a workshop that is not one, or more
@@ -131,8 +134,8 @@ def topology(
         size = cfg.cluster.workers if workers is None else workers
         return _swarm(cfg, deal(cfg, order, 1)[0], size)
     if workers is not None:
-        refuse_unless_swarm(cfg, "--workers")
-    hubs = cfg.openstack.count if count is None else count
+        refuse_unless_swarm(cfg, "--workers needs a cluster")
+    hubs = 1 if trial else cfg.openstack.count if count is None else count
     admins = tuple(cfg.users.admins)
     return Topology(
         cfg.name,
@@ -169,9 +172,13 @@ def deal(cfg: Workshop, order: Sequence[str], hubs: int) -> list[list[str]]:
 
 
 def machine_config(cfg: Workshop, machine: Machine) -> Workshop:
-    """The config as ``machine`` renders it: its own host name, and on a hub its trainees only."""
+    """The config as ``machine`` renders it: a hub's own host name and its trainees only.
+
+    A worker's is the workshop's as it is: a worker holds no account and keeps the name its
+    cloud (or `bakery try`'s seed) gives it, so every worker boots from the same document.
+    """
     if not machine.serves_hub:
-        return cfg.model_copy(update={"hostname": machine.name})
+        return cfg
     users = Users.model_validate(
         {
             **cfg.users.model_dump(),
@@ -215,8 +222,8 @@ def refuse_unless_swarm(cfg: Workshop, what: str) -> None:
     """Refuse ``what`` (a command or option) for a workshop that is not a swarm cluster."""
     if not cfg.cluster.swarm:
         raise UsageError(
-            f"{what}: workshop {cfg.name} is not a cluster (cluster.engine: {cfg.cluster.engine});"
-            " set cluster.engine: swarm (with spawner.kind: docker) for one hub over workers"
+            f"{what}: workshop {cfg.name} is not a cluster; set cluster.engine: swarm (with "
+            "spawner.kind: docker) for one hub over workers"
         )
 
 

@@ -465,6 +465,7 @@ def local_vm(
     from e2e_harness import build_golden, e2e_ssh_key  # type: ignore[import-not-found]
 
     from bakery.config.workshop import load_config
+    from bakery.providers.local import trial
     from bakery.providers.local import vm as localvm
 
     work = ROOT / "build" / f"class-bench-{spawner}-{n}"
@@ -473,7 +474,7 @@ def local_vm(
     key = e2e_ssh_key()
     golden = build_golden(baseimage.ensure_base_image(), config)
     start = time.monotonic()
-    result = localvm.try_workshop(
+    result = trial.up(
         config,
         image=golden,
         stage="boot",
@@ -513,13 +514,14 @@ def from_scratch(n: int, memory: str, cpus: int, spawner: str) -> float:
     _e2e_path()
     import baseimage  # type: ignore[import-not-found]
 
+    from bakery.providers.local import trial
     from bakery.providers.local import vm as localvm
 
     work = ROOT / "build" / f"class-bench-{spawner}-{n}"
     config = bench_config(work, n, spawner)
     start = time.monotonic()
     try:
-        localvm.try_workshop(
+        trial.up(
             config,
             image=baseimage.ensure_base_image(),
             stage="full",

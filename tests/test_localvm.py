@@ -19,7 +19,8 @@ import yaml
 from helpers import require_tool
 
 from bakery.errors import LocalVmError, ToolMissing, UsageError
-from bakery.providers.local import qemu
+from bakery.providers.local import cluster as local_cluster
+from bakery.providers.local import health, qemu, trial
 from bakery.providers.local import vm as localvm
 
 GIB = 1024
@@ -57,7 +58,7 @@ def test_memory_refused(memory: str, error: str) -> None:
 
 
 def test_memory_beyond_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localvm, "_host_memory", lambda: 8 * 1024**3)
+    monkeypatch.setattr(localvm, "host_memory", lambda: 8 * 1024**3)
     assert localvm.memory_mb("8G") == 8 * GIB
     with pytest.raises(UsageError, match=r"--memory 9G: this machine has only 8\.0G"):
         localvm.memory_mb("9G")
@@ -118,7 +119,7 @@ class FakeVm:
 def fake_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeVm]]:
     def make(lines: list[str], hub: Callable[[int], int | None] = lambda _: None) -> FakeVm:
         vm = FakeVm(tmp_path, lines, hub)
-        monkeypatch.setattr(localvm, "_https_status", vm.https_status)
+        monkeypatch.setattr(health, "_https_status", vm.https_status)
         monkeypatch.setattr(qemu, "alive", lambda pid: vm.alive)
         return vm
 
@@ -130,7 +131,7 @@ def test_wait_reports_each_stage_live_until_the_hub_answers(
 ) -> None:
     vm = fake_vm([*BOOT, DONE], hub=lambda look: 200 if look > len(BOOT) + 2 else None)
     progress = Recorder()
-    seconds = localvm.wait_for_hub(vm.state, progress=progress, poll=0, workshop="demo")
+    seconds = health.wait_for_hub(vm.state, progress=progress, poll=0, workshop="demo")
     assert seconds > 0
     assert list(dict.fromkeys(progress.live())) == [
         "waiting for the VM's console",
@@ -147,7 +148,7 @@ def test_wait_reports_each_stage_live_until_the_hub_answers(
 def test_a_console_failure_ends_the_wait_with_its_lines(fake_vm: Callable[..., FakeVm]) -> None:
     vm = fake_vm([*BOOT, FAILED, DONE, *["more"] * 50])
     with pytest.raises(LocalVmError) as exc:
-        localvm.wait_for_hub(vm.state, timeout=600, poll=0, workshop="demo")
+        health.wait_for_hub(vm.state, timeout=600, poll=0, workshop="demo")
     message = str(exc.value)
     assert message.startswith("cloud-init reported a failure on the serial console.")
     assert "Failed to run module scripts-user" in message
@@ -160,39 +161,39 @@ def test_the_hub_wins_over_a_failure_seen_in_the_same_look(
     fake_vm: Callable[..., FakeVm],
 ) -> None:
     vm = fake_vm([FAILED], hub=lambda _: 200)
-    assert localvm.wait_for_hub(vm.state, poll=0, workshop="demo") > 0
+    assert health.wait_for_hub(vm.state, poll=0, workshop="demo") > 0
 
 
 def test_another_workshops_end_is_not_this_ones(
     fake_vm: Callable[..., FakeVm], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(localvm, "AFTER_FINISH_GRACE", 0.0)
+    monkeypatch.setattr(health, "AFTER_FINISH_GRACE", 0.0)
     vm = fake_vm([DONE.replace("demo", "demo-2"), *["x"] * 5])
     with pytest.raises(LocalVmError, match=r"did not come up within 0 s"):
-        localvm.wait_for_hub(vm.state, timeout=0, poll=0, workshop="demo")
+        health.wait_for_hub(vm.state, timeout=0, poll=0, workshop="demo")
 
 
 def test_finished_but_no_hub_gives_up_after_the_grace(
     fake_vm: Callable[..., FakeVm], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(localvm, "AFTER_FINISH_GRACE", 0.0)
+    monkeypatch.setattr(health, "AFTER_FINISH_GRACE", 0.0)
     vm = fake_vm([DONE, "x", "x"], hub=lambda _: 502)
     with pytest.raises(LocalVmError, match=r"cloud-init finished but .* \(last: 502\)"):
-        localvm.wait_for_hub(vm.state, timeout=600, poll=0.01, workshop="demo")
+        health.wait_for_hub(vm.state, timeout=600, poll=0.01, workshop="demo")
 
 
 def test_qemu_gone_ends_the_wait_with_the_console_tail(fake_vm: Callable[..., FakeVm]) -> None:
     vm = fake_vm(BOOT[:2])
     vm.alive = False
     with pytest.raises(LocalVmError, match=r"qemu exited before the hub came up") as exc:
-        localvm.wait_for_hub(vm.state, poll=0, workshop="demo")
+        health.wait_for_hub(vm.state, poll=0, workshop="demo")
     assert "Linux version" in str(exc.value)
 
 
 def test_a_kernel_panic_is_a_failure(fake_vm: Callable[..., FakeVm]) -> None:
     vm = fake_vm([BOOT[0], "[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs"])
     with pytest.raises(LocalVmError, match="Kernel panic"):
-        localvm.wait_for_hub(vm.state, poll=0, workshop="demo")
+        health.wait_for_hub(vm.state, poll=0, workshop="demo")
 
 
 # --- state, status, start ------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def test_status_reads_the_console_with_the_workshops_marker(
     vm.state.save()
     vm.console.write_text("\n".join([*BOOT, FAILED, DONE]) + "\n")
     vm.alive = False
-    status = localvm.vm_status(Path(vm.state.run_dir))
+    status = health.vm_status(Path(vm.state.run_dir))
     assert not status.running and status.hub_status is None
     assert status.console.finished and status.console.state == "error"
     text = status.describe()
@@ -222,7 +223,7 @@ def test_status_reads_the_console_with_the_workshops_marker(
 
 def test_status_without_a_vm_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LocalVmError, match="no local VM"):
-        localvm.vm_status(tmp_path)
+        health.vm_status(tmp_path)
 
 
 def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
@@ -317,10 +318,10 @@ def test_the_hubs_default_wait_grows_with_the_guests_vcpus_over_the_cores(
     cores: int,
     expected: float,
 ) -> None:
-    monkeypatch.setattr(localvm.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(trial.os, "cpu_count", lambda: cores)
     state = cluster_state(Path("/nonexistent"), 0)
     state.accel = accel
-    assert localvm._hub_timeout(timeout, stage, state, vcpus=vcpus) == expected
+    assert trial._hub_timeout(timeout, stage, state, vcpus=vcpus) == expected
 
 
 def cluster_state(run_dir: Path, index: int, *, web: bool = True) -> localvm.VmState:
@@ -370,7 +371,7 @@ def test_a_worker_forwards_only_ssh_and_has_its_own_macs(tmp_path: Path) -> None
     ("index", "address"), [(0, "10.77.0.10"), (1, "10.77.0.11"), (9, "10.77.0.19")]
 )
 def test_cluster_network_config_static_address_mtu_1450(index: int, address: str) -> None:
-    nic = localvm.ClusterNic(index, 18643)
+    nic = local_cluster.ClusterNic(index, 18643)
     assert nic.address == address
     doc = yaml.safe_load(nic.network_config())
     assert doc["version"] == 2
@@ -421,8 +422,8 @@ def no_qemu(monkeypatch: pytest.MonkeyPatch) -> list[localvm.VmState]:
         state.extra["waited"] = timeout
         return 12.0
 
-    monkeypatch.setattr(localvm, "wait_for_hub", waited)
-    monkeypatch.setattr(localvm, "_host_memory", lambda: 64 * 1024**3)
+    monkeypatch.setattr(health, "wait_for_hub", waited)
+    monkeypatch.setattr(localvm, "host_memory", lambda: 64 * 1024**3)
     return booted
 
 
@@ -447,13 +448,13 @@ def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_on
     monkeypatch.setattr(render, "render_user_data", render_role)
     # Ports as numbers only (no qemu here): a real cluster may hold them while this runs.
     monkeypatch.setattr(localvm.qemu, "port_free", lambda port: True)
-    monkeypatch.setattr(localvm.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(trial.os, "cpu_count", lambda: 2)
     config = tmp_path / "workshop.yaml"
     config.write_text(SWARM)
     run = tmp_path / "run"
-    result = localvm.try_cluster(
-        config, image=base_image(tmp_path), https_port=18643, ssh_port=12442, run_dir=run,
-        accel="tcg",
+    result = trial.up(
+        config, image=base_image(tmp_path), stage="boot", https_port=18643, ssh_port=12442,
+        run_dir=run, accel="tcg",
     )  # fmt: skip
     assert sorted(roles) == ["manager", "worker"]
     assert [s.run_dir for s in no_qemu] == [str(run), str(run / "worker-1"), str(run / "worker-2")]
@@ -479,12 +480,12 @@ def test_try_cluster_boots_a_manager_and_workers_with_the_secret_in_meta_data_on
         assert secret.encode() not in iso_file(iso, "user-data")
         net = yaml.safe_load(iso_file(iso, "network-config"))
         assert net["ethernets"]["cluster0"]["addresses"] == [f"10.77.0.{10 + i}/24"]
-        assert state.cluster_nic == localvm.ClusterNic(i, 18643)
+        assert state.cluster_nic == local_cluster.ClusterNic(i, 18643)
     # Three 2-vCPU guests under emulation on 2 cores: the hub's default wait is 3x one VM's.
     assert result.state.extra["waited"] == 2700.0
     # A second cluster gets a new secret.
     localvm.stop_vm(run)
-    localvm.try_cluster(config, image=base_image(tmp_path), https_port=18643, ssh_port=12442,
+    trial.up(config, image=base_image(tmp_path), https_port=18643, ssh_port=12442,
                         run_dir=run, workers=1, accel="tcg")  # fmt: skip
     assert secret_file.read_text().strip() != secret
     assert localvm.VmState.load(run).workers == [str(run / "worker-1")]
@@ -494,18 +495,18 @@ def test_try_cluster_refuses_a_config_without_swarm(tmp_path: Path) -> None:
     config = tmp_path / "workshop.yaml"
     config.write_text(SWARM.replace("{engine: swarm, workers: 2}", "{engine: none}"))
     with pytest.raises(UsageError, match=r"is not a cluster; set cluster.engine: swarm"):
-        localvm.try_cluster(config, image=tmp_path / "none.qcow2", run_dir=tmp_path / "run")
+        trial.up(config, image=tmp_path / "none.qcow2", run_dir=tmp_path / "run", workers=2)
     assert not (tmp_path / "run").exists()
 
 
 def test_try_cluster_refuses_more_memory_than_the_machine_has(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(localvm, "_host_memory", lambda: 8 * 1024**3)
+    monkeypatch.setattr(localvm, "host_memory", lambda: 8 * 1024**3)
     config = tmp_path / "workshop.yaml"
     config.write_text(SWARM)
     with pytest.raises(UsageError, match=r"4 VMs need 10\.0G; this machine has only 8\.0G"):
-        localvm.try_cluster(config, image=tmp_path / "x.qcow2", workers=3, run_dir=tmp_path / "r")
+        trial.up(config, image=tmp_path / "x.qcow2", workers=3, run_dir=tmp_path / "r")
 
 
 def test_try_workers_without_swarm_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -568,7 +569,7 @@ def test_status_lists_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         Path(state.run_dir).mkdir(parents=True, exist_ok=True)
         state.save()
     monkeypatch.setattr(qemu, "alive", lambda pid: False)
-    text = localvm.vm_status(run).describe()
+    text = health.vm_status(run).describe()
     assert text.splitlines()[-1] == (
         "worker 1: not running (pid 0, 10.77.0.11), ssh -p 12443 debian@127.0.0.1, "
         "cloud-init: not started"

@@ -187,59 +187,65 @@ class AccelChoice(str, Enum):
     tcg = "tcg"
 
 
+TryImage = Annotated[
+    Path | None,
+    typer.Option(
+        "--image",
+        help="Base (stage full) or golden (stage boot) qcow2; any Ubuntu/Debian cloud image "
+        "with cloud-init. Never modified: the VM runs on an overlay.",
+    ),
+]
+TryStageOpt = Annotated[
+    TryStage, typer.Option("--stage", help="full: install in the VM; boot: IMAGE was baked.")
+]
+TryWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker VMs beside the manager (a config with cluster.engine: swarm; default: "
+        "its cluster.workers). Worker I's ssh is on SSH_PORT+I.",
+        show_default=False,
+    ),
+]
+TryMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        help="Guest memory with a unit: 4G, 3072M (at least 1G) [default: 4G; 2560M per VM "
+        "of a cluster].",
+        show_default=False,
+    ),
+]
+TryAccel = Annotated[
+    AccelChoice,
+    typer.Option(
+        "--accel", help="auto: KVM where it runs a kernel, else TCG (slow); kvm: KVM or fail."
+    ),
+]
+TryTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout", help="Seconds to wait for the hub (default: by stage, accel, vCPUs per core)."
+    ),
+]
+
+
 @app.command("try")
 @handle_errors
 def try_(
     config: ConfigArg,
-    image: Annotated[
-        Path | None,
-        typer.Option(
-            "--image",
-            help="Base (stage full) or golden (stage boot) qcow2; any Ubuntu/Debian cloud image "
-            "with cloud-init. Never modified: the VM runs on an overlay.",
-        ),
-    ] = None,
-    stage: Annotated[
-        TryStage,
-        typer.Option("--stage", help="full: install in the VM; boot: IMAGE was baked."),
-    ] = TryStage.full,
+    image: TryImage = None,
+    stage: TryStageOpt = TryStage.full,
     port: Annotated[int, typer.Option("--port", help="Local HTTPS port (HTTP is PORT+1).")] = 8443,
     ssh_port: Annotated[int, typer.Option("--ssh-port", help="Local ssh port.")] = 2222,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="Worker VMs beside the manager (a config with cluster.engine: swarm; default: "
-            "its cluster.workers). Worker I's ssh is on SSH_PORT+I.",
-            show_default=False,
-        ),
-    ] = None,
-    memory: Annotated[
-        str | None,
-        typer.Option(
-            "--memory",
-            help="Guest memory with a unit: 4G, 3072M (at least 1G) [default: 4G; 2560M per VM "
-            "of a cluster].",
-            show_default=False,
-        ),
-    ] = None,
+    workers: TryWorkers = None,
+    memory: TryMemory = None,
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Guest CPUs.")] = 2,
-    accel: Annotated[
-        AccelChoice,
-        typer.Option(
-            "--accel", help="auto: KVM where it runs a kernel, else TCG (slow); kvm: KVM or fail."
-        ),
-    ] = AccelChoice.auto,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Seconds to wait for the hub (default: by stage, accel, vCPUs per core).",
-        ),
-    ] = None,
-    status: Annotated[bool, typer.Option("--status", help="Show the local VM's state.")] = False,
-    stop: Annotated[bool, typer.Option("--stop", help="Shut the local VM down.")] = False,
+    accel: TryAccel = AccelChoice.auto,
+    timeout: TryTimeout = None,
+    status: Annotated[bool, typer.Option("--status", help="Show the local VMs' state.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Shut the local VMs down.")] = False,
     keep: Annotated[
         bool, typer.Option("--keep", help="With --stop: keep the overlay disk.")
     ] = False,
@@ -249,22 +255,14 @@ def try_(
     A swarm cluster (cluster.engine: swarm) boots as a manager VM and worker VMs on a private
     network; --status and --stop cover them all.
     """
-    from bakery.config.workshop import load_config
     from bakery.errors import UsageError
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import trial
 
-    cfg = load_config(config)
-    if workers is not None and not cfg.cluster.swarm:
-        raise UsageError(
-            f"--workers needs a cluster: {config} has no cluster.engine: swarm "
-            "(bakery try without --workers boots its one VM)"
-        )
-    run_dir = localvm.run_dir_for(cfg.name)
     if status:
-        typer.echo(localvm.vm_status(run_dir).describe())
+        typer.echo(trial.status(config).describe())
         return
     if stop:
-        localvm.stop_vm(run_dir, keep=keep, progress=progress())
+        run_dir = trial.down(config, keep=keep, progress=progress())
         progress()(f"stopped{' (overlay kept in ' + str(run_dir) + ')' if keep else ''}")
         return
     if image is None:
@@ -272,41 +270,13 @@ def try_(
             f"--image is required to start a VM: bakery try {config} --image BASE.qcow2 "
             "(or --status / --stop)"
         )
-    if cfg.cluster.swarm:
-        result = localvm.try_cluster(
-            config,
-            image=image,
-            workers=workers,
-            stage=stage.value,
-            https_port=port,
-            ssh_port=ssh_port,
-            memory=memory or "2560M",
-            cpus=cpus,
-            accel=accel.value,
-            timeout=timeout,
-            run_dir=run_dir,
-            progress=progress(),
-        )
-    else:
-        result = localvm.try_workshop(
-            config,
-            image=image,
-            stage=stage.value,
-            https_port=port,
-            ssh_port=ssh_port,
-            memory=memory or "4G",
-            cpus=cpus,
-            accel=accel.value,
-            timeout=timeout,
-            run_dir=run_dir,
-            progress=progress(),
-        )
-    typer.echo(f"hub ready after {result.seconds:.0f} s: {result.url}")
-    typer.echo(f"credentials: {result.credentials}")
-    login = result.state.extra.get("login_user", "LOGIN_USER")
-    typer.echo(f"ssh: ssh -p {ssh_port} {login}@127.0.0.1    stop: bakery try {config} --stop")
-    for i, _ in enumerate(result.state.workers, start=1):
-        typer.echo(f"worker {i}: ssh -p {ssh_port + i} {login}@127.0.0.1")
+    result = trial.up(
+        config, image=image, workers=workers, stage=stage.value, https_port=port,
+        ssh_port=ssh_port, memory=memory, cpus=cpus, accel=accel.value, timeout=timeout,
+        progress=progress(),
+    )  # fmt: skip
+    for line in result.lines(config):
+        typer.echo(line)
 
 
 @app.command()

@@ -30,11 +30,9 @@ from bakery.layout import (
     WORKER_OFF_UNITS,
 )
 from bakery.templates import read_text, render
-from bakery.vm import image, notebook_image
-from bakery.vm.context import context, proxy_locked
+from bakery.vm import notebook_image
 from bakery.vm.stages import Role
 from bakery.workshop import expiry
-from bakery.workshop.accounts import Account
 
 # The first screen, both spawners: JupyterLab's announcements plugin off, so no "get notified about
 # official Jupyter news?" pop-up and no news or update check (that plugin does both).
@@ -63,7 +61,7 @@ class VmFile:
         return entry
 
 
-def proxy_files(cfg: Workshop) -> list[VmFile]:
+def proxy_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     """The proxy's package.json and, at the pinned version, the lock `npm ci` installs from."""
     package = {
         "name": "bakery-proxy",
@@ -71,7 +69,7 @@ def proxy_files(cfg: Workshop) -> list[VmFile]:
         "dependencies": {"configurable-http-proxy": cfg.hub.versions.configurable_http_proxy},
     }
     files = [VmFile(f"{PROXY_DIR}/package.json", json.dumps(package, indent=2) + "\n")]
-    if proxy_locked(cfg):
+    if ctx["chp_locked"]:
         lock = render("cloudinit/configurable-http-proxy.lock.json.j2")
         pinned = json.loads(lock)["packages"]["node_modules/configurable-http-proxy"]["version"]
         if pinned != versions.CONFIGURABLE_HTTP_PROXY:
@@ -109,10 +107,11 @@ def worker_units(cfg: Workshop) -> tuple[str, ...]:
     )
 
 
-def bake_files(cfg: Workshop) -> list[VmFile]:
-    """Files of the bake stage: scripts, units and the image recipe; nothing secret."""
-    ctx = context(cfg)
-    files = [_script("install-hub.sh", ctx), *proxy_files(cfg), _script("make-secrets.sh", ctx)]
+def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """Files of the bake stage (``ctx``: bakery.vm.context's, without accounts): scripts, units
+    and the image recipe; nothing secret."""
+    files = [_script("install-hub.sh", ctx), *proxy_files(cfg, ctx)]
+    files.append(_script("make-secrets.sh", ctx))
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
@@ -138,8 +137,6 @@ def bake_files(cfg: Workshop) -> list[VmFile]:
             files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
     files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
     files += [_unit(name, ctx) for name in units(cfg)]
-    # The one bake record (bakery.image), written into every golden image by the bake stage.
-    files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     return files
 
 
@@ -163,15 +160,14 @@ def role_file(role: Role, manager_runs_servers: bool = False) -> VmFile:
     return VmFile(CLUSTER_ROLE_FILE.format(role=role), content)
 
 
-def worker_boot_files(cfg: Workshop) -> list[VmFile]:
+def worker_boot_files(ctx: dict[str, Any]) -> list[VmFile]:
     """A swarm worker's boot stage: its role and the admin's sshd policy; no hub, no accounts."""
-    ctx = context(cfg)
     return [role_file("worker"), VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx))]
 
 
-def boot_files(cfg: Workshop, accounts: list[Account] | None = None) -> list[VmFile]:
-    """Files of the boot stage: the hub's and nginx's config, sshd policy, the user's files."""
-    ctx = context(cfg, accounts)
+def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """Files of the boot stage (``ctx``: bakery.vm.context's, with the accounts): the hub's and
+    nginx's config, sshd policy, the user's files."""
     files = [
         VmFile(
             f"{CONFIG_DIR}/jupyterhub_config.py", render("cloudinit/jupyterhub_config.py.j2", **ctx)

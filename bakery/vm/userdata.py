@@ -27,7 +27,9 @@ from bakery.layout import (
     LOGIN_DEFS,
     SCRIPT_DIR,
 )
-from bakery.vm.context import content_context
+from bakery.topology import Machine, machine_config
+from bakery.vm import image
+from bakery.vm.context import content_context, context
 from bakery.vm.files import VmFile, bake_files, boot_files, units, worker_boot_files, worker_units
 from bakery.vm.stages import ROLES, STAGES, Role, Stage, final_message
 from bakery.workshop.accounts import Account
@@ -216,9 +218,12 @@ def build_cloud_config(
     files: list[VmFile] = []
     if with_bake:
         doc |= _bake_settings(cfg)
-        files += bake_files(cfg)
+        files += bake_files(cfg, context(cfg))
+        # The one bake record (bakery.vm.image), written into every golden image.
+        files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     if with_boot:
-        files += worker_boot_files(cfg) if worker else boot_files(cfg, accounts)
+        ctx = context(cfg, accounts)
+        files += worker_boot_files(ctx) if worker else boot_files(cfg, ctx)
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
@@ -312,6 +317,31 @@ def _biggest_parts(cfg: Workshop, accounts: list[Account]) -> str:
     return "; ".join(text for _, text in parts[:3]) or "bakery's own files"
 
 
+def machine_documents(
+    cfg: Workshop, machines: tuple[Machine, ...], accounts: list[Account] | None, stage: Stage
+) -> dict[str, bytes]:
+    """Every machine's user-data, by name: a hub's creates its own users' accounts (picked from
+    ``accounts``, the whole sheet); the workers share one document, which creates none."""
+    docs: dict[str, bytes] = {}
+    shared: dict[Role, bytes] = {}
+    for machine in machines:
+        if machine.serves_hub:
+            docs[machine.name] = _document(machine_config(cfg, machine), accounts, stage, "manager")
+        else:
+            if machine.role not in shared:
+                shared[machine.role] = _document(cfg, None, stage, machine.role)
+            docs[machine.name] = shared[machine.role]
+    return docs
+
+
+def _document(cfg: Workshop, accounts: list[Account] | None, stage: Stage, role: Role) -> bytes:
+    mine = None
+    if accounts is not None and role == "manager":
+        by_name = {a.username: a for a in accounts}
+        mine = [by_name[n] for n in cfg.users.all_names()]
+    return render_user_data(cfg, stage=stage, accounts=mine, role=role).data
+
+
 def user_data_b64(
     cfg: Workshop, accounts: list[Account] | None, stage: Stage, role: Role = "manager"
 ) -> str:
@@ -320,9 +350,4 @@ def user_data_b64(
     The hub's document creates the accounts of ``cfg``'s users, picked from ``accounts`` (the
     whole sheet); a swarm worker's creates none.
     """
-    mine = None
-    if accounts is not None and role == "manager":
-        by_name = {a.username: a for a in accounts}
-        mine = [by_name[n] for n in cfg.users.all_names()]
-    data = render_user_data(cfg, stage=stage, accounts=mine, role=role).data
-    return base64.b64encode(data).decode()
+    return base64.b64encode(_document(cfg, accounts, stage, role)).decode()

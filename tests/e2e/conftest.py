@@ -129,15 +129,15 @@ def golden_image(base_image: Path, workshop_files: Workshop) -> Path:
 @pytest.fixture(scope="session")
 def vm(golden_image: Path, workshop_files: Workshop) -> Iterator[Workshop]:
     """The workshop booted from the golden image with the boot stage, hub answering."""
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import health, trial
 
     if os.environ.get("BAKERY_E2E_ATTACH"):
-        assert localvm.vm_status(workshop_files.run_dir).hub_status == 200
+        assert health.vm_status(workshop_files.run_dir).hub_status == 200
         yield workshop_files
         return
     start = time.monotonic()
     try:
-        result = localvm.try_workshop(
+        result = trial.up(
             workshop_files.config,
             image=golden_image,
             stage="boot",

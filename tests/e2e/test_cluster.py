@@ -1,7 +1,7 @@
 """End to end, `cluster.engine: swarm`: one hub on a manager VM, the trainees' servers on a worker.
 
 Two VMs from the chroot-baked golden image (one image, both roles), booted by
-``localvm.try_cluster`` (what `bakery try --workers 1` runs) on a private qemu network
+``trial.up`` (what `bakery try --workers 1` runs) on a private qemu network
 (10.77.0.0/24, MTU 1450 as on an OpenStack VXLAN network): the manager at 10.77.0.10 runs the
 hub, the proxy, nginx and NFS; the worker at 10.77.0.11 runs the trainee's server as a swarm
 service. The trainees' image is test_docker's (``userimage.py``: no registry), imported on each
@@ -52,7 +52,7 @@ WORKERS = int(os.environ.get("BAKERY_E2E_CLUSTER_WORKERS", "1"))
 MEMORY = "2560M"
 KERNEL_FILE = "from-the-worker.txt"
 KERNEL_TEXT = f"written in a container on the worker {uuid.uuid4()}"
-# What the VMs' cluster NICs get (bakery.localvm.ClusterNic: manager .10, worker i .(10+i)).
+# What the VMs' cluster NICs get (bakery.cluster.ClusterNic: manager .10, worker i .(10+i)).
 MANAGER_ADDRESS = "10.77.0.10"
 WORKER_ADDRESS = "10.77.0.11"
 CLUSTER_MTU = 1450
@@ -133,7 +133,7 @@ def dump_all(w: Workshop) -> None:
 @pytest.fixture(scope="module")
 def cvm(cluster_golden: Path, cws: Workshop) -> Iterator[Workshop]:
     """Manager and worker booted from the golden image with their boot stages; hub answering."""
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import trial
 
     if os.environ.get("BAKERY_E2E_CLUSTER_ATTACH"):
         yield cws
@@ -144,7 +144,7 @@ def cvm(cluster_golden: Path, cws: Workshop) -> Iterator[Workshop]:
     )
     start = time.monotonic()
     try:
-        result = localvm.try_cluster(
+        result = trial.up(
             cws.config,
             image=cluster_golden,
             workers=WORKERS,

@@ -130,14 +130,14 @@ def docker_golden(base_image: Path, dws: Workshop) -> Path:
 
 @pytest.fixture(scope="module")
 def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import trial
 
     if os.environ.get("BAKERY_E2E_DOCKER_ATTACH"):
         yield dws
         return
     start = time.monotonic()
     try:
-        result = localvm.try_workshop(
+        result = trial.up(
             dws.config,
             image=docker_golden,
             stage="boot",

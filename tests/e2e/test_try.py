@@ -672,9 +672,9 @@ def test_e_hub_and_files_survive_a_reboot(vm: Workshop) -> None:
 
 
 def test_status_and_stop_report_the_vm(vm: Workshop) -> None:
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import health
 
-    st = localvm.vm_status(vm.run_dir)
+    st = health.vm_status(vm.run_dir)
     assert st.running
     assert st.hub_status == 200
     assert "running" in st.describe()
@@ -1119,12 +1119,12 @@ def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
 @pytest.mark.slow
 def test_full_stage_in_the_vm(base_image: Path, workshop_files: Workshop) -> None:
     """The stock-image path: the whole full stage installs inside the VM (very slow under TCG)."""
-    from bakery.providers.local import vm as localvm
+    from bakery.providers.local import trial
 
     run_dir = workshop_files.dir / "vm-full"
     start = time.monotonic()
     try:
-        localvm.try_workshop(
+        trial.up(
             workshop_files.config,
             image=base_image,
             stage="full",

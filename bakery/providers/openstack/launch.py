@@ -26,14 +26,14 @@ from bakery.providers.openstack.steps import (
     ensure_access,
     ensure_servers,
     image_ref,
+    payloads,
     resolve_basis,
     wait_joinable,
     with_timeouts,
 )
-from bakery.topology import Topology, machine_config, topology, workshop_config
+from bakery.topology import Topology, topology, workshop_config
 from bakery.vm.stages import Stage
-from bakery.vm.userdata import user_data_b64
-from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, sheet_order
+from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
 from bakery.workshop.expiry import refuse_if_ended
 
 if TYPE_CHECKING:
@@ -49,16 +49,6 @@ class LaunchResult:
     credentials: Path
     workers: list[ServerInfo] = field(default_factory=list)  # a swarm's (no hub, no URL)
     workers_note: str | None = None  # a swarm's workers not all Ready when launch returned: why
-
-
-def payloads(
-    cfg: Workshop, topo: Topology, accounts: list[Account], stage: Stage
-) -> dict[str, str]:
-    """Every machine's user-data (base64), each hub with its own trainees' accounts."""
-    return {
-        m.name: user_data_b64(machine_config(cfg, m), accounts, stage, m.role)
-        for m in topo.machines
-    }
 
 
 def launch(

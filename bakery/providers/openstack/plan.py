@@ -14,11 +14,10 @@ from bakery.providers.openstack.flavors import explain_flavor, worker_flavor_lin
 from bakery.providers.openstack.quota import floating_ips, launch_need, quota_lines
 from bakery.providers.openstack.resources import existing_keypair, workshop_servers
 from bakery.providers.openstack.rules import plan_group
-from bakery.providers.openstack.steps import image_ref
-from bakery.topology import Topology, machine_config, topology, workshop_config
+from bakery.providers.openstack.steps import image_ref, payloads
+from bakery.topology import Topology, topology, workshop_config
 from bakery.vm.image import image_stage
 from bakery.vm.stages import Stage
-from bakery.vm.userdata import user_data_b64
 from bakery.workshop.accounts import credentials_path, preview_accounts, sheet_order
 from bakery.workshop.names import key_name
 
@@ -124,8 +123,9 @@ def _servers(
 ) -> list[PlannedServer]:
     accounts = preview_accounts(cfg)  # the same sizes as the real sheet's; nothing is written
     out = []
-    for machine in topo.machines:
-        payload = user_data_b64(machine_config(cfg, machine), accounts, stage, machine.role)
+    for machine, payload in zip(
+        topo.machines, payloads(cfg, topo, accounts, stage).values(), strict=True
+    ):
         server = existing.get(machine.name)
         action = f"exists ({server.status}): reused" if server else "will be created"
         role = "" if machine.part == "hub" else machine.part

@@ -6,6 +6,7 @@ caller's :func:`~bakery.providers.openstack.resources.cleanup_on_failure` list).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ from bakery.providers.openstack.servers import (
 from bakery.topology import Machine, Part, Topology
 from bakery.vm.image import image_stage
 from bakery.vm.stages import Stage
+from bakery.vm.userdata import machine_documents
+from bakery.workshop.accounts import Account
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -242,3 +245,12 @@ def bring_up(
             made += [tracked] if tracked else []
         infos[machine.name] = server_info(server, fip)
     return infos
+
+
+def payloads(
+    cfg: Workshop, topo: Topology, accounts: list[Account], stage: Stage
+) -> dict[str, str]:
+    """Every machine's user-data as Nova takes it (base64), each hub with its own trainees'
+    accounts (bakery.vm.userdata.machine_documents, as `bakery try` boots them)."""
+    docs = machine_documents(cfg, topo.machines, accounts, stage)
+    return {name: base64.b64encode(doc).decode() for name, doc in docs.items()}
