@@ -215,7 +215,7 @@ def copy_into(root: Path, files: dict[str, Path]) -> None:
         dest.chmod(0o600)
 
 
-def _apply_to_raw(
+def apply_to_raw(
     raw: Path,
     mnt: Path,
     user_data: dict[str, Any],
@@ -247,7 +247,7 @@ def _apply_isolated(
     progress: Reporter,
     copies: dict[str, Path] | None = None,
 ) -> dict[str, float]:
-    """Run `_apply_to_raw` in a private mount namespace (``unshare --mount``).
+    """Run `apply_to_raw` in a private mount namespace (``unshare --mount``).
 
     Mounts made in the host's namespace propagate into other namespaces (services with their
     own), which then keep the filesystem alive after our umount: the image would be converted
@@ -255,11 +255,11 @@ def _apply_isolated(
     """
     unshare = shutil.which("unshare")
     if unshare is None:
-        return _apply_to_raw(raw, mnt, user_data, progress, copies)
+        return apply_to_raw(raw, mnt, user_data, progress, copies)
     (tmp / "user-data.json").write_text(json.dumps(user_data))
     (tmp / "copies.json").write_text(json.dumps({k: str(v) for k, v in (copies or {}).items()}))
     cmd = [unshare, "--mount", "--propagation", "private", sys.executable, "-m",
-           "bakery.bake.chroot", str(raw), str(mnt), str(tmp / "user-data.json"),
+           "bakery.bake.chroot_worker", str(raw), str(mnt), str(tmp / "user-data.json"),
            str(tmp / "timings.json"), str(tmp / "copies.json")]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -284,26 +284,6 @@ def _check_clean(raw: Path) -> None:
             f"{raw}: the filesystem was not cleanly unmounted (journal needs recovery); "
             "something outside the build still holds it"
         )
-
-
-def _worker(argv: list[str]) -> int:
-    """``python -m bakery.bake.chroot RAW MNT USER_DATA_JSON TIMINGS_JSON [COPIES_JSON]``."""
-    raw, mnt, doc, out = (Path(a) for a in argv[:4])
-    extra = json.loads(Path(argv[4]).read_text()) if len(argv) > 4 else {}
-    copies = {str(k): Path(v) for k, v in extra.items()}
-    try:
-        timings = _apply_to_raw(raw, mnt, json.loads(doc.read_text()), _to_parent, copies)
-    except ChrootError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 1
-    out.write_text(json.dumps(timings))
-    return 0
-
-
-def _to_parent(message: str, *, transient: bool = False) -> None:
-    """The worker's reporter: one line on stdout, which `_apply_isolated` reports onwards."""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
 
 
 def bake_chroot(
@@ -434,7 +414,3 @@ def bake(
     image.write_sidecar(out, image.sidecar(cfg, rec, name, "qcow2"))
     progress(f"baked {name} in {sum(timings.values()):.0f} s: {out}")
     return [BakeResult("chroot", name, rec, path=out, timings=timings)]
-
-
-if __name__ == "__main__":
-    raise SystemExit(_worker(sys.argv[1:]))

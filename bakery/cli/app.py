@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from enum import Enum
 from functools import wraps
@@ -10,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from bakery.errors import BakeryError
+from bakery.errors import BakeryError, RenderError
 from bakery.progress import ConsoleReporter
 from bakery.version import __version__
 
@@ -153,3 +154,11 @@ def main_options(
 ) -> None:
     """bakery: one YAML file describes a workshop; bakery turns it into a running JupyterHub."""
     _state["debug"] = _state["debug"] or debug
+
+
+def write_stdout(data: bytes, *, binary: bool = False) -> None:
+    """Write ``data`` to standard output as it is (``binary``: refused on a terminal)."""
+    if binary and sys.stdout.isatty():
+        raise RenderError("gzipped user-data is binary: redirect it or use -o FILE")
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()

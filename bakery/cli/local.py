@@ -18,6 +18,7 @@ from bakery.cli.app import (
     app,
     handle_errors,
     progress,
+    write_stdout,
 )
 
 
@@ -89,14 +90,12 @@ def render(
     """Render the cloud-init user-data (to stdout: `bakery render workshop.yaml > user-data`)."""
     from bakery.vm.write import render_to
 
-    render_to(
-        config_path=config,
-        stage=stage.value,
-        gzip_data=gzip,
-        output=output,
-        force=force,
-        role=role.value,
-    )
+    result = render_to(
+        config_path=config, stage=stage.value, gzip_data=gzip, output=output, force=force,
+        role=role.value, progress=progress(),
+    )  # fmt: skip
+    if output is None:
+        write_stdout(result.data, binary=result.gzipped)
 
 
 @app.command()
@@ -134,7 +133,7 @@ def credentials(
         plural = "" if len(made) == 1 else "s"
         _err(f"bakery: wrote {len(made)} login slip{plural} to {slips}; print at 100 % and cut")
         return
-    from bakery.vm.write import credentials_sheet
+    from bakery.day.handouts import credentials_sheet
 
     typer.echo(credentials_sheet(config_path=config, as_csv=csv, as_json=as_json), nl=False)
 

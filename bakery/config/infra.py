@@ -11,7 +11,6 @@ from bakery.config.fields import (
     BuildUser,
     Cidr,
     CloudName,
-    Duration,
     ImageName,
     MetadataKey,
     MetadataValue,
@@ -20,6 +19,7 @@ from bakery.config.fields import (
     PropertyKey,
     StrictModel,
 )
+from bakery.config.units import Duration
 from bakery.errors import FieldError
 
 # Nova rejects a server's user_data above this many characters of base64 (its API schema's

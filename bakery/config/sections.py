@@ -28,7 +28,6 @@ from bakery.config.fields import (
     ImageRef,
     ImportWord,
     LoginName,
-    MemSize,
     PackageSpec,
     SharedPath,
     SshKey,
@@ -38,6 +37,7 @@ from bakery.config.fields import (
     Version,
     check_username,
 )
+from bakery.config.units import MemSize
 from bakery.errors import FieldError
 
 # --- sections -----------------------------------------------------------------------------------

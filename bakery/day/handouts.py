@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -147,3 +148,32 @@ def write_slips(
         progress(NO_URL_NOTE)
     write_private(output, render_slips(cfg, slips))
     return slips
+
+
+def credentials_sheet(*, config_path: Path, as_csv: bool = False, as_json: bool = False) -> str:
+    """The login sheet to hand out: one line per account, trainees first.
+
+    ``as_csv`` gives ``username,password`` lines; ``as_json`` a list of ``{"username",
+    "password", "admin"}`` objects (for mail merges and scripts).
+    """
+    if as_csv and as_json:
+        raise UsageError("--csv and --json: choose one")
+    cfg = load_config(config_path)
+    accounts = ensure_credentials(cfg, credentials_path(config_path))
+    admins = set(cfg.users.admins)
+    if as_json:
+        rows = [
+            {"username": a.username, "password": a.password, "admin": a.username in admins}
+            for a in accounts
+        ]
+        return json.dumps(rows, indent=2) + "\n"
+    if as_csv:
+        return "username,password\n" + "".join(f"{a.username},{a.password}\n" for a in accounts)
+    width = max(len(a.username) for a in accounts)
+    where = f"https://{cfg.tls.domain}/" if cfg.tls.domain else "https://<the VM's address>/"
+    lines = [f"Workshop {cfg.name}: {where}", ""]
+    lines += [
+        f"{a.username:<{width}}  {a.password}{'  (admin)' if a.username in admins else ''}"
+        for a in accounts
+    ]
+    return "\n".join(lines) + "\n"

@@ -18,7 +18,6 @@ from pathlib import Path
 from bakery.files import write_private
 from bakery.layout import CLUSTER_META_MANAGER, CLUSTER_META_SECRET
 from bakery.providers.local import seed
-from bakery.topology import Machine
 
 CLUSTER_NET = "10.77.0.0/24"
 CLUSTER_FIRST_HOST = 10
@@ -92,9 +91,9 @@ class LocalCluster:
         write_private(run_dir / CLUSTER_SECRET_FILE, secret + "\n")
         return cls(port, secret)
 
-    def nic(self, machine: Machine) -> ClusterNic:
-        """``machine``'s NIC on the network: the manager .10, worker i .(10+i)."""
-        return ClusterNic(machine.number, self.port)
+    def nic(self, number: int) -> ClusterNic:
+        """A member's NIC on the network: the manager's (0) .10, worker i's .(10+i)."""
+        return ClusterNic(number, self.port)
 
     @property
     def meta(self) -> dict[str, str]:

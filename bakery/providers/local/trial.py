@@ -197,7 +197,7 @@ def _start(
         image=opts.image, user_data=docs[machine.name], run_dir=run_dir,
         https_port=opts.https_port, ssh_port=opts.ssh(machine), memory=opts.memory,
         cpus=opts.cpus, accel=accel, hostname=machine.name, web=machine.serves_hub,
-        cluster_nic=network.nic(machine) if network else None,
+        cluster_nic=network.nic(machine.number) if network else None,
         meta=network.meta if network else None, progress=progress,
     )  # fmt: skip
     progress(

@@ -11,6 +11,7 @@ from bakery.layout import CLUSTER_PORTS
 from bakery.progress import Reporter, quiet
 from bakery.providers.openstack.api import api
 from bakery.providers.openstack.resources import Tracked, create_once
+from bakery.topology import topology
 from bakery.workshop.names import marker, owned, sg_name
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class ClusterRule:
 
 def cluster_rules(cfg: Workshop) -> list[ClusterRule]:
     """A swarm's intra-cluster rules (swarm, overlay, NFS, join token, hub API); else none."""
-    if not cfg.cluster.swarm:
+    if not topology(cfg).workers:
         return []
     return [ClusterRule(port, proto) for port, proto in CLUSTER_PORTS]
 
