@@ -292,14 +292,23 @@ def write_packer(
     written.append(_write(out / "scripts" / "wait-cloud-init.sh", image.wait_script(), 0o755))
     written.append(_write(out / "scripts" / "clean.sh", image.clean_script(), 0o755))
     written += [out / "content" / Path(u["target"]).name for u in ctx["content_uploads"]]
-    folder = out / "qemu-seed"
-    if ctx["qemu"]:
-        meta = seed.meta_data(f"bakery-{cfg.name}-build", f"{cfg.name}-build")
-        written.append(_write(folder / "meta-data", meta))
-        written.append(_write(folder / "user-data", qemu_user_data(bake_user_data, ssh_public_key)))
-    else:
+    return written + _write_seed(
+        cfg, out / "qemu-seed", ctx["qemu"], bake_user_data, ssh_public_key
+    )
+
+
+def _write_seed(
+    cfg: Workshop, folder: Path, qemu: bool, bake_user_data: bytes, ssh_public_key: str | None
+) -> list[Path]:
+    """The qemu source's NoCloud seed (the bake stage plus the build user); none without it."""
+    if not qemu:
         shutil.rmtree(folder, ignore_errors=True)
-    return written
+        return []
+    meta = seed.meta_data(f"bakery-{cfg.name}-build", f"{cfg.name}-build")
+    return [
+        _write(folder / "meta-data", meta),
+        _write(folder / "user-data", qemu_user_data(bake_user_data, ssh_public_key)),
+    ]
 
 
 # --- baking -------------------------------------------------------------------------------------
@@ -384,6 +393,15 @@ def _throwaway_key(keydir: str) -> tuple[Path, str]:
     return key, key.with_suffix(".pub").read_text()
 
 
+def _check_cloud(cfg: Workshop, sources: list[str]) -> None:
+    """The cloud is checked before Packer starts: a missing clouds.yaml entry or refused
+    credentials is a clear error (exit 2) here, not a Packer failure minutes later."""
+    if "openstack" in sources:
+        from bakery.providers.openstack.api import connect
+
+        connect(cfg)
+
+
 def bake(
     *,
     config_path: str | Path,
@@ -417,12 +435,7 @@ def bake(
     if version is None:
         raise ToolMissing(INSTALL_ADVICE)
     exe = shutil.which(packer) or packer
-    if "openstack" in sources:
-        from bakery.providers.openstack.api import connect
-
-        # The cloud is checked before Packer starts: a missing clouds.yaml entry or refused
-        # credentials is a clear error (exit 2) here, not a Packer failure minutes later.
-        connect(cfg)
+    _check_cloud(cfg, sources)
     folder = Path(output) if output else config_path.parent / "build" / "packer" / cfg.name
     name = image.image_name(cfg)
     timings: dict[str, float] = {}
@@ -433,14 +446,9 @@ def bake(
             key, public_key = _throwaway_key(keydir)
             args += ["-var", f"qemu_ssh_private_key_file={key}"]
         write_packer(
-            cfg,
-            out_dir=folder,
-            packer_version=version,
-            bake_user_data=bake_user_data,
-            ssh_public_key=public_key,
-            config_dir=config_path.parent,
-            image_name=name,
-        )
+            cfg, out_dir=folder, packer_version=version, bake_user_data=bake_user_data,
+            ssh_public_key=public_key, config_dir=config_path.parent, image_name=name,
+        )  # fmt: skip
         progress(f"Packer {version}, files in {folder}")
         if needs_plugins(version):
             _run([exe, "init", "."], cwd=folder, progress=progress)

@@ -166,6 +166,28 @@ def delete_builder(
     progress(f"builder {name}: deleted")
 
 
+def _refuse_files(cfg: Workshop) -> None:
+    """Refuse what this builder cannot bring into its builder: it only passes user-data.
+
+    Raises:
+        UsageError: an image archive or a content folder, with the builders that can.
+    """
+    if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
+        raise UsageError(
+            "spawner.image_archive: the openstacksdk builder cannot copy a file into its builder "
+            "(it only passes user-data, far too small for an image): use --builder packer, which "
+            "uploads the archive over ssh, or --builder chroot"
+        )
+    folders = [k for k, v in (("shared_data.from", cfg.shared_data), ("course.from", cfg.course))
+               if v is not None and v.from_ is not None]  # fmt: skip
+    if folders:
+        raise UsageError(
+            f"{' and '.join(folders)}: the openstacksdk builder cannot copy a folder into its "
+            "builder (it only passes user-data): use --builder packer, which uploads it over ssh, "
+            "or --builder chroot"
+        )
+
+
 def bake(
     *,
     config_path: str | Path,
@@ -195,20 +217,7 @@ def bake(
     if output is not None:
         raise UsageError("-o/--output: the openstacksdk builder makes a Glance image, not a file")
     cfg = load_config(config_path)
-    if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
-        raise UsageError(
-            "spawner.image_archive: the openstacksdk builder cannot copy a file into its builder "
-            "(it only passes user-data, far too small for an image): use --builder packer, which "
-            "uploads the archive over ssh, or --builder chroot"
-        )
-    folders = [k for k, v in (("shared_data.from", cfg.shared_data), ("course.from", cfg.course))
-               if v is not None and v.from_ is not None]  # fmt: skip
-    if folders:
-        raise UsageError(
-            f"{' and '.join(folders)}: the openstacksdk builder cannot copy a folder into its "
-            "builder (it only passes user-data): use --builder packer, which uploads it over ssh, "
-            "or --builder chroot"
-        )
+    _refuse_files(cfg)
     conn = cloud.connect(cfg)
     rec = image.record(cfg)
     start = time.monotonic()

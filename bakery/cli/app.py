@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-# --debug is accepted anywhere on the line (main() takes it out before Typer parses the rest).
+# Set by the app's --debug option (main() moves it to the front wherever it was given).
 _state = {"debug": False}
 
 ConfigArg = Annotated[
@@ -136,6 +136,17 @@ def handle_errors(func: F) -> F:
     return handled  # type: ignore[return-value]
 
 
+def command(name: str | None = None, *, group: typer.Typer | None = None) -> Callable[[F], F]:
+    """Register the decorated function as a command of ``group`` (the app by default), its
+    errors handled once (:func:`handle_errors`)."""
+
+    def register(func: F) -> F:
+        (group or app).command(name)(handle_errors(func))
+        return func
+
+    return register
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"bakery {__version__}")
@@ -153,7 +164,7 @@ def main_options(
     ] = False,
 ) -> None:
     """bakery: one YAML file describes a workshop; bakery turns it into a running JupyterHub."""
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug
 
 
 def write_stdout(data: bytes, *, binary: bool = False) -> None:

@@ -12,7 +12,7 @@ from bakery.cli.app import (
     ConfigArg,
     _err,
     app,
-    handle_errors,
+    command,
     progress,
 )
 
@@ -26,8 +26,7 @@ class BakeSource(str, Enum):
     qemu = "qemu"
 
 
-@app.command("packer")
-@handle_errors
+@command("packer")
 def packer_(
     config: ConfigArg,
     output: Annotated[
@@ -64,8 +63,7 @@ class BakeBuilder(str, Enum):
     chroot = "chroot"
 
 
-@app.command()
-@handle_errors
+@command()
 def bake(
     config: ConfigArg,
     only: Annotated[
@@ -123,8 +121,7 @@ image_app = typer.Typer(
 app.add_typer(image_app)
 
 
-@image_app.command("upload")
-@handle_errors
+@command("upload", group=image_app)
 def image_upload(
     config: ConfigArg,
     image_file: Annotated[
@@ -148,8 +145,7 @@ def image_upload(
     _err(f"bakery: launch it: bakery launch {config} --image {result.image_name}")
 
 
-@image_app.command("delete")
-@handle_errors
+@command("delete", group=image_app)
 def image_delete(
     config: ConfigArg,
     name_or_id: Annotated[

@@ -12,73 +12,85 @@ from bakery.cli.app import (
     ConfigArg,
     StageChoice,
     _err,
-    app,
-    handle_errors,
+    command,
     progress,
 )
 
-# --- OpenStack: launch, status, destroy, size (library: bakery/cloud.py, bakery/sizing.py) -------
+ImageOpt = Annotated[
+    str | None, typer.Option(help="Image name or ID (default: openstack.image in the config).")
+]
+CountOpt = Annotated[
+    int | None,
+    typer.Option(min=1, max=50, help="Servers (default: openstack.count); trainees are split."),
+]
+LaunchStageOpt = Annotated[
+    StageChoice | None,
+    typer.Option(
+        help="User-data stage (default: boot for an image bakery baked, else full).",
+        show_default=False,
+    ),
+]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Wait until the hub answers on https://IP/hub/health (or cloud-init fails).",
+    ),
+]
+HubTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hub-timeout",
+        "--timeout",
+        metavar="DURATION",
+        help="How long to wait for the hub: seconds or 90s, 20m, 1h "
+        "(default: openstack.hub_timeout, 45m).",
+        show_default=False,
+    ),
+]
+ActiveTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--active-timeout",
+        metavar="DURATION",
+        help="How long a server may take to be ACTIVE (default: openstack.active_timeout, 15m).",
+        show_default=False,
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the checks of `bakery check` and the plan (image, stage, flavor, networks, "
+        "rules, user-data sizes, quota headroom); create nothing.",
+    ),
+]
+CheckOpt = Annotated[
+    bool, typer.Option("--check/--no-check", help="Run `bakery check` first; refuse on a failure.")
+]
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        help="A swarm's manager: the ssh private key (default: openstack.public_key without "
+        ".pub, else ssh's own).",
+        show_default=False,
+    ),
+]
 
 
-@app.command()
-@handle_errors
+@command()
 def launch(
     config: ConfigArg,
-    image: Annotated[
-        str | None,
-        typer.Option(help="Image name or ID (default: openstack.image in the config)."),
-    ] = None,
-    count: Annotated[
-        int | None,
-        typer.Option(min=1, max=50, help="Servers (default: openstack.count); trainees are split."),
-    ] = None,
-    stage: Annotated[
-        StageChoice | None,
-        typer.Option(
-            help="User-data stage (default: boot for an image bakery baked, else full).",
-            show_default=False,
-        ),
-    ] = None,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait/--no-wait",
-            help="Wait until the hub answers on https://IP/hub/health (or cloud-init fails).",
-        ),
-    ] = True,
-    hub_timeout: Annotated[
-        str | None,
-        typer.Option(
-            "--hub-timeout",
-            "--timeout",
-            metavar="DURATION",
-            help="How long to wait for the hub: seconds or 90s, 20m, 1h "
-            "(default: openstack.hub_timeout, 45m).",
-            show_default=False,
-        ),
-    ] = None,
-    active_timeout: Annotated[
-        str | None,
-        typer.Option(
-            "--active-timeout",
-            metavar="DURATION",
-            help="How long a server may take to be ACTIVE (default: openstack.active_timeout, "
-            "15m).",
-            show_default=False,
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the checks of `bakery check` and the plan (image, stage, flavor, "
-            "networks, rules, user-data sizes, quota headroom); create nothing.",
-        ),
-    ] = False,
-    check: Annotated[
-        bool,
-        typer.Option("--check/--no-check", help="Run `bakery check` first; refuse on a failure."),
-    ] = True,
+    image: ImageOpt = None,
+    count: CountOpt = None,
+    stage: LaunchStageOpt = None,
+    wait: WaitOpt = True,
+    hub_timeout: HubTimeoutOpt = None,
+    active_timeout: ActiveTimeoutOpt = None,
+    dry_run: DryRunOpt = False,
+    check: CheckOpt = True,
 ) -> None:
     """Create (or reuse) security group, key pair, server(s) and floating IPs; print the URL(s).
 
@@ -110,36 +122,21 @@ def launch(
         check=check,
         progress=progress(),
     )
-    for server in result.servers:
-        hub = "" if not wait else f"  (hub: {server.hub})"
-        typer.echo(f"{server.name}: {server.url or 'no address yet'}{hub}")
-    if result.workers:
-        names = ", ".join(w.name for w in result.workers)
-        typer.echo(f"workers: {names}  (the swarm's nodes: bakery status {config})")
+    for line in result.lines(config, wait=wait):
+        typer.echo(line)
     if result.workers_note:
         typer.echo(
             f"workers: not all Ready: {result.workers_note}. The hub works; a trainee's server "
             f"starts once a worker is Ready (bakery status {config}).",
             err=True,
         )
-    typer.echo(f"credentials: {result.credentials}  (print them: bakery credentials {config})")
 
 
-@app.command()
-@handle_errors
+@command()
 def status(
     config: ConfigArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    identity: Annotated[
-        Path | None,
-        typer.Option(
-            "--identity",
-            "-i",
-            help="A swarm's manager: the ssh private key (default: openstack.public_key "
-            "without .pub, else ssh's own).",
-            show_default=False,
-        ),
-    ] = None,
+    identity: IdentityOpt = None,
 ) -> None:
     """Show the workshop's servers: state, addresses, hub health, cloud-init progress.
 
@@ -152,8 +149,7 @@ def status(
     typer.echo(found.as_json() if as_json else "\n".join(found.lines()))
 
 
-@app.command()
-@handle_errors
+@command()
 def destroy(
     config: ConfigArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -211,8 +207,7 @@ def destroy(
         )
 
 
-@app.command()
-@handle_errors
+@command()
 def scale(
     config: ConfigArg,
     workers: Annotated[
@@ -227,16 +222,7 @@ def scale(
         str | None,
         typer.Option(help="Image for new workers (default: the manager's own image)."),
     ] = None,
-    identity: Annotated[
-        Path | None,
-        typer.Option(
-            "--identity",
-            "-i",
-            help="The ssh private key for the manager (default: openstack.public_key without "
-            ".pub, else ssh's own).",
-            show_default=False,
-        ),
-    ] = None,
+    identity: IdentityOpt = None,
 ) -> None:
     """Add swarm workers, or drain and remove the highest-numbered ones (cluster.engine swarm).
 

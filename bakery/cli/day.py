@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bakery.cli.app import CONTEXT, ConfigArg, app, handle_errors, progress
+from bakery.cli.app import CONTEXT, ConfigArg, app, command, progress
 from bakery.errors import BakeryError
 
 HostOpt = Annotated[
@@ -32,8 +32,7 @@ IdentityOpt = Annotated[
 NamesArg = Annotated[list[str], typer.Argument(help="Account names.", show_default=False)]
 
 
-@app.command()
-@handle_errors
+@command()
 def check(
     config: ConfigArg,
     image: Annotated[
@@ -85,8 +84,7 @@ def _report_accounts(
         )
 
 
-@users_app.command("add")
-@handle_errors
+@command("add", group=users_app)
 def users_add(
     config: ConfigArg, names: NamesArg, host: HostOpt = None, identity: IdentityOpt = None
 ) -> None:
@@ -97,8 +95,7 @@ def users_add(
     _report_accounts("add", config, host, identity, names)
 
 
-@users_app.command("reset")
-@handle_errors
+@command("reset", group=users_app)
 def users_reset(
     config: ConfigArg, names: NamesArg, host: HostOpt = None, identity: IdentityOpt = None
 ) -> None:
@@ -106,8 +103,7 @@ def users_reset(
     _report_accounts("reset", config, host, identity, names)
 
 
-@users_app.command("list")
-@handle_errors
+@command("list", group=users_app)
 def users_list(config: ConfigArg, host: HostOpt = None, identity: IdentityOpt = None) -> None:
     """Who logged in to each hub, and whose server runs (the hub's REST API)."""
     from bakery.day.users import list_users
@@ -121,8 +117,7 @@ MaxSizeOpt = Annotated[
 ]
 
 
-@app.command()
-@handle_errors
+@command()
 def collect(
     config: ConfigArg,
     out: Annotated[

@@ -16,14 +16,13 @@ from bakery.cli.app import (
     StageOpt,
     _err,
     app,
-    handle_errors,
+    command,
     progress,
     write_stdout,
 )
 
 
-@app.command()
-@handle_errors
+@command()
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the starter.")] = Path(
         "workshop.yaml"
@@ -38,8 +37,7 @@ def init(
     _err(f"bakery: wrote {written}; edit it, then: bakery validate {written}")
 
 
-@app.command()
-@handle_errors
+@command()
 def validate(
     config: ConfigArg,
     strict: Annotated[
@@ -65,8 +63,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
-@handle_errors
+@command()
 def render(
     config: ConfigArg,
     stage: StageOpt = StageChoice.full,
@@ -98,8 +95,7 @@ def render(
         write_stdout(result.data, binary=result.gzipped)
 
 
-@app.command()
-@handle_errors
+@command()
 def credentials(
     config: ConfigArg,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV (username,password).")] = False,
@@ -138,8 +134,7 @@ def credentials(
     typer.echo(credentials_sheet(config_path=config, as_csv=csv, as_json=as_json), nl=False)
 
 
-@app.command()
-@handle_errors
+@command()
 def schema(
     as_markdown: Annotated[
         bool,
@@ -158,8 +153,7 @@ config_app = typer.Typer(
 app.add_typer(config_app)
 
 
-@config_app.command("show")
-@handle_errors
+@command("show", group=config_app)
 def config_show(config: ConfigArg) -> None:
     """Print the effective config: the file with every default filled in, as YAML."""
     from bakery.config.reference import effective_config
@@ -230,8 +224,7 @@ TryTimeout = Annotated[
 ]
 
 
-@app.command("try")
-@handle_errors
+@command("try")
 def try_(
     config: ConfigArg,
     image: TryImage = None,
@@ -278,36 +271,40 @@ def try_(
         typer.echo(line)
 
 
-@app.command()
-@handle_errors
+SizeConfig = Annotated[
+    Path | None,
+    typer.Argument(help="A workshop file (or give --users).", show_default=False, metavar="CONFIG"),
+]
+SizeUsers = Annotated[
+    int | None, typer.Option(min=1, help="Trainees per server (overrides the config's).")
+]
+SizeData = Annotated[
+    float | None, typer.Option(help="Data each trainee loads, GB [default: config's, else 0.05].")
+]
+SizeConcurrency = Annotated[
+    float | None,
+    typer.Option(help="Share of trainees active at once, (0, 1] [default: config's, else 1]."),
+]
+SizeMemLimit = Annotated[
+    str | None,
+    typer.Option(help="Per-trainee memory limit, e.g. 2G [default: config's, else 2G]."),
+]
+SizeFlavors = Annotated[
+    bool, typer.Option("--flavors", help="Also pick the smallest fitting flavor of the cloud.")
+]
+
+
+@command()
 def size(
-    config: Annotated[
-        Path | None,
-        typer.Argument(
-            help="A workshop file (or give --users).", show_default=False, metavar="CONFIG"
-        ),
-    ] = None,
-    users: Annotated[
-        int | None, typer.Option(min=1, help="Trainees per server (overrides the config's).")
-    ] = None,
-    data_gb: Annotated[
-        float | None,
-        typer.Option(help="Data each trainee loads, GB [default: config's, else 0.05]."),
-    ] = None,
-    concurrency: Annotated[
-        float | None,
-        typer.Option(help="Share of trainees active at once, (0, 1] [default: config's, else 1]."),
-    ] = None,
-    mem_limit: Annotated[
-        str | None,
-        typer.Option(help="Per-trainee memory limit, e.g. 2G [default: config's, else 2G]."),
-    ] = None,
-    flavors: Annotated[
-        bool, typer.Option("--flavors", help="Also pick the smallest fitting flavor of the cloud.")
-    ] = False,
+    config: SizeConfig = None,
+    users: SizeUsers = None,
+    data_gb: SizeData = None,
+    concurrency: SizeConcurrency = None,
+    mem_limit: SizeMemLimit = None,
+    flavors: SizeFlavors = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
-    """Estimate memory, vCPUs and disk for one server (rules: see bakery/sizing.py).
+    """Estimate memory, vCPUs and disk for one server (rules: see bakery/workshop/sizing.py).
 
     With a CONFIG, --data-gb, --concurrency and --mem-limit replace its values.
     """
@@ -316,38 +313,28 @@ def size(
     from bakery import topology
     from bakery.config.workshop import load_config
     from bakery.errors import UsageError
-    from bakery.workshop import sizing
 
     if config is None and users is None:
         raise UsageError("give a CONFIG or --users N")
-    if as_json and flavors:
-        raise UsageError("--json does not cover --flavors yet; run them separately")
-    cfg = load_config(config) if config is not None else None
-    if cfg is not None:
-        # The options replace the config's values, here and for --flavors below.
-        cfg = sizing.with_overrides(
-            cfg, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
-        )
+    if flavors and (as_json or config is None):
+        raise UsageError("--flavors needs a CONFIG (for its cloud) and no --json")
     need = topology.size_estimate(
-        cfg,
-        users=users,
-        data_gb=data_gb,
-        concurrency=concurrency,
-        mem_limit=mem_limit,
-        config_dir=Path(config).parent if config is not None else None,
-    )
+        load_config(config) if config is not None else None, users=users, data_gb=data_gb,
+        concurrency=concurrency, mem_limit=mem_limit,
+        config_dir=config.parent if config is not None else None,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(need.as_dict(), indent=2))
         return
     for line in need.lines():
         typer.echo(line)
-    if flavors:
-        if cfg is None or config is None:
-            raise typer.BadParameter("--flavors needs a CONFIG (for its cloud)")
-        from bakery.providers.openstack.api import connect
-        from bakery.providers.openstack.flavors import size_flavor_lines
+    if flavors and config is not None:
+        from bakery.providers.openstack.flavors import size_flavors
 
-        for line in size_flavor_lines(connect(cfg), cfg, Path(config).parent):
+        lines = size_flavors(
+            config_path=config, data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
+        )
+        for line in lines:
             typer.echo(line)
 
 

@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import sys
 
-from bakery.cli.app import _state, app
-
 # Importing the command modules registers their commands on `app`; `bakery --help` lists them in
 # this order: the first hour's local commands, then images, the cloud, the workshop day.
 # isort: off
-from bakery.cli import local as cli_local
-from bakery.cli import bake as cli_bake
-from bakery.cli import cloud as cli_cloud
-from bakery.cli import day as cli_day
+from bakery.cli import local, bake, cloud, day  # noqa: F401
+from bakery.cli.app import app
 
 # isort: on
 
 __all__ = ["app", "main"]
-_COMMANDS = (cli_local, cli_bake, cli_cloud, cli_day)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. ``--debug`` may come anywhere on the line: it is moved to
+    the front, where the app's option reads it."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--debug" in args[: args.index("--") if "--" in args else len(args)]:
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[:end]:
         args.remove("--debug")
-        _state["debug"] = True
+        args.insert(0, "--debug")
     app(args=args, prog_name="bakery")
 
 

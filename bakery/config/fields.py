@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 # Every string that ends up in a shell script, a Python file, an nginx config or a unit file is
 # either constrained here to a safe alphabet or quoted by the template filter for its language.
@@ -34,6 +40,7 @@ def _pattern_check(regex: str, rule: str) -> Callable[[str], str]:
 
 
 def anchored(regex: str) -> str:
+    """``regex`` as a JSON Schema pattern that matches whole strings only (editors check it)."""
     return rf"^(?:{regex})(?![\s\S])"
 
 
@@ -130,17 +137,6 @@ def _login_name(value: str) -> str:
 # The admin's ssh user: the image's own (ubuntu, debian) or a new one bakery creates.
 LoginName = Annotated[str, AfterValidator(_login_name)]
 
-
-def _build_user(value: str) -> str:
-    if not USERNAME_RE.fullmatch(value) or value == "root":
-        raise ValueError(
-            f"{value!r} is not the image's default login user (a Linux user name, not root); "
-            "bakery deletes this user from the image after the bake"
-        )
-    return value
-
-
-BuildUser = Annotated[str, AfterValidator(_build_user)]
 
 UserPrefix = pattern_str(
     r"[a-z_][a-z0-9_-]{0,27}",
@@ -339,42 +335,11 @@ EnvValue = pattern_str(
 # --- OpenStack and Packer ------------------------------------------------------------------------
 
 
-def _packer_text(value: str) -> str:
-    # Packer escapes nothing for us: bakery writes these as escaped HCL strings, but Packer then
-    # reads "{{" in builder settings as a Go template, so such values are refused outright.
-    if not value or len(value) > 255:
-        raise ValueError("use 1-255 characters")
-    _no_controls(value)
-    if "{{" in value or "}}" in value:
-        raise ValueError(f"{value!r}: '{{{{' and '}}}}' are not allowed (Packer templates)")
-    return value
-
-
-# An OpenStack name or ID (image, flavor, network, security group) or a property value.
-PackerText = Annotated[str, AfterValidator(_packer_text)]
-# Glance image names become file names for the qemu source too: a safe alphabet.
-ImageName = pattern_str(
-    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
-    "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
-)
-# Glance property keys (os_distro, hw_disk_bus, ...); bakery_* is bakery's own record.
-PropertyKey = pattern_str(
-    r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}",
-    "use letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
-)
-NetworkId = pattern_str(
-    r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}",
-    "write a network UUID (e.g. 0e8f5a4c-...; `openstack network list` shows them)",
-)
 # OpenStack resource names and IDs: letters, digits and a few separators, no shell or YAML syntax.
 CloudName = pattern_str(
     r"[A-Za-z0-9][A-Za-z0-9 ._:/@+-]{0,254}",
     "use 1-255 letters, digits, spaces or . _ : / @ + -, starting with a letter or digit",
 )
-MetadataKey = pattern_str(
-    r"[A-Za-z0-9_.:-]{1,200}", "use 1-200 letters, digits, '_', '.', ':' or '-'"
-)
-MetadataValue = Annotated[str, Field(max_length=255), AfterValidator(_no_controls)]
 SshKey = pattern_str(
     r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+",
     "paste one public key line, e.g. 'ssh-ed25519 AAAA... you@laptop' (no options before it)",
@@ -413,38 +378,122 @@ PemCertificate = Annotated[
 ]
 
 
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a network such as 203.0.113.0/24") from None
+# --- sizes and durations ------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
 
 
-Cidr = Annotated[str, AfterValidator(_cidr)]
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
-def _docker_subnet(value: str) -> str:
-    try:
-        net = ipaddress.IPv4Network(value)
-    except ValueError as exc:
-        raise ValueError(f"{value!r}: {exc}") from None
-    # is_private also holds for link-local (the metadata service 169.254.169.254 lives there),
-    # loopback, "this network" (0/8) and the reserved 240/4: none of them may carry containers.
-    bad = [
-        (net.is_link_local, "link-local (it holds the metadata service 169.254.169.254)"),
-        (net.is_loopback, "loopback"),
-        (net.is_multicast, "multicast"),
-        (net.is_reserved, "reserved"),
-        (net.is_unspecified or net.subnet_of(ipaddress.IPv4Network("0.0.0.0/8")), "unspecified"),
-    ]
-    for hit, what in bad:
-        if hit:
-            raise ValueError(f"{net} is a {what} range; use a private one such as 172.30.0.0/24")
-    if net.prefixlen > 28 or not net.is_private:
-        raise ValueError(
-            f"{net}: use a private IPv4 network of /28 or larger (10/8, 172.16/12, 192.168/16)"
-        )
-    return str(net)
+def parse_size(value: str | int) -> int:
+    """Bytes in a size such as ``512M``, ``2G``, ``1.5GiB`` or a plain integer.
+
+    Raises:
+        ValueError: not a size.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.fullmatch(value)
+    if not match or len(value) > 40:
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
-DockerSubnet = Annotated[str, AfterValidator(_docker_subnet)]
+def canonical_mem_limit(value: str | int) -> str:
+    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
+    size = parse_size(value)
+    if size < 128 * 1024**2:
+        raise ValueError(f"{value!r} is below 128M, too little for a notebook server")
+    if size > 4 * 1024**4:
+        raise ValueError(f"{value!r} is above 4T")
+    for unit in ("G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+MemSize = Annotated[
+    str | int,
+    AfterValidator(canonical_mem_limit),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": anchored(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
+                {"type": "integer", "minimum": 134217728},
+            ]
+        }
+    ),
+]
+
+
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(s|m|h)?", re.IGNORECASE)
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+DURATION_HINT = "write seconds or a number with s, m or h: 90, 90s, 15m, 1h"
+
+
+def parse_duration(value: str | int | float) -> int:
+    """Whole seconds in a duration such as ``90``, ``90s``, ``15m`` or ``1.5h`` (the one parser of
+    every timeout: config fields and command-line options alike).
+
+    Raises:
+        ValueError: not a duration, or not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match or len(value) > 20:
+            raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+        seconds = round(float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()])
+    else:
+        seconds = round(value)
+    if seconds < 1:
+        raise ValueError(f"{value!r}: a timeout must be at least 1 s")
+    return seconds
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    Field(le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": anchored(r"[0-9]+(\.[0-9]+)? ?[smhSMH]?")},
+                {"type": "integer", "minimum": 1, "maximum": 86400},
+            ]
+        }
+    ),
+]
+
+
+# Glance image names become file names for the qemu source too: a safe alphabet.
+ImageName = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
+    "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+)
+
+
+# Glance property keys (os_distro, hw_disk_bus, ...); bakery_* is bakery's own record.
+PropertyKey = pattern_str(
+    r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}",
+    "use letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+)
+
+
+NetworkId = pattern_str(
+    r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}",
+    "write a network UUID (e.g. 0e8f5a4c-...; `openstack network list` shows them)",
+)
+
+
+MetadataKey = pattern_str(
+    r"[A-Za-z0-9_.:-]{1,200}", "use 1-200 letters, digits, '_', '.', ':' or '-'"
+)

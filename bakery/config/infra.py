@@ -2,30 +2,79 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    model_validator,
+)
 
 from bakery.config.fields import (
+    USERNAME_RE,
     AbsPath,
-    BuildUser,
-    Cidr,
     CloudName,
+    Duration,
     ImageName,
     MetadataKey,
-    MetadataValue,
     NetworkId,
-    PackerText,
     PropertyKey,
     StrictModel,
+    _no_controls,
 )
-from bakery.config.units import Duration
 from bakery.errors import FieldError
 
 # Nova rejects a server's user_data above this many characters of base64 (its API schema's
 # maxLength): render gzips to fit, the config refuses a file that cannot, the plan shows each
 # server's share.
 NOVA_USER_DATA_LIMIT = 65535
+
+
+# --- the values these sections take ---------------------------------------------------------
+
+
+def _build_user(value: str) -> str:
+    if not USERNAME_RE.fullmatch(value) or value == "root":
+        raise ValueError(
+            f"{value!r} is not the image's default login user (a Linux user name, not root); "
+            "bakery deletes this user from the image after the bake"
+        )
+    return value
+
+
+BuildUser = Annotated[str, AfterValidator(_build_user)]
+
+
+def _packer_text(value: str) -> str:
+    # Packer escapes nothing for us: bakery writes these as escaped HCL strings, but Packer then
+    # reads "{{" in builder settings as a Go template, so such values are refused outright.
+    if not value or len(value) > 255:
+        raise ValueError("use 1-255 characters")
+    _no_controls(value)
+    if "{{" in value or "}}" in value:
+        raise ValueError(f"{value!r}: '{{{{' and '}}}}' are not allowed (Packer templates)")
+    return value
+
+
+# An OpenStack name or ID (image, flavor, network, security group) or a property value.
+PackerText = Annotated[str, AfterValidator(_packer_text)]
+
+
+MetadataValue = Annotated[str, Field(max_length=255), AfterValidator(_no_controls)]
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network such as 203.0.113.0/24") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+# --- the sections ---------------------------------------------------------------------------------
 
 
 class OpenStack(StrictModel):

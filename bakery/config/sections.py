@@ -6,7 +6,11 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    model_validator,
+)
 
 from bakery import layout, versions
 from bakery.config.fields import (
@@ -14,7 +18,6 @@ from bakery.config.fields import (
     AptPackage,
     ArchivePath,
     CloudName,
-    DockerSubnet,
     Email,
     EnvName,
     EnvValue,
@@ -28,6 +31,7 @@ from bakery.config.fields import (
     ImageRef,
     ImportWord,
     LoginName,
+    MemSize,
     PackageSpec,
     SharedPath,
     SshKey,
@@ -37,10 +41,36 @@ from bakery.config.fields import (
     Version,
     check_username,
 )
-from bakery.config.units import MemSize
 from bakery.errors import FieldError
 
 # --- sections -----------------------------------------------------------------------------------
+
+
+def _docker_subnet(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    # is_private also holds for link-local (the metadata service 169.254.169.254 lives there),
+    # loopback, "this network" (0/8) and the reserved 240/4: none of them may carry containers.
+    bad = [
+        (net.is_link_local, "link-local (it holds the metadata service 169.254.169.254)"),
+        (net.is_loopback, "loopback"),
+        (net.is_multicast, "multicast"),
+        (net.is_reserved, "reserved"),
+        (net.is_unspecified or net.subnet_of(ipaddress.IPv4Network("0.0.0.0/8")), "unspecified"),
+    ]
+    for hit, what in bad:
+        if hit:
+            raise ValueError(f"{net} is a {what} range; use a private one such as 172.30.0.0/24")
+    if net.prefixlen > 28 or not net.is_private:
+        raise ValueError(
+            f"{net}: use a private IPv4 network of /28 or larger (10/8, 172.16/12, 192.168/16)"
+        )
+    return str(net)
+
+
+DockerSubnet = Annotated[str, AfterValidator(_docker_subnet)]
 
 
 class Versions(StrictModel):

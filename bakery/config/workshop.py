@@ -13,11 +13,13 @@ from bakery import layout
 from bakery.config.fields import RESERVED_USERNAMES as RESERVED_USERNAMES
 from bakery.config.fields import (
     AptPackage,
+    Duration,
     Hostname,
     Kernel,
     PemCertificate,
     StrictModel,
     WorkshopName,
+    parse_size,
 )
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
@@ -32,7 +34,6 @@ from bakery.config.sections import (
     Tls,
     Users,
 )
-from bakery.config.units import Duration, parse_size
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError
 

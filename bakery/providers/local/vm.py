@@ -127,7 +127,7 @@ def memory_mb(memory: str) -> int:
             size, below :data:`MIN_MEMORY`, or more than this machine has; the message names
             ``--memory``.
     """
-    from bakery.config.units import parse_size
+    from bakery.config.fields import parse_size
 
     text = str(memory).strip()
     if not _UNIT_RE.search(text):
@@ -186,44 +186,72 @@ def start_vm(
     """
     mb = memory_mb(memory)
     qemu.need("qemu-system-x86_64", "qemu-system-x86")
-    qemu_img = qemu.need("qemu-img", "qemu-utils")
-    image = Path(image).resolve()
-    if not image.is_file():
-        raise LocalVmError(f"{image}: no such image file")
+    disk = _Disk.of(image)
     run_dir = Path(run_dir)
-    http_port = (http_port or https_port + 1) if web else 0
-    https_port = https_port if web else 0
+    https_port, http_port = (https_port, http_port or https_port + 1) if web else (0, 0)
     ports = {"HTTPS": https_port, "HTTP": http_port, "ssh": ssh_port}
     check_free(run_dir, {name: port for name, port in ports.items() if port})
-    fmt = qemu.image_format(qemu_img, image)
     if isinstance(accel, str):
         accel = choose_accel(accel)
         progress(f"accelerator: {accel.reason}")
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("overlay.qcow2", "seed.iso", "serial.log", "qmp.sock", "qemu.pid"):
         (run_dir / stale).unlink(missing_ok=True)
-    _create_overlay(qemu_img, image, fmt, run_dir)
+    disk.overlay(run_dir)
     # A new instance-id each start: cloud-init treats the boot as a first boot and runs it all.
     meta_data = seed.meta_data(f"iid-bakery-{int(time.time())}", hostname, meta)
     network = cluster_nic.network_config() if cluster_nic else None
     seed.write_seed_iso(run_dir / "seed.iso", user_data, meta_data, network)
     state = VmState(
-        run_dir=str(run_dir), image=str(image), accel=accel.accel, accel_reason=accel.reason,
-        https_port=https_port, http_port=http_port, ssh_port=ssh_port, memory_mb=mb, cpus=cpus,
+        run_dir=str(run_dir), image=str(disk.image), accel=accel.accel,
+        accel_reason=accel.reason, https_port=https_port, http_port=http_port,
+        ssh_port=ssh_port, memory_mb=mb, cpus=cpus,
         cluster_index=cluster_nic.index if cluster_nic else 0,
         cluster_port=cluster_nic.port if cluster_nic else 0,
     )  # fmt: skip
-    boot_vm(state)
-    if state.accel == "kvm":
-        why = watch_kernel(state)
-        if why is not None:
-            kill_vm(state)
-            progress(accel.fall_back(why))  # raises under --accel kvm
-            state.accel, state.accel_reason = accel.accel, accel.reason
-            (run_dir / "serial.log").unlink(missing_ok=True)
-            _create_overlay(qemu_img, image, fmt, run_dir)
-            boot_vm(state)
+    _boot_watched(state, disk, accel, progress)
     return state
+
+
+@dataclass(frozen=True)
+class _Disk:
+    """The base image a VM boots from (only ever read) and how to lay an overlay on it."""
+
+    image: Path
+    fmt: str
+    qemu_img: str
+
+    @classmethod
+    def of(cls, image: Path) -> _Disk:
+        """The base image ``image``, checked to exist and be a disk image qemu reads."""
+        qemu_img = qemu.need("qemu-img", "qemu-utils")
+        image = Path(image).resolve()
+        if not image.is_file():
+            raise LocalVmError(f"{image}: no such image file")
+        return cls(image, qemu.image_format(qemu_img, image), qemu_img)
+
+    def overlay(self, run_dir: Path) -> None:
+        """A fresh copy-on-write overlay of the image at ``run_dir/overlay.qcow2``."""
+        _create_overlay(self.qemu_img, self.image, self.fmt, run_dir)
+
+
+def _boot_watched(state: VmState, disk: _Disk, accel: Accelerator, progress: Reporter) -> None:
+    """Boot ``state``; under KVM, watch the kernel start (:func:`watch_kernel`), and where it
+    does not, stop that VM and boot it again under TCG on a fresh overlay (``--accel kvm``:
+    the error instead)."""
+    boot_vm(state)
+    if state.accel != "kvm":
+        return
+    why = watch_kernel(state)
+    if why is None:
+        return
+    kill_vm(state)
+    progress(accel.fall_back(why))  # raises under --accel kvm
+    state.accel, state.accel_reason = accel.accel, accel.reason
+    run_dir = Path(state.run_dir)
+    (run_dir / "serial.log").unlink(missing_ok=True)
+    disk.overlay(run_dir)
+    boot_vm(state)
 
 
 def _create_overlay(qemu_img: str, image: Path, fmt: str, run_dir: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bakery.config.workshop import Workshop
+from bakery.config.workshop import Workshop, load_config
 from bakery.errors import NotFoundError
-from bakery.providers.openstack.api import api, find_flavor
+from bakery.providers.openstack.api import api, connect, find_flavor
 from bakery.topology import Part, estimate, topology
-from bakery.workshop.sizing import Estimate, smallest_flavor, workers_for
+from bakery.workshop.sizing import Estimate, smallest_flavor, with_overrides, workers_for
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -118,3 +118,18 @@ def size_flavor_lines(conn: Connection, cfg: Workshop, config_dir: Path) -> list
     if topo.workers:
         lines += [line.strip() for line in worker_flavor_lines(conn, cfg, config_dir)[1][1:]]
     return lines
+
+
+def size_flavors(
+    *,
+    config_path: Path,
+    data_gb: float | None = None,
+    concurrency: float | None = None,
+    mem_limit: str | None = None,
+) -> list[str]:
+    """`bakery size CONFIG --flavors`: :func:`size_flavor_lines` of the config's cloud, with the
+    options given replacing the config's values."""
+    cfg = with_overrides(
+        load_config(config_path), data_gb=data_gb, concurrency=concurrency, mem_limit=mem_limit
+    )
+    return size_flavor_lines(connect(cfg), cfg, Path(config_path).parent)

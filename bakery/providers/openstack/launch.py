@@ -50,6 +50,20 @@ class LaunchResult:
     workers: list[ServerInfo] = field(default_factory=list)  # a swarm's (no hub, no URL)
     workers_note: str | None = None  # a swarm's workers not all Ready when launch returned: why
 
+    def lines(self, config_path: Path, *, wait: bool = True) -> list[str]:
+        """What `bakery launch` prints: each hub's URL, a swarm's workers, the sheet."""
+        out = []
+        for server in self.servers:
+            hub = f"  (hub: {server.hub})" if wait else ""
+            out.append(f"{server.name}: {server.url or 'no address yet'}{hub}")
+        if self.workers:
+            names = ", ".join(w.name for w in self.workers)
+            out.append(f"workers: {names}  (the swarm's nodes: bakery status {config_path})")
+        out.append(
+            f"credentials: {self.credentials}  (print them: bakery credentials {config_path})"
+        )
+        return out
+
 
 def launch(
     *,
