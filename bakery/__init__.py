@@ -1,8 +1,10 @@
 """bakery: one YAML file describes a workshop; bakery turns it into a running JupyterHub.
 
 The library is usable without the CLI; these are its entry points (each raises
-:class:`BakeryError` subclasses; long ones take a ``progress`` reporter). The cloud operations
-live in :mod:`bakery.providers.openstack.launch` (``launch``, ``status``, ``destroy``).
+:class:`BakeryError` subclasses; long ones take a ``progress`` reporter). The flow is config ->
+topology -> provider: :mod:`bakery.topology` computes the machines a workshop needs, and the
+providers realise them: :mod:`bakery.providers.local.trial` (``up``, ``status``, ``down``: `bakery
+try`) and :mod:`bakery.providers.openstack` (``launch``, ``status``, ``scale``, ``destroy``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ __all__ = [
     "Workshop",
     "__version__",
     "bake",
+    "destroy",
+    "launch",
     "load_config",
     "render_user_data",
     "validate_workshop",
@@ -29,12 +33,16 @@ _WHERE = {
     "render_user_data": "bakery.vm.userdata",
     "validate_workshop": "bakery.vm.validate",
     "bake": "bakery.bake.builders",
+    "launch": "bakery.providers.openstack.launch",
+    "destroy": "bakery.providers.openstack.destroy",
 }
 
 if TYPE_CHECKING:
     from bakery.bake.builders import bake
     from bakery.config.workshop import Workshop, load_config
     from bakery.errors import BakeryError
+    from bakery.providers.openstack.destroy import destroy
+    from bakery.providers.openstack.launch import launch
     from bakery.vm.userdata import render_user_data
     from bakery.vm.validate import validate_workshop
 

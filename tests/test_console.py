@@ -152,13 +152,13 @@ def test_failure_lines_are_kept_clean_and_in_order() -> None:
 
 
 def test_cloud_init_state_for_the_cloud_side() -> None:
-    assert console.cloud_init_state("", "demo") == ("unknown", [])
-    assert console.cloud_init_state("Get:1 http://deb.debian.org", "demo") == ("running", [])
+    assert console.scan("", workshop="demo").summary() == ("unknown", [])
+    assert console.scan("Get:1 http://deb.debian.org", workshop="demo").summary() == ("running", [])
     done = "cloud-init[1]: bakery: demo boot stage done after 61.2 seconds"
-    assert console.cloud_init_state(done, "demo") == ("done", [])
-    assert console.cloud_init_state(done, "demo-2")[0] == "running"
+    assert console.scan(done, workshop="demo").summary() == ("done", [])
+    assert console.scan(done, workshop="demo-2").summary()[0] == "running"
     bad = [
         f"cc_scripts_user.py[WARNING]: Failed to run module scripts-user ({n})" for n in range(20)
     ]
-    state, lines = console.cloud_init_state("\n".join([*bad, done]), "demo")
+    state, lines = console.scan("\n".join([*bad, done]), workshop="demo").summary()
     assert state == "error" and lines == bad[-15:]

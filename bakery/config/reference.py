@@ -16,7 +16,7 @@ SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 HEADER = """\
 # workshop.yaml reference
 
-<!-- Generated from bakery/config.py by `bakery schema --markdown`; do not edit by hand.
+<!-- Generated from bakery/config/ by `bakery schema --markdown`; do not edit by hand.
      tests/test_reference.py fails when this file is stale. -->
 
 Every key is optional except `name`; unknown keys are errors. `bakery config show FILE` prints a

@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from bakery import layout
-from bakery.config.fields import RESERVED_USERNAMES as RESERVED_USERNAMES
 from bakery.config.fields import (
     AptPackage,
     Duration,
@@ -19,7 +18,6 @@ from bakery.config.fields import (
     PemCertificate,
     StrictModel,
     WorkshopName,
-    parse_size,
 )
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
@@ -37,15 +35,7 @@ from bakery.config.sections import (
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError
 
-__all__ = [
-    "RESERVED_USERNAMES",
-    "Bake",
-    "OpenStack",
-    "Workshop",
-    "load_config",
-    "parse_config",
-    "parse_size",
-]
+__all__ = ["Workshop", "load_config", "parse_config"]
 
 
 OsName = Literal["ubuntu-24.04", "ubuntu-22.04", "debian-12"]

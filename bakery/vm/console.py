@@ -68,6 +68,10 @@ class ConsoleScan:
             return "done"
         return "running" if self.output else "unknown"
 
+    def summary(self, lines: int = 15) -> tuple[ConsoleState, list[str]]:
+        """cloud-init's state and the failure lines that explain it (the last ``lines``)."""
+        return self.state, self.failures[-lines:]
+
 
 def _clean(raw: str) -> str:
     return _ANSI_RE.sub("", raw).replace("\r", "").strip()
@@ -132,13 +136,3 @@ def scan(text: str, *, workshop: str | None = None) -> ConsoleScan:
             result.output = True
             _read_line(result, line, workshop)
     return result
-
-
-def cloud_init_state(text: str, workshop: str) -> tuple[ConsoleState, list[str]]:
-    """cloud-init's state on ``workshop``'s console and the lines that explain it.
-
-    Returns:
-        ``(state, lines)``: the failure lines (the last 15) for ``error``, else an empty list.
-    """
-    result = scan(text, workshop=workshop)
-    return result.state, result.failures[-15:]

@@ -126,8 +126,7 @@ def console_scan(conn: Connection, server: Any, cfg: Workshop) -> ConsoleScan:
 def console_state(conn: Connection, server: Any, cfg: Workshop) -> tuple[str, list[str]]:
     """cloud-init's state from the console log: ``done``, ``error``, ``running`` or ``unknown``,
     and the failure lines (the last 15)."""
-    result = console_scan(conn, server, cfg)
-    return result.state, result.failures[-15:]
+    return console_scan(conn, server, cfg).summary()
 
 
 def hub_health(ip: str, timeout: float = 5) -> str:
