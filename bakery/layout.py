@@ -140,5 +140,7 @@ MANAGED_DIRS = frozenset(
         COURSE_DIR,
         posixpath.dirname(RECORD_PATH),
         posixpath.dirname(USER_IMAGE_ARCHIVE),
+        # A swarm's homes over NFS: a folder there would hide the workers' mount.
+        posixpath.dirname(CLUSTER_HOME),
     }
 )

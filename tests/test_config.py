@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import config_error
 
-from bakery.config.fields import parse_size
+from bakery.config.units import parse_size
 from bakery.config.workshop import Workshop, load_config, parse_config
 from bakery.errors import ConfigError
 

@@ -231,6 +231,39 @@ HOSTILE: list[tuple[str, int, list[str]]] = [
     ),
     ("name: ok\nspawner:\n  cpu_limit: {a: 1}\n", 3, ["expected one value here, not a mapping"]),
     ("name: ok\nfiles:\n  - {path: /etc/m, content: 2001-01-01}\n", 3, ["the date 2001-01-01"]),
+    # --- issue 26: values that were accepted and broke the class later, or crashed (exit 70) ---
+    (
+        "name: ok\ncourse:\n  git: https://bob:ghp_T0KEN@github.com/org/repo.git\n",
+        3,
+        ["course.git", "user or token", "every trainee's browser"],
+    ),
+    *[
+        (
+            f"name: ok\ncourse:\n  git: https://github.com/o/r\n  branch: '{b}'\n",
+            4,
+            ["course.branch", "a branch name git takes"],
+        )
+        for b in ("-f", "a..b", "x.lock", "rel/.hidden", "v1.")
+    ],
+    (
+        "name: ok\ntls:\n  mode: letsencrypt\n  domain: a.org\n  email: a@b.org\n"
+        "  acme_server: https://ca.example.org:99999/dir\n",
+        6,
+        ["tls.acme_server", "the port must be 1-65535"],
+    ),
+    ("name: ok\nends: 2026-02-30T10:00:00+01:00\n", 2, ["is not a real date and time"]),
+    ("name: ok\nends: 2026-12-01T10:00:00+24:00\n", 2, ["between -23:59 and +23:59"]),
+    ("name: ok\nends: 0001-01-01T00:00:00+00:00\n", 2, ["ends", "years 2000-2199"]),
+    ("name: ok\nends: 9999-12-31T23:59:59-12:00\n", 2, ["ends", "years 2000-2199"]),
+    ("name: ok\ngrace: .inf\n", 2, ["grace", "is not a duration"]),
+    ("name: ok\nopenstack: {hub_timeout: .inf}\n", 2, ["hub_timeout", "is not a duration"]),
+    ("name: ok\nopenstack: {hub_timeout: 25h}\n", 2, ["hub_timeout", "at most 24 h"]),
+    (
+        "name: ok\nspawner: {kind: docker}\ncluster: {engine: swarm}\n"
+        "shared_data:\n  path: /srv/cluster/data\n",
+        5,
+        ["shared_data.path", "/srv/cluster"],
+    ),
     # A private key pasted where a CA certificate goes is refused, never rendered into user-data.
     (
         "name: ok\nca_certificates:\n  - |\n    -----BEGIN PRIVATE KEY-----\n    MIIB\n"
@@ -445,3 +478,69 @@ def test_render_refuses_a_folder_and_a_foreign_file(config: Path) -> None:
         render_to(config_path=config, output=config.parent)
     with pytest.raises(BakeryError, match="not bakery user-data"):
         render_to(config_path=config, output=config)
+
+
+# --- issue 26: no secret in a message; certificates checked as DER, not by their label -----------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("name: ok\ncourse: {git: 'https://bob:ghp_T0KEN@github.com/o/r'}\n", "ghp_T0KEN"),
+        (
+            "name: ok\nssh:\n  authorized_keys:\n    - '-----BEGIN OPENSSH PRIVATE KEY----- "
+            "b3BlbnNzaC1rZXktdjE SECRETBODY'\n",
+            "SECRETBODY",
+        ),
+    ],
+)
+def test_a_refused_secret_is_not_repeated(text: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, Path("w.yaml"))
+    assert secret not in str(exc.value)
+    assert "w.yaml:" in str(exc.value)
+
+
+def _pem_config(pem: str) -> str:
+    body = "".join(f"    {line}\n" for line in pem.strip().splitlines())
+    return f"name: ok\nca_certificates:\n  - |\n{body}"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A real self-signed certificate and a real private key, both PEM (openssl)."""
+    import subprocess
+
+    from helpers import require_tool
+
+    openssl = require_tool("openssl")
+    d = tmp_path_factory.mktemp("ca")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=bakery test CA", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return (d / "cert.pem").read_text(), (d / "key.pem").read_text()
+
+
+def test_a_real_certificate_passes(certificate: tuple[str, str]) -> None:
+    cfg = parse_config(_pem_config(certificate[0]), Path("w.yaml"))
+    assert cfg.ca_certificates[0].startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_a_truncated_certificate_is_refused(certificate: tuple[str, str]) -> None:
+    lines = certificate[0].strip().splitlines()
+    truncated = "\n".join([*lines[:3], *lines[5:]])  # two whole base64 lines gone
+    with pytest.raises(ConfigError, match=r"ca_certificates\.0: paste one PEM certificate"):
+        parse_config(_pem_config(truncated), Path("w.yaml"))
+
+
+def test_a_private_key_relabelled_as_a_certificate_is_refused(
+    certificate: tuple[str, str],
+) -> None:
+    key = certificate[1].strip().splitlines()
+    relabelled = "\n".join(["-----BEGIN CERTIFICATE-----", *key[1:-1], "-----END CERTIFICATE-----"])
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_pem_config(relabelled), Path("w.yaml"))
+    assert "never a key" in str(exc.value)
+    assert key[2] not in str(exc.value)

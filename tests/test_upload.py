@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bakery.bake import upload
 from bakery.cli import main as cli
-from bakery.config.fields import parse_duration
+from bakery.config.units import parse_duration
 from bakery.config.workshop import load_config
 from bakery.errors import CloudError, UsageError
 from bakery.progress import Collector

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -179,12 +178,32 @@ def _email(value: str) -> str:
 
 Email = Annotated[str, AfterValidator(_email)]
 # An https URL without user, query or fragment (an ACME directory): it lands in a shell script.
-HttpsUrl = pattern_str(
+_HTTPS_URL = (
     r"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?"
     r"(?:/[A-Za-z0-9._~%/:@+=-]{0,500})?",
     "write an https:// URL (a host name or address, an optional :port and path; no user, "
     "query or spaces), e.g. https://acme-v02.api.letsencrypt.org/directory",
 )
+
+
+def _port_in_range(value: str) -> str:
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return value
+
+
+HttpsUrl = Annotated[
+    str,
+    AfterValidator(_pattern_check(*_HTTPS_URL)),
+    AfterValidator(_port_in_range),
+    WithJsonSchema(
+        {"type": "string", "pattern": anchored(_HTTPS_URL[0]), "$comment": _HTTPS_URL[1]}
+    ),
+]
 
 # A container image reference (docker's reference grammar, lower-case repository, optional digest).
 _IMAGE_RE = re.compile(
@@ -305,15 +324,54 @@ def _shared_path(value: str) -> str:
 SharedPath = Annotated[str, AfterValidator(_shared_path)]
 # A local folder to copy at bake: like an archive's path (absolute, ~/..., or relative).
 FolderPath = Annotated[str, AfterValidator(_archive_path)]
-GitUrl = pattern_str(
-    r"(https?|git)://[A-Za-z0-9._~:@\[\]-]+(/[A-Za-z0-9._~%+-]+)*/?",
-    "write the repository's https://, http:// or git:// address, e.g. "
-    "https://github.com/ORG/REPO (letters, digits and . _ ~ % + - in its path)",
+_GIT_URL_RE = re.compile(r"(https?|git)://[A-Za-z0-9._~:@\[\]-]+(/[A-Za-z0-9._~%+-]+)*/?")
+
+
+def _git_url(value: str) -> str:
+    # Never echoed: a URL with a user and token in it is a secret.
+    if urlsplit(value).netloc.count("@"):
+        raise ValueError(
+            "a repository address with a user or token in it (https://USER:TOKEN@host/...) "
+            "would reach every trainee's browser: use a public repository's address, and give "
+            "private material through course.from instead"
+        )
+    if not _GIT_URL_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r}: write the repository's https://, http:// or git:// address, e.g. "
+            "https://github.com/ORG/REPO (letters, digits and . _ ~ % + - in its path)"
+        )
+    return value
+
+
+GitUrl = Annotated[
+    str,
+    AfterValidator(_git_url),
+    WithJsonSchema({"type": "string", "pattern": anchored(_GIT_URL_RE.pattern)}),
+]
+
+_BRANCH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+BRANCH_RULE = (
+    "write a branch name git takes: letters, digits, '.', '_', '-' and '/', each part starting "
+    "with a letter, digit or '_', no '..', not ending in '.' or '.lock'"
 )
-GitBranch = pattern_str(
-    r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*",
-    "write a branch name: letters, digits, '.', '_', '-' and '/'",
-)
+
+
+def _git_branch(value: str) -> str:
+    parts = value.split("/")
+    if (
+        not _BRANCH_RE.fullmatch(value)
+        or ".." in value
+        or any(part.endswith((".", ".lock")) for part in parts)
+    ):
+        raise ValueError(f"{value!r}: {BRANCH_RULE}")
+    return value
+
+
+GitBranch = Annotated[
+    str,
+    AfterValidator(_git_branch),
+    WithJsonSchema({"type": "string", "pattern": anchored(_BRANCH_RE.pattern)}),
+]
 
 FileMode = pattern_str(
     r"0?[0-7]{3,4}",
@@ -340,137 +398,28 @@ CloudName = pattern_str(
     r"[A-Za-z0-9][A-Za-z0-9 ._:/@+-]{0,254}",
     "use 1-255 letters, digits, spaces or . _ : / @ + -, starting with a letter or digit",
 )
-SshKey = pattern_str(
-    r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+",
-    "paste one public key line, e.g. 'ssh-ed25519 AAAA... you@laptop' (no options before it)",
-)
+_SSH_KEY_RE = re.compile(r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@._+/=: -]+")
 
 
-_PEM_CERTIFICATE = re.compile(
-    r"-----BEGIN CERTIFICATE-----\n((?:[A-Za-z0-9+/]{1,76}={0,2}\n)+)-----END CERTIFICATE-----"
-)
-
-
-def _pem_certificate(value: str) -> str:
-    """One PEM certificate and nothing else (no key, no comment); stored ending in a newline."""
-    text = value.strip("\n")
-    match = _PEM_CERTIFICATE.fullmatch(text)
-    der = b""
-    if match:
-        try:
-            der = base64.b64decode(match.group(1).replace("\n", ""), validate=True)
-        except ValueError:
-            der = b""
-    if not der.startswith(b"\x30"):
+def _ssh_key(value: str) -> str:
+    if "PRIVATE KEY" in value or "BEGIN " in value:
+        # Never echoed: it is a secret that should not be in the file at all.
         raise ValueError(
-            "paste one PEM certificate: the lines from -----BEGIN CERTIFICATE----- to "
-            "-----END CERTIFICATE----- (a public certificate, never a key), as a | block"
+            "this is a private key: paste the public key instead (the one line of the .pub "
+            "file), and take the private key out of the workshop file"
         )
-    return text + "\n"
+    if not _SSH_KEY_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r}: paste one public key line, e.g. 'ssh-ed25519 AAAA... you@laptop' "
+            "(no options before it)"
+        )
+    return value
 
 
-# A CA certificate the VM trusts (a site's TLS-inspecting proxy or internal CA), in PEM.
-PemCertificate = Annotated[
+SshKey = Annotated[
     str,
-    Field(max_length=20_000),
-    AfterValidator(_pem_certificate),
-    WithJsonSchema({"type": "string", "$comment": "one PEM certificate"}),
-]
-
-
-# --- sizes and durations ------------------------------------------------------------------------
-
-_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
-
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_size(value: str | int) -> int:
-    """Bytes in a size such as ``512M``, ``2G``, ``1.5GiB`` or a plain integer.
-
-    Raises:
-        ValueError: not a size.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.fullmatch(value)
-    if not match or len(value) > 40:
-        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
-
-
-def canonical_mem_limit(value: str | int) -> str:
-    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
-    size = parse_size(value)
-    if size < 128 * 1024**2:
-        raise ValueError(f"{value!r} is below 128M, too little for a notebook server")
-    if size > 4 * 1024**4:
-        raise ValueError(f"{value!r} is above 4T")
-    for unit in ("G", "M", "K"):
-        if size % _SIZE_UNITS[unit] == 0:
-            return f"{size // _SIZE_UNITS[unit]}{unit}"
-    return str(size)
-
-
-MemSize = Annotated[
-    str | int,
-    AfterValidator(canonical_mem_limit),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": anchored(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
-                {"type": "integer", "minimum": 134217728},
-            ]
-        }
-    ),
-]
-
-
-_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(s|m|h)?", re.IGNORECASE)
-
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
-
-
-DURATION_HINT = "write seconds or a number with s, m or h: 90, 90s, 15m, 1h"
-
-
-def parse_duration(value: str | int | float) -> int:
-    """Whole seconds in a duration such as ``90``, ``90s``, ``15m`` or ``1.5h`` (the one parser of
-    every timeout: config fields and command-line options alike).
-
-    Raises:
-        ValueError: not a duration, or not positive.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
-    if isinstance(value, str):
-        match = _DURATION_RE.fullmatch(value.strip())
-        if not match or len(value) > 20:
-            raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
-        seconds = round(float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()])
-    else:
-        seconds = round(value)
-    if seconds < 1:
-        raise ValueError(f"{value!r}: a timeout must be at least 1 s")
-    return seconds
-
-
-Duration = Annotated[
-    int,
-    BeforeValidator(parse_duration),
-    Field(le=86400),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": anchored(r"[0-9]+(\.[0-9]+)? ?[smhSMH]?")},
-                {"type": "integer", "minimum": 1, "maximum": 86400},
-            ]
-        }
-    ),
+    AfterValidator(_ssh_key),
+    WithJsonSchema({"type": "string", "pattern": anchored(_SSH_KEY_RE.pattern)}),
 ]
 
 

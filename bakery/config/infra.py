@@ -15,7 +15,6 @@ from bakery.config.fields import (
     USERNAME_RE,
     AbsPath,
     CloudName,
-    Duration,
     ImageName,
     MetadataKey,
     NetworkId,
@@ -23,6 +22,7 @@ from bakery.config.fields import (
     StrictModel,
     _no_controls,
 )
+from bakery.config.units import Duration
 from bakery.errors import FieldError
 
 # Nova rejects a server's user_data above this many characters of base64 (its API schema's

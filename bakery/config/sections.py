@@ -31,7 +31,6 @@ from bakery.config.fields import (
     ImageRef,
     ImportWord,
     LoginName,
-    MemSize,
     PackageSpec,
     SharedPath,
     SshKey,
@@ -41,6 +40,7 @@ from bakery.config.fields import (
     Version,
     check_username,
 )
+from bakery.config.units import MemSize
 from bakery.errors import FieldError
 
 # --- sections -----------------------------------------------------------------------------------

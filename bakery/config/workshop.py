@@ -10,15 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from bakery import layout
-from bakery.config.fields import (
-    AptPackage,
-    Duration,
-    Hostname,
-    Kernel,
-    PemCertificate,
-    StrictModel,
-    WorkshopName,
-)
+from bakery.config.certificates import PemCertificate
+from bakery.config.fields import AptPackage, Hostname, Kernel, StrictModel, WorkshopName
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
 from bakery.config.sections import (
@@ -32,6 +25,7 @@ from bakery.config.sections import (
     Tls,
     Users,
 )
+from bakery.config.units import Duration
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError
 
@@ -103,6 +97,7 @@ class Workshop(StrictModel):
         self._check_files()
         self._check_kernels()
         self._check_cluster()
+        self._check_ends()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
             raise FieldError(
                 ("openstack", "count"),
@@ -126,6 +121,16 @@ class Workshop(StrictModel):
                 f"cluster.engine swarm is one hub over {self.cluster.workers} workers; "
                 f"openstack.count {self.openstack.count} is several separate hubs: use one or "
                 "the other (count: 1 with the cluster)",
+            )
+
+    def _check_ends(self) -> None:
+        # A workshop ends in this century or the next: a year near 1 or 9999 is a typo, and
+        # ends + grace would overflow Python's dates later (at render, status, expiry).
+        if self.ends is not None and not 2000 <= self.ends.year <= 2199:
+            raise FieldError(
+                ("ends",),
+                f"{self.ends.isoformat()}: write the workshop's end in the years 2000-2199, "
+                "e.g. 2026-12-01T18:00:00+01:00",
             )
 
     def _check_kernels(self) -> None:

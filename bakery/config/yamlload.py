@@ -58,6 +58,18 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # A date YAML recognises but Python cannot hold (February 30, an offset of +24:00, a
+        # year past 9999) is the file's error, with its line, not a crash.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            problem = (
+                f"{node.value!r} is not a real date and time; write one such as "
+                "2026-12-01T18:00:00+01:00 (an offset between -23:59 and +23:59)"
+            )
+            raise _refused(problem, node.start_mark) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
@@ -134,3 +146,6 @@ def load_yaml(text: str, where: str) -> Source:
     if node is not None:
         _index(node, source)
     return source
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bakery.config.fields import parse_size
+from bakery.config.units import parse_size
 from bakery.config.workshop import load_config
 from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError

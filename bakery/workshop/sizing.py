@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bakery.config.fields import canonical_mem_limit, parse_size
+from bakery.config.units import canonical_mem_limit, parse_size
 from bakery.config.workshop import Workshop
 from bakery.errors import UsageError
 

@@ -52,7 +52,8 @@ WORKERS = int(os.environ.get("BAKERY_E2E_CLUSTER_WORKERS", "1"))
 MEMORY = "2560M"
 KERNEL_FILE = "from-the-worker.txt"
 KERNEL_TEXT = f"written in a container on the worker {uuid.uuid4()}"
-# What the VMs' cluster NICs get (bakery.cluster.ClusterNic: manager .10, worker i .(10+i)).
+# What the VMs' cluster NICs get (bakery.providers.local.cluster.ClusterNic: manager .10, worker i
+# .(10+i)).
 MANAGER_ADDRESS = "10.77.0.10"
 WORKER_ADDRESS = "10.77.0.11"
 CLUSTER_MTU = 1450

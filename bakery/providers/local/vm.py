@@ -127,7 +127,7 @@ def memory_mb(memory: str) -> int:
             size, below :data:`MIN_MEMORY`, or more than this machine has; the message names
             ``--memory``.
     """
-    from bakery.config.fields import parse_size
+    from bakery.config.units import parse_size
 
     text = str(memory).strip()
     if not _UNIT_RE.search(text):

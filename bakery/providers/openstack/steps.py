@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bakery.config.fields import parse_duration
+from bakery.config.units import parse_duration
 from bakery.config.workshop import Workshop
 from bakery.errors import UsageError
 from bakery.layout import META_STAGE, META_WORKSHOP

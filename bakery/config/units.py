@@ -1,0 +1,120 @@
+"""Sizes and durations as workshop.yaml and the command line write them: 2G, 512M, 90s, 15m, 1h."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    WithJsonSchema,
+)
+
+
+def _whole(regex: str) -> str:
+    # The JSON Schema pattern matching whole strings, as bakery.config.fields.anchored writes
+    # it (this module stands on its own: the config's lowest floor).
+    return rf"^(?:{regex})(?![\s\S])"
+
+
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in a size such as ``512M``, ``2G``, ``1.5GiB`` or a plain integer.
+
+    Raises:
+        ValueError: not a size.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.fullmatch(value)
+    if not match or len(value) > 40:
+        raise ValueError(f"{value!r} is not a size; write e.g. '512M' or '2G'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+def canonical_mem_limit(value: str | int) -> str:
+    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
+    size = parse_size(value)
+    if size < 128 * 1024**2:
+        raise ValueError(f"{value!r} is below 128M, too little for a notebook server")
+    if size > 4 * 1024**4:
+        raise ValueError(f"{value!r} is above 4T")
+    for unit in ("G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+MemSize = Annotated[
+    str | int,
+    AfterValidator(canonical_mem_limit),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _whole(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
+                {"type": "integer", "minimum": 134217728},
+            ]
+        }
+    ),
+]
+
+
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(s|m|h)?", re.IGNORECASE)
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+DURATION_HINT = "write seconds or a number with s, m or h: 90, 90s, 15m, 1h"
+
+
+# No wait or grace bakery knows of needs more than a day.
+MAX_DURATION = 86400
+
+
+def parse_duration(value: str | int | float) -> int:
+    """Whole seconds in a duration such as ``90``, ``90s``, ``15m`` or ``1.5h`` (the one parser of
+    every timeout: config fields and command-line options alike).
+
+    Raises:
+        ValueError: not a duration, or not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match or len(value) > 20:
+            raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+        seconds = round(float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()])
+    elif not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}")
+    else:
+        seconds = round(value)
+    if seconds < 1:
+        raise ValueError(f"{value!r}: a timeout must be at least 1 s")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r}: at most 24 h ({MAX_DURATION} s)")
+    return seconds
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _whole(r"[0-9]+(\.[0-9]+)? ?[smhSMH]?")},
+                {"type": "integer", "minimum": 1, "maximum": MAX_DURATION},
+            ]
+        }
+    ),
+]
