@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bakery.day import collect
-from bakery.errors import BakeryError, UsageError
+from bakery.day.targets import Hubs
+from bakery.errors import BakeryError, OutputError, UsageError
 from bakery.progress import Collector
 from bakery.ssh import Ssh, Target
 
@@ -119,7 +120,7 @@ def test_destroy_collect_refuses_to_go_on_after_a_failure(
 ) -> None:
     monkeypatch.setattr(collect, "tar_command", lambda name: ["sh", "-c", "exit 1"])
     # destroy reaches the workshop's servers in the cloud: here, one stand-in.
-    monkeypatch.setattr(collect, "targets", lambda cfg, hosts: [Target("intro-1", "vm")])
+    monkeypatch.setattr(collect, "hubs", lambda cfg, hosts: Hubs([Target("intro-1", "vm")]))
     with pytest.raises(BakeryError, match="collect failed for ada, bob; nothing deleted"):
         collect.collect_before_destroy(config_path=config, out_dir=tmp_path / "w")
 
@@ -129,3 +130,63 @@ def test_tar_command_excludes_caches() -> None:
     assert command[:4] == ["sudo", "tar", "-C", "/home"]
     assert "--exclude=.cache" in command and "--exclude=__pycache__" in command
     assert command[-2:] == ["--", "ada"]
+
+
+# --- issue 26: nothing a trainee made is lost on the way to the archive --------------------------
+
+
+def test_destroy_collect_ships_the_newer_work_and_keeps_the_earlier_archive(
+    homes: Path, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's day: `collect -o work/` at the end, then `destroy --collect work/`: the work
+    done between the two reaches the archive (it was taken as done before)."""
+    out = tmp_path / "work"
+    collect.collect(config_path=config, out_dir=out, hosts=["vm"])
+    first = (out / "ada.tar.gz").read_bytes()
+    (homes / "ada" / "after-the-first-collect.ipynb").write_bytes(b"the last hour's work\n")
+    monkeypatch.setattr(collect, "hubs", lambda cfg, hosts: Hubs([Target("intro-1", "vm")]))
+    said = Collector()
+    collect.collect_before_destroy(config_path=config, out_dir=out, progress=said)
+    ada = members(out / "ada.tar.gz")
+    assert ada["ada/after-the-first-collect.ipynb"] == b"the last hour's work\n"
+    kept = [p for p in out.iterdir() if p.name.startswith("ada.") and p.name != "ada.tar.gz"]
+    assert len(kept) == 1 and kept[0].name.endswith(".tar.gz")
+    assert kept[0].read_bytes() == first  # the earlier archive is there as it was
+    assert any("the earlier archive kept as ada." in m for m in said.messages)
+
+
+def test_destroy_collect_stops_at_a_server_it_cannot_reach(
+    homes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hubs, one SHUTOFF: its trainees are failures (not "never created"), nothing goes."""
+    config = tmp_path / "workshop.yaml"
+    config.write_text(CONFIG + "openstack: {count: 2}\n")
+    reached = Hubs([Target("intro-1", "vm")], {"intro-2": "SHUTOFF"})
+    monkeypatch.setattr(collect, "hubs", lambda cfg, hosts: reached)
+    result = collect.collect(config_path=config, out_dir=tmp_path / "w")
+    assert "cy" in result.errors and "intro-2 is SHUTOFF" in result.errors["cy"]
+    assert "never created" not in " ".join(result.skipped.values())
+    with pytest.raises(BakeryError, match="nothing deleted"):
+        collect.collect_before_destroy(config_path=config, out_dir=tmp_path / "w2")
+
+
+def test_archives_are_private_and_a_planted_link_is_not_followed(
+    homes: Path, config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "work"
+    out.mkdir(mode=0o755)  # an existing folder others may read
+    victim = tmp_path / "victim.txt"
+    victim.write_text("must stay")
+    (out / "ada.tar.gz.part").symlink_to(victim)
+    result = collect.collect(config_path=config, out_dir=out, hosts=["vm"])
+    assert sorted(result.collected) == ["ada", "bob"]
+    assert victim.read_text() == "must stay"
+    for archive in result.collected.values():
+        assert oct(archive.stat().st_mode & 0o777) == "0o600"
+
+
+def test_out_that_is_a_file_is_a_usage_error(homes: Path, config: Path, tmp_path: Path) -> None:
+    target = tmp_path / "not-a-folder"
+    target.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        collect.collect(config_path=config, out_dir=target, hosts=["vm"])

@@ -22,7 +22,14 @@ from helpers import EXAMPLES, require_tool
 
 from bakery.bake import packer
 from bakery.config.workshop import load_config
-from bakery.errors import BuildError, CloudNotConfigured, ConfigError, RenderError, ToolMissing
+from bakery.errors import (
+    BuildError,
+    CloudNotConfigured,
+    ConfigError,
+    OutputError,
+    RenderError,
+    ToolMissing,
+)
 from bakery.progress import Collector
 from bakery.vm import image
 
@@ -640,3 +647,60 @@ def test_image_archive_is_uploaded_and_loaded(
     assert variables["user_image_archive"] == str(path.parent / "images" / "nb.tar")
     _packer("validate", ".", cwd=out, env=os_env)
     _packer("fmt", "-check", ".", cwd=out)
+
+
+# --- issue 26: bakery never deletes what it did not make ------------------------------------------
+
+
+def test_a_folder_holding_the_users_files_is_refused_untouched(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`bakery packer -o .` once deleted the user's content/ and qemu-seed/ folders."""
+    cfg = load_config(write_config("name: mini\n"))
+    mine = tmp_path / "mine"
+    (mine / "content").mkdir(parents=True)
+    (mine / "content" / "lecture.ipynb").write_text("the instructor's notebook")
+    (mine / "qemu-seed").mkdir()
+    (mine / "qemu-seed" / "notes.txt").write_text("mine too")
+    (mine / "workshop.yaml").write_text("name: mini\n")
+    with pytest.raises(OutputError, match="which bakery did not write there"):
+        packer.write_packer(cfg, out_dir=mine, packer_version=OLD)
+    assert (mine / "content" / "lecture.ipynb").read_text() == "the instructor's notebook"
+    assert (mine / "qemu-seed" / "notes.txt").read_text() == "mine too"
+    assert not (mine / "image.json").exists() and not (mine / packer.MARKER).exists()
+    # Even a folder holding nothing but a content/ of the user's is not taken for bakery's.
+    only = tmp_path / "only"
+    (only / "content").mkdir(parents=True)
+    with pytest.raises(OutputError, match="content"):
+        packer.write_packer(cfg, out_dir=only, packer_version=OLD)
+
+
+def test_bakerys_own_folder_is_written_again(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    cfg = load_config(write_config("name: mini\n"))
+    out = tmp_path / "p"
+    packer.write_packer(cfg, out_dir=out, packer_version=OLD)
+    (out / "images").mkdir()  # Packer's own output may sit beside bakery's
+    (out / "packer-manifest.json").write_text("{}")
+    packer.write_packer(cfg, out_dir=out, packer_version=OLD)
+    assert (out / packer.MARKER).is_file() and (out / "image.json").is_file()
+
+
+def test_links_in_the_folder_are_never_written_through(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    cfg = load_config(write_config("name: mini\n"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("must stay")
+    out = tmp_path / "p"
+    packer.write_packer(cfg, out_dir=out, packer_version=OLD)
+    (out / "image.json").unlink()
+    (out / "image.json").symlink_to(victim)
+    with pytest.raises(OutputError, match=r"image\.json is a link"):
+        packer.write_packer(cfg, out_dir=out, packer_version=OLD)
+    assert victim.read_text() == "must stay"
+    linked = tmp_path / "linked"
+    linked.symlink_to(out)
+    with pytest.raises(OutputError, match="not a folder"):
+        packer.write_packer(cfg, out_dir=linked, packer_version=OLD)

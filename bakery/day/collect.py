@@ -1,4 +1,10 @@
-"""`bakery collect`: every trainee's home as NAME.tar.gz, streamed over ssh, resumable."""
+"""`bakery collect`: every trainee's home as NAME.tar.gz, streamed over ssh, resumable.
+
+Nothing a trainee made is lost on the way: an archive is written to ``NAME.tar.gz.part`` (a new
+file, mode 600, never through a link) and renamed when complete; `destroy --collect` collects
+every home afresh and keeps an earlier archive beside the new one; a trainee whose hub exists
+but cannot be reached is a failure, never "never created".
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,17 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bakery.config.units import parse_size
-from bakery.config.workshop import load_config
-from bakery.day.targets import targets
-from bakery.errors import BakeryError, UsageError
+from bakery.config.workshop import Workshop, load_config
+from bakery.day.targets import Hubs, hubs
+from bakery.errors import BakeryError, OutputError, UsageError
 from bakery.progress import Reporter, quiet
 from bakery.ssh import Ssh, Target
+from bakery.topology import topology
+from bakery.workshop.accounts import credentials_path, sheet_order
 
 # Caches and other files nobody wants back (tar patterns, matched at any depth).
 EXCLUDES = (
@@ -37,11 +46,13 @@ class CollectResult:
     collected: dict[str, Path] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # already there, no home
     errors: dict[str, str] = field(default_factory=dict)  # too big, ssh or tar failed
+    kept: dict[str, Path] = field(default_factory=dict)  # an earlier archive, renamed
 
     def lines(self) -> list[str]:
         """One line per trainee, then a summary."""
         out = [
             f"{name}: {path} ({path.stat().st_size:,} bytes)"
+            + (f"; the earlier archive kept as {self.kept[name].name}" if name in self.kept else "")
             for name, path in self.collected.items()
         ]
         out += [f"{name}: skipped: {why}" for name, why in self.skipped.items()]
@@ -62,6 +73,14 @@ def homes(ssh: Ssh, target: Target) -> set[str]:
     return set(done.stdout.decode(errors="replace").split())
 
 
+def _new_part(part: Path) -> int:
+    """A new, empty ``part`` (mode 600) to stream into: what is there is removed first, and a
+    link planted in its place is never followed."""
+    part.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(part, flags, 0o600)
+
+
 def stream_home(
     ssh: Ssh, target: Target, name: str, out: Path, max_bytes: int, progress: Reporter
 ) -> None:
@@ -72,7 +91,7 @@ def stream_home(
     """
     part = out.with_name(out.name + ".part")
     written = 0
-    with tempfile.TemporaryFile() as err, part.open("wb") as fh:
+    with tempfile.TemporaryFile() as err, os.fdopen(_new_part(part), "wb") as fh:
         proc = subprocess.Popen(
             ssh.argv(target, tar_command(name)), stdout=subprocess.PIPE, stderr=err
         )
@@ -103,6 +122,50 @@ def stream_home(
     os.replace(part, out)
 
 
+def _out_dir(out_dir: Path) -> None:
+    """The archives' folder, made private when new; a file or a link there is refused."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise OutputError(f"--out {out_dir}: not a folder; give a folder for the archives")
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _keep_earlier(out: Path) -> Path:
+    """Rename an earlier archive ``NAME.tar.gz`` to ``NAME.STAMP.tar.gz`` (its time, UTC)."""
+    stamp = datetime.fromtimestamp(out.lstat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = out.with_name(f"{out.name.removesuffix(SUFFIX)}.{stamp}{SUFFIX}")
+    os.replace(out, kept)
+    return kept
+
+
+@dataclass
+class _Run:
+    """One collect: how to reach the hubs, where archives go, the limits."""
+
+    ssh: Ssh
+    out_dir: Path
+    max_bytes: int
+    fresh: bool
+    progress: Reporter
+    result: CollectResult = field(default_factory=CollectResult)
+
+
+def _collect_one(run: _Run, target: Target, name: str) -> None:
+    out = run.out_dir / f"{name}{SUFFIX}"
+    if out.exists() or out.is_symlink():
+        if not run.fresh:
+            run.result.skipped[name] = f"{out} exists (delete it to collect again)"
+            return
+        run.result.kept[name] = _keep_earlier(out)
+    try:
+        stream_home(run.ssh, target, name, out, run.max_bytes, run.progress)
+    except BakeryError as exc:
+        run.result.errors[name] = f"{target.name}: {exc}"
+        return
+    run.result.errors.pop(name, None)
+    run.result.collected[name] = out
+    run.progress(f"{name}: {out.stat().st_size:,} bytes from {target.name}")
+
+
 def collect(
     *,
     config_path: Path,
@@ -110,53 +173,59 @@ def collect(
     hosts: list[str] | None = None,
     identity: Path | None = None,
     max_size: str = DEFAULT_MAX_SIZE,
+    fresh: bool = False,
     progress: Reporter = quiet,
 ) -> CollectResult:
-    """Every trainee's home from every running server into ``out_dir/NAME.tar.gz``.
+    """Every trainee's home from every running hub into ``out_dir/NAME.tar.gz`` (mode 600).
 
     Resumable: an archive already in ``out_dir`` is kept and not fetched again (a partial one is
-    ``.part`` and is fetched anew).
+    ``.part`` and is fetched anew). With ``fresh`` every home is fetched again and an earlier
+    archive is kept as ``NAME.STAMP.tar.gz`` beside the new one (`destroy --collect`). A trainee
+    whose hub exists but cannot be reached (SHUTOFF, no address) is a failure.
     """
     cfg = load_config(config_path)
     try:
         max_bytes = parse_size(max_size)
     except ValueError as exc:
         raise UsageError(f"--max-size: {exc}") from None
-    ssh = Ssh.for_workshop(cfg, config_path, identity)
-    servers = targets(cfg, hosts)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    result = CollectResult()
+    found = hubs(cfg, hosts)
+    _out_dir(out_dir)
+    run = _Run(Ssh.for_workshop(cfg, config_path, identity), out_dir, max_bytes, fresh, progress)
     wanted = cfg.users.trainees()
-    for target in servers:
-        present = homes(ssh, target)
+    for target in found.reachable:
+        present = homes(run.ssh, target)
         for name in wanted:
-            out = out_dir / f"{name}{SUFFIX}"
-            if name in result.collected or name not in present:
-                continue
-            if out.exists():
-                result.skipped[name] = f"{out} exists (delete it to collect again)"
-                continue
-            try:
-                stream_home(ssh, target, name, out, max_bytes, progress)
-            except BakeryError as exc:
-                result.errors[name] = f"{target.name}: {exc}"
-                continue
-            result.errors.pop(name, None)
-            result.collected[name] = out
-            progress(f"{name}: {out.stat().st_size:,} bytes from {target.name}")
+            if name not in run.result.collected and name in present:
+                _collect_one(run, target, name)
+    _unaccounted(run.result, wanted, cfg, config_path, found)
+    return run.result
+
+
+def _unaccounted(
+    result: CollectResult, wanted: list[str], cfg: Workshop, config_path: Path, found: Hubs
+) -> None:
+    """Say why each trainee with no archive has none. While a hub cannot be reached it is a
+    failure (their home may be there: the one they were placed on, or one an older count
+    made); only with every hub reached is "no home anywhere" a trainee never created."""
+    home = topology(cfg, sheet_order(credentials_path(config_path))).placement
+    down = "; ".join(f"{name} is {why}" for name, why in found.unreachable.items())
     for name in wanted:
-        if (
-            name not in result.collected
-            and name not in result.skipped
-            and name not in result.errors
-        ):
+        if name in result.collected or name in result.skipped or name in result.errors:
+            continue
+        if down:
+            result.errors[name] = (
+                f"not collected: their home may be on a server that cannot be reached ({down}; "
+                f"placed on {home.get(name, 'unknown')}); start it (`openstack server start "
+                "NAME`, then `bakery status`) and collect again"
+            )
+        else:
             result.skipped[name] = "no home on any server (never created)"
-    return result
 
 
 def collect_before_destroy(*, config_path: Path, out_dir: Path, progress: Reporter = quiet) -> None:
-    """`destroy --collect DIR`: collect every home first; raise (nothing deleted) on a failure."""
-    result = collect(config_path=config_path, out_dir=out_dir, progress=progress)
+    """`destroy --collect DIR`: collect every home afresh first; raise (nothing deleted) when
+    one could not be collected or its server could not be reached."""
+    result = collect(config_path=config_path, out_dir=out_dir, fresh=True, progress=progress)
     for line in result.lines():
         progress(line)
     if result.errors:

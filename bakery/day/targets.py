@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from bakery.config.workshop import Workshop
 from bakery.errors import UsageError
 from bakery.providers.openstack.api import connect
@@ -11,9 +13,17 @@ from bakery.ssh import Target, parse_host
 from bakery.workshop.names import worker_number
 
 
-def cloud_targets(cfg: Workshop) -> list[Target]:
-    """The workshop's ACTIVE servers that hold accounts (the hubs; a swarm's workers hold none),
-    each with an address (the floating IP when there is one).
+@dataclass
+class Hubs:
+    """The workshop's hubs as ssh finds them: the ones it can reach, and the others with why."""
+
+    reachable: list[Target] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # server name -> why
+
+
+def cloud_hubs(cfg: Workshop) -> Hubs:
+    """The workshop's servers that hold accounts (the hubs; a swarm's workers hold none): the
+    ACTIVE ones with an address (the floating IP when there is one), and the others.
 
     Every hub the cloud has counts, also one a smaller ``openstack.count`` no longer names: its
     trainees' homes are still there.
@@ -23,14 +33,29 @@ def cloud_targets(cfg: Workshop) -> list[Target]:
         (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
         for ip in workshop_floating_ips(conn, cfg)
     }
-    out = []
+    hubs = Hubs()
     for server in workshop_servers(conn, cfg):
         if worker_number(cfg, server.name) is not None:
             continue
         ip = fips.get(server.id) or next(iter(addresses(server)), None)
         if server.status == "ACTIVE" and ip:
-            out.append(Target(server.name, ip))
-    return out
+            hubs.reachable.append(Target(server.name, ip))
+        else:
+            hubs.unreachable[server.name] = (
+                f"{server.status}" if server.status != "ACTIVE" else "ACTIVE without an address"
+            )
+    return hubs
+
+
+def cloud_targets(cfg: Workshop) -> list[Target]:
+    """The workshop's reachable hubs (see :func:`cloud_hubs`)."""
+    return cloud_hubs(cfg).reachable
+
+
+def hubs(cfg: Workshop, hosts: list[str] | None = None) -> Hubs:
+    """``--host`` targets when given (all reachable as far as bakery knows), else the workshop's
+    hubs in the cloud."""
+    return Hubs([parse_host(h) for h in hosts]) if hosts else cloud_hubs(cfg)
 
 
 def targets(cfg: Workshop, hosts: list[str] | None = None) -> list[Target]:
