@@ -20,7 +20,7 @@ import pytest
 import yaml
 from helpers import EXAMPLES, require_tool
 
-from bakery.bake import packer
+from bakery.bake import folder, packer
 from bakery.config.workshop import load_config
 from bakery.errors import (
     BuildError,
@@ -667,7 +667,7 @@ def test_a_folder_holding_the_users_files_is_refused_untouched(
         packer.write_packer(cfg, out_dir=mine, packer_version=OLD)
     assert (mine / "content" / "lecture.ipynb").read_text() == "the instructor's notebook"
     assert (mine / "qemu-seed" / "notes.txt").read_text() == "mine too"
-    assert not (mine / "image.json").exists() and not (mine / packer.MARKER).exists()
+    assert not (mine / "image.json").exists() and not (mine / folder.MARKER).exists()
     # Even a folder holding nothing but a content/ of the user's is not taken for bakery's.
     only = tmp_path / "only"
     (only / "content").mkdir(parents=True)
@@ -684,7 +684,7 @@ def test_bakerys_own_folder_is_written_again(
     (out / "images").mkdir()  # Packer's own output may sit beside bakery's
     (out / "packer-manifest.json").write_text("{}")
     packer.write_packer(cfg, out_dir=out, packer_version=OLD)
-    assert (out / packer.MARKER).is_file() and (out / "image.json").is_file()
+    assert (out / folder.MARKER).is_file() and (out / "image.json").is_file()
 
 
 def test_links_in_the_folder_are_never_written_through(

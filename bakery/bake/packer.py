@@ -20,9 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from bakery import layout
+from bakery.bake.folder import VARS_FILE, claim_folder, write_file
 from bakery.config.workshop import DEFAULT_LOGIN_USER, Workshop, load_config
-from bakery.errors import BuildError, ConfigError, OutputError, RenderError, ToolMissing, UsageError
-from bakery.files import write_private
+from bakery.errors import BuildError, ConfigError, RenderError, ToolMissing, UsageError
 from bakery.progress import Reporter, quiet
 from bakery.providers.local import seed
 from bakery.templates import render as render_template
@@ -42,9 +42,6 @@ PLUGINS = {
 PLUGINS_MIN_VERSION = (1, 7, 0)
 # The throwaway user the qemu build logs in as; deleted as the build VM powers off.
 QEMU_BUILD_USER = "packer"
-# The values of the build; Packer (1.6 too) reads *.auto.pkrvars.json by itself and takes its
-# strings literally (no ${} or %{} interpolation), so json.dumps is the whole encoder.
-VARS_FILE = "bakery.auto.pkrvars.json"
 INSTALL_ADVICE = (
     "Packer is not installed (no `packer` on PATH). Install it: `apt-get install packer` "
     "(Debian 12: 1.6.6), or HashiCorp's package from "
@@ -183,55 +180,6 @@ def qemu_user_data(bake_user_data: bytes, ssh_public_key: str | None) -> bytes:
     return outer.as_bytes(policy=email.policy.compat32)
 
 
-# The output folder is bakery's only where it says so: this file marks it, and lists what bakery
-# writes there (replaced at every write); Packer's own outputs may sit beside them. Anything else
-# in the folder is the user's: bakery refuses the folder rather than touch it.
-MARKER = ".bakery-packer"
-WRITTEN = frozenset(
-    {MARKER, "bakery.pkr.hcl", VARS_FILE, "bakery.auto.pkrvars.hcl", "plugins.pkr.hcl",
-     "bake-user-data", "image.json", "scripts", "content", "qemu-seed"}
-)  # fmt: skip
-PACKER_OUTPUTS = frozenset({"images", "packer-manifest.json", "packer_cache", "crash.log"})
-# What an unmarked folder (bakery's before the marker) may hold: bakery's file names, none of
-# the folders it replaces whole (a user's own content/ must never be taken for bakery's).
-UNMARKED = WRITTEN - {MARKER, "scripts", "content", "qemu-seed"}
-
-
-def claim_folder(out: Path) -> None:
-    """Make ``out`` bakery's Packer folder: new, empty, or marked by an earlier write.
-
-    Raises:
-        OutputError: ``out`` is a link or not a folder, holds files bakery did not write, or one
-            of bakery's own names there is a link (it would be written through).
-    """
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise OutputError(f"-o {out}: not a folder (or a link); give a new or empty folder")
-    if out.exists():
-        marked = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
-        entries = {p.name for p in out.iterdir()}
-        others = sorted(entries - PACKER_OUTPUTS - (WRITTEN if marked else UNMARKED))
-        if others:
-            listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            raise OutputError(
-                f"-o {out}: it holds {listed}, which bakery did not write there; give a new or "
-                "empty folder (bakery replaces only what it wrote, and never deletes the rest)"
-            )
-        links = sorted(n for n in entries & WRITTEN if (out / n).is_symlink())
-        if links:
-            raise OutputError(f"-o {out}: {', '.join(links)} is a link; remove it and run again")
-    out.mkdir(parents=True, exist_ok=True)
-    _write(
-        out / MARKER, "bakery writes here (bakery packer / bake); it replaces only its own files\n"
-    )
-
-
-def _write(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
-    """Replace ``path`` with ``data`` (atomically, never through a link)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, data, mode=mode)
-    return path
-
-
 def _context(cfg: Workshop, variables: dict[str, Any]) -> dict[str, Any]:
     """What bakery.pkr.hcl.j2 and plugins.pkr.hcl.j2 need."""
     qemu = cfg.bake.qemu_base_image is not None
@@ -321,18 +269,18 @@ def write_packer(
     ctx = _context(cfg, variables) | _content_context(cfg, Path(config_dir), out)
     (out / "bakery.auto.pkrvars.hcl").unlink(missing_ok=True)  # bakery < 0.2 wrote HCL values
     written = [
-        _write(out / "bakery.pkr.hcl", render_template("packer/bakery.pkr.hcl.j2", **ctx)),
-        _write(out / VARS_FILE, variables_json(variables)),
+        write_file(out / "bakery.pkr.hcl", render_template("packer/bakery.pkr.hcl.j2", **ctx)),
+        write_file(out / VARS_FILE, variables_json(variables)),
     ]
     plugins = out / "plugins.pkr.hcl"
     if needs_plugins(packer_version):
-        written.append(_write(plugins, render_template("packer/plugins.pkr.hcl.j2", **ctx)))
+        written.append(write_file(plugins, render_template("packer/plugins.pkr.hcl.j2", **ctx)))
     else:
         plugins.unlink(missing_ok=True)  # left from a render for a newer Packer
-    written.append(_write(out / "bake-user-data", bake_user_data))
-    written.append(_write(out / "image.json", image.record_json(rec)))
-    written.append(_write(out / "scripts" / "wait-cloud-init.sh", image.wait_script(), 0o755))
-    written.append(_write(out / "scripts" / "clean.sh", image.clean_script(), 0o755))
+    written.append(write_file(out / "bake-user-data", bake_user_data))
+    written.append(write_file(out / "image.json", image.record_json(rec)))
+    written.append(write_file(out / "scripts" / "wait-cloud-init.sh", image.wait_script(), 0o755))
+    written.append(write_file(out / "scripts" / "clean.sh", image.clean_script(), 0o755))
     written += [out / "content" / Path(u["target"]).name for u in ctx["content_uploads"]]
     return written + _write_seed(
         cfg, out / "qemu-seed", ctx["qemu"], bake_user_data, ssh_public_key
@@ -348,8 +296,8 @@ def _write_seed(
         return []
     meta = seed.meta_data(f"bakery-{cfg.name}-build", f"{cfg.name}-build")
     return [
-        _write(folder / "meta-data", meta),
-        _write(folder / "user-data", qemu_user_data(bake_user_data, ssh_public_key)),
+        write_file(folder / "meta-data", meta),
+        write_file(folder / "user-data", qemu_user_data(bake_user_data, ssh_public_key)),
     ]
 
 
