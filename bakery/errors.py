@@ -60,6 +60,11 @@ class BuildError(BakeryError):
     """A golden-image bake failed (Packer, the openstacksdk builder, the chroot builder)."""
 
 
+class SidecarError(UsageError, BuildError):
+    """An image file's bake sidecar (``FILE.bakery.json``) is missing or not bakery's: bad
+    input (exit 2), about a bake."""
+
+
 class ChrootError(BuildError):
     """The chroot builder could not apply the bake stage to the image's filesystem."""
 

@@ -454,6 +454,8 @@ def test_a_failed_worker_removes_what_the_run_made(fake: FakeCloud, tmp_path: Pa
         (False, ["scale", "--workers", "2"], "scale: workshop intro is not a cluster"),
         (True, ["scale", "--workers", "0"], "--workers 0: a cluster keeps at least 1 worker"),
         (True, ["scale", "--workers", "-3"], "--workers -3: a cluster keeps at least 1 worker"),
+        (True, ["scale", "--workers", "500"], "--workers 500: a cluster keeps at least 1 worker"),
+        (True, ["launch", "--hub-timeout", "48h"], "--hub-timeout: '48h': at most 24 h"),
     ],
 )
 def test_bad_combinations_are_refused_before_anything_is_made(

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,21 @@ def test_the_hub_takes_the_command_from_the_file_when_there_is_one(tmp_path: Pat
         exec(block.replace(USER_IMAGE_CMD, str(cmd_file)), {"c": c, "json": json})
         # Without the file the trait stays unset: dockerspawner asks docker, as before.
         assert c.BakerySwarmSpawner.get("cmd") == (["jupyterhub-singleuser"] if present else None)
+
+
+def test_every_worker_powers_off_with_the_workshop(cluster: tuple[Any, list[Any]]) -> None:
+    """Issue 26: only the manager had the expiry timer; workers ran (and cost) after the class."""
+    from bakery.layout import EXPIRY_FILE, EXPIRY_UNITS, SCRIPT_DIR
+
+    cfg, _ = cluster
+    ended = cfg.model_copy(update={"ends": datetime.fromisoformat("2031-05-01T17:00:00+02:00")})
+    doc = build_cloud_config(ended, stage="boot", role="worker")
+    written = files(doc)
+    assert json.loads(written[EXPIRY_FILE])["power_off"] > 0
+    assert f"{SCRIPT_DIR}/expiry.py" in written
+    assert all(f"/etc/systemd/system/{unit}" in written for unit in EXPIRY_UNITS)
+    assert ["systemctl", "enable", "--now", EXPIRY_UNITS[1]] in doc["runcmd"]
+    # Without ends, nothing of it.
+    plain = build_cloud_config(cfg, stage="boot", role="worker")
+    assert EXPIRY_FILE not in files(plain)
+    assert all(EXPIRY_UNITS[1] not in cmd for cmd in plain["runcmd"])

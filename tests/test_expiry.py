@@ -249,3 +249,33 @@ def test_launch_refuses_an_ended_workshop_even_without_checks(tmp_path: Path) ->
     config.write_text("name: ok\nends: '2020-01-01T09:00:00Z'\nopenstack: {image: x}\n")
     with pytest.raises(UsageError, match="ended at 2020-01-01 09:00"):
         launch(config_path=config)
+
+
+# --- issue 26: an ended workshop is refused where a VM would come of it ---------------------------
+
+
+def test_render_try_and_the_dry_run_refuse_an_ended_workshop_and_validate_fails_it(
+    tmp_path: Path,
+) -> None:
+    from bakery.errors import UsageError
+    from bakery.providers.local import trial
+    from bakery.providers.openstack.plan import dry_run
+    from bakery.vm.validate import validate_workshop
+    from bakery.vm.write import render_to
+
+    past = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0).isoformat()
+    config = tmp_path / "workshop.yaml"
+    config.write_text(f"name: gone\nends: {past}\n")
+    for attempt in (
+        lambda: render_to(config_path=config, stage="boot"),
+        lambda: trial.up(config, image=tmp_path / "x.qcow2", run_dir=tmp_path / "run"),
+        lambda: dry_run(config_path=config),
+    ):
+        with pytest.raises(UsageError, match=r"ends: workshop gone ended at .*set a later ends"):
+            attempt()
+    assert not (tmp_path / "run").exists()
+    # The bake stage holds no date: a golden image can be baked for a later class.
+    assert render_to(config_path=config, stage="bake").data.startswith(b"#cloud-config")
+    report = validate_workshop(config_path=config)
+    assert not report.ok()
+    assert [c.name for c in report.checks if c.status == "failed"] == ["dates"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from bakery.bake import upload
 from bakery.cli import main as cli
 from bakery.config.units import parse_duration
 from bakery.config.workshop import load_config
-from bakery.errors import CloudError, UsageError
+from bakery.errors import CloudError, SidecarError, UsageError
 from bakery.progress import Collector
 from bakery.providers.openstack import launch as launch_mod
 from bakery.providers.openstack import servers as servers_mod
@@ -346,3 +348,32 @@ def test_cli_launch_takes_duration_options(
     assert out.exit_code == 0, out.output
     assert (seen["hub_timeout"], seen["active_timeout"]) == ("1h", "600")
     assert f"bakery credentials {config}" in out.stdout
+
+
+# --- issue 26: an upload takes only what bakery baked ---------------------------------------------
+
+
+def test_a_file_that_is_not_qcow2_is_not_uploaded(fake: FakeCloud, golden: Path) -> None:
+    """An HTML page saved as golden.qcow2 (a failed download) once went to Glance."""
+    golden.write_bytes(b"<!DOCTYPE html><html>404 Not Found</html>\n")
+    with pytest.raises(UsageError, match="not a qcow2 image") as exc:
+        upload.upload(config_path=golden.parent / "workshop.yaml", image_file=golden)
+    assert exc.value.exit_code == 2
+    assert fake.calls("POST", r"/images$") == []
+
+
+def test_a_fifo_sidecar_is_refused_without_hanging(golden: Path) -> None:
+    sidecar = image.sidecar_path(golden)
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    with pytest.raises(SidecarError, match="not a bake sidecar"):
+        image.read_sidecar(golden)
+
+
+def test_a_sidecar_whose_record_is_not_an_object_is_bad_input(golden: Path) -> None:
+    sidecar = image.sidecar_path(golden)
+    data = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**data, "record": "oops"}))
+    with pytest.raises(SidecarError, match="record and properties as objects") as exc:
+        image.read_sidecar(golden)
+    assert exc.value.exit_code == 2

@@ -209,6 +209,27 @@ def _check_workshop(cfg: Workshop, rec: dict[str, Any], where: Path, progress: R
         )
 
 
+# The first bytes of a qcow2 image ("QFI" and 0xfb): what Glance would otherwise take on trust.
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def check_format(image_file: Path, disk_format: str) -> None:
+    """Refuse a file that is not the image its sidecar says (an HTML page saved as .qcow2).
+
+    Raises:
+        UsageError: a qcow2 sidecar on a file without qcow2's magic bytes.
+    """
+    if disk_format != "qcow2":
+        return
+    with image_file.open("rb") as fh:
+        head = fh.read(len(QCOW2_MAGIC))
+    if head != QCOW2_MAGIC:
+        raise UsageError(
+            f"{image_file}: not a qcow2 image (its first bytes are {head!r}); upload the file "
+            "`bakery bake --builder chroot` wrote, or bake again"
+        )
+
+
 def upload(*, config_path: Path, image_file: Path, progress: Reporter = quiet) -> image.BakeResult:
     """Put a chroot- or qemu-baked ``image_file`` into the config's cloud as a golden image.
 
@@ -217,8 +238,9 @@ def upload(*, config_path: Path, image_file: Path, progress: Reporter = quiet) -
     """
     cfg = load_config(config_path)
     if not image_file.is_file():
-        raise UsageError(f"{image_file}: no such image file")
+        raise UsageError(f"{image_file}: no such image file (a regular file)")
     data = image.read_sidecar(image_file)
+    check_format(image_file, str(data.get("disk_format", "qcow2")))
     _check_workshop(cfg, dict(data["record"]), image_file, progress)
     return upload_file(connect(cfg), image_file, data, progress)
 

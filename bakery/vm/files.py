@@ -160,9 +160,25 @@ def role_file(role: Role, manager_runs_servers: bool = False) -> VmFile:
     return VmFile(CLUSTER_ROLE_FILE.format(role=role), content)
 
 
-def worker_boot_files(ctx: dict[str, Any]) -> list[VmFile]:
-    """A swarm worker's boot stage: its role and the admin's sshd policy; no hub, no accounts."""
-    return [role_file("worker"), VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx))]
+def expiry_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """With ``ends``: the moments, the script that powers the VM off after them, its timer.
+    Every machine of a workshop gets them (a swarm's workers too: they would run, and cost,
+    after the class)."""
+    ends = expiry.expiry(cfg)
+    if ends is None:
+        return []
+    files = [VmFile(EXPIRY_FILE, ends.vm_json()), _script("expiry.py", ctx)]
+    return files + [_unit(name, ctx) for name in EXPIRY_UNITS]
+
+
+def worker_boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """A swarm worker's boot stage: its role, the admin's sshd policy and the workshop's expiry;
+    no hub, no accounts."""
+    return [
+        role_file("worker"),
+        VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
+        *expiry_files(cfg, ctx),
+    ]
 
 
 def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
@@ -177,10 +193,7 @@ def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
         VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
     ]
-    ends = expiry.expiry(cfg)
-    if ends is not None:
-        files += [VmFile(EXPIRY_FILE, ends.vm_json()), _script("expiry.py", ctx)]
-        files += [_unit(name, ctx) for name in EXPIRY_UNITS]
+    files += expiry_files(cfg, ctx)
     files += [
         VmFile(f.path, f.content, f.permissions.rjust(4, "0"), f.owner, defer=True)
         for f in cfg.files

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bakery import layout, versions
 from bakery.config.workshop import Workshop
-from bakery.errors import (
-    BuildError,
-)
+from bakery.errors import SidecarError
 from bakery.files import write_private
 from bakery.templates import Quoted
 from bakery.templates import render as render_template
@@ -30,6 +29,7 @@ RECORD_PATH = layout.RECORD_PATH
 # Beside a file image (``golden.qcow2`` -> ``golden.qcow2.bakery.json``): the record, the name
 # and the Glance properties, so an upload gives the image what a cloud bake would have.
 SIDECAR_SUFFIX = ".bakery.json"
+SIDECAR_MAX_BYTES = 1024 * 1024
 # Glance property keys bakery owns; the record's own keys, in order (the rest are components).
 PROPERTY_PREFIX = "bakery_"
 RECORD_KEYS = ("bakery_version", "workshop", "os", "config_sha256")
@@ -259,18 +259,28 @@ def read_sidecar(image_file: str | Path) -> dict[str, Any]:
     """The sidecar of ``image_file`` (for an upload).
 
     Raises:
-        BuildError: there is none, or it is not a bakery sidecar.
+        SidecarError: there is none, or it is not a bakery sidecar (exit 2).
     """
     path = sidecar_path(image_file)
+    advice = "bake the image with `bakery bake --builder chroot` or `--only qemu`"
     try:
+        # Only a regular file of a sidecar's size is read: a FIFO would block the read forever.
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SIDECAR_MAX_BYTES:
+            raise SidecarError(f"{path}: not a bake sidecar (a regular JSON file); {advice}")
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise BuildError(
-            f"{path}: cannot read the bake sidecar of {image_file} ({exc}); bake the image with "
-            "`bakery bake --builder chroot` or `--only qemu`"
+        raise SidecarError(
+            f"{path}: cannot read the bake sidecar of {image_file} ({exc}); {advice}"
         ) from None
-    if not isinstance(data, dict) or not {"image_name", "record", "properties"} <= set(data):
-        raise BuildError(f"{path}: not a bakery sidecar (image_name, record, properties)")
+    shapes = {"image_name": str, "record": dict, "properties": dict}
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(key), kind) for key, kind in shapes.items()
+    ):
+        raise SidecarError(
+            f"{path}: not a bakery sidecar (image_name, and record and properties as objects); "
+            + advice
+        )
     return data
 
 

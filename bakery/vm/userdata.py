@@ -105,11 +105,14 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
 
 
 def _worker_runcmd(cfg: Workshop) -> list[list[str]]:
-    return [
+    cmds = [
         ["systemctl", "daemon-reload"],
         ["systemctl", "try-reload-or-restart", "ssh"],
         ["systemctl", "enable", "--now", *worker_units(cfg)],
     ]
+    if cfg.ends is not None:
+        cmds.append(["systemctl", "enable", "--now", EXPIRY_UNITS[1]])
+    return cmds
 
 
 def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
@@ -223,7 +226,7 @@ def build_cloud_config(
         files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     if with_boot:
         ctx = context(cfg, accounts)
-        files += worker_boot_files(ctx) if worker else boot_files(cfg, ctx)
+        files += worker_boot_files(cfg, ctx) if worker else boot_files(cfg, ctx)
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:

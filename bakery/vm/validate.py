@@ -21,6 +21,7 @@ from bakery.config.workshop import Workshop, load_config
 from bakery.layout import NGINX_SITE, TLS_DIR, UNIT_DIR
 from bakery.vm.stages import STAGES, Stage
 from bakery.vm.userdata import UserData, render_user_data
+from bakery.workshop import expiry
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, preview_accounts
 
 Status = Literal["ok", "failed", "missing"]
@@ -277,6 +278,10 @@ def validate_workshop(*, config_path: Path) -> Report:
     accounts = ensure_credentials(cfg, sheet) if sheet.exists() else preview_accounts(cfg)
     report = check_workshop(cfg, accounts)
     report.checks.insert(0, Check(f"config {config_path}", "ok"))
+    if expiry.ended(cfg):
+        # Valid documents, but a VM booted from them refuses its trainees and powers off.
+        ended = expiry.describe(cfg) or "ended"
+        report.checks.insert(1, Check("dates", "failed", f"{ended}; set a later ends to use it"))
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         report.checks += check_builder_scripts(cfg, Path(tmp))
     return report

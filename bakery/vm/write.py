@@ -12,6 +12,7 @@ from bakery.topology import topology
 from bakery.vm.stages import STAGES, Role, Stage
 from bakery.vm.userdata import UserData, render_user_data
 from bakery.workshop.accounts import credentials_path, ensure_credentials
+from bakery.workshop.expiry import refuse_if_ended
 
 
 def user_data_for(
@@ -29,6 +30,8 @@ def user_data_for(
     if stage not in STAGES:
         raise BakeryError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
     cfg = load_config(config_path)
+    if stage != "bake":
+        refuse_if_ended(cfg)  # a VM booted from it would refuse its trainees and power off
     if role == "worker" and not topology(cfg).workers:
         raise UsageError(
             f"--role worker: {config_path} has no cluster (set cluster.engine: swarm, or leave "

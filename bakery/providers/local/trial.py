@@ -23,6 +23,7 @@ from bakery.providers.local.kvm import Accel, Accelerator, choose_accel
 from bakery.topology import Machine, Topology, topology
 from bakery.vm.userdata import machine_documents
 from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
+from bakery.workshop.expiry import refuse_if_ended
 
 # A hub VM of its own: the OS, JupyterHub, the proxy, nginx and a few servers. A cluster's VMs
 # share this machine: each gets less (the workers run the servers, the manager the hub).
@@ -117,6 +118,7 @@ def up(
     """
     config_path = Path(config_path)
     cfg = load_config(config_path)
+    refuse_if_ended(cfg)  # its VMs would refuse every trainee and power off
     creds = credentials_path(config_path).resolve()
     topo = topology(cfg, sheet_order(creds), workers=workers, trial=True)
     opts = Options(image, stage, https_port, ssh_port, memory or default_memory(topo), cpus)

@@ -19,6 +19,7 @@ from bakery.topology import Topology, topology, workshop_config
 from bakery.vm.image import image_stage
 from bakery.vm.stages import Stage
 from bakery.workshop.accounts import credentials_path, preview_accounts, sheet_order
+from bakery.workshop.expiry import refuse_if_ended
 from bakery.workshop.names import key_name
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ def dry_run(
 ) -> tuple[CheckReport, LaunchPlan]:
     """`launch --dry-run`: the checks and the plan, over one connection."""
     cfg = workshop_config(config_path, count)
+    refuse_if_ended(cfg)  # before the cloud: launch would refuse it too
     conn = connect(cfg)  # no cloud, no plan: its own message says how to configure one
     report = run_checks(cfg, image or cfg.openstack.image, conn=conn)
     plan = plan_launch(config_path=config_path, image=image, count=count, stage=stage, conn=conn)

@@ -37,6 +37,8 @@ LIVE_TASK_STATES = frozenset(
     {"new", "pending", "assigned", "accepted", "ready", "preparing", "starting", "running"}
 )
 DRAIN_TIMEOUT = 600.0
+# cluster.workers' own bound (bakery.config.sections.Cluster).
+MAX_WORKERS = 50
 
 
 @dataclass
@@ -87,8 +89,11 @@ def scale(
     Raises:
         UsageError: not a cluster, N below 1, or no manager to scale.
     """
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: a cluster keeps at least 1 worker")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(
+            f"--workers {workers}: a cluster keeps at least 1 worker and at most {MAX_WORKERS} "
+            "(cluster.workers' range)"
+        )
     cfg = load_config(config_path)
     refuse_unless_swarm(cfg, "scale")
     conn = connect(cfg)
