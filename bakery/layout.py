@@ -48,8 +48,15 @@ DOCKER_NETWORK = "jupyterhub"
 DOCKER_BRIDGE = "br-jupyterhub"
 PROXY_PORT, PROXY_API_PORT, HUB_PORT = 8000, 8001, 8081
 
+# The trainees' homes: an XFS filesystem of their own (a loop image on the root disk, made at
+# first boot), mounted on /home with project quotas; what each home may hold and who is exempt.
+HOMES_IMAGE = "/var/lib/bakery/homes.xfs"
+HOMES_FILE = "/etc/bakery/homes.json"
+HOMES_UNIT = "bakery-homes.service"
+
 # The systemd units bakery installs, in the order they start.
 UNITS = (
+    HOMES_UNIT,
     "bakery-firewall.service",
     "bakery-tls.service",
     "jupyterhub-secrets.service",
@@ -88,6 +95,8 @@ CLUSTER_META_SECRET = "bakery_cluster_secret"  # noqa: S105 (a key's name)
 CLUSTER_META_MANAGER = "bakery_manager"
 # The manager's join-token service (swarm-token.py), for cluster members only.
 SWARM_TOKEN_PORT = 2378
+# It rotates the worker join token once this long has passed without a worker asking for it.
+SWARM_TOKEN_ROTATE_AFTER = 300
 # What the cluster's members open to each other, and only to each other: swarm management, node
 # gossip, the overlay's VXLAN, NFS, the join token and the hub's API (servers on workers).
 CLUSTER_PORTS = (
@@ -122,6 +131,7 @@ MANAGED_FILES = frozenset(
         LOGIN_DEFS,
         RECORD_PATH,
         EXPIRY_FILE,
+        HOMES_FILE,
         *(CLUSTER_ROLE_FILE.format(role=role) for role in ("manager", "worker")),
         *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT, *EXPIRY_UNITS)),
         *(f"{UNIT_DIR}/{unit}" for unit in CLUSTER_UNITS),

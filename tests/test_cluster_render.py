@@ -26,6 +26,7 @@ from bakery.layout import (
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_CMD,
 )
+from bakery.templates import render
 from bakery.vm.userdata import build_cloud_config
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 
@@ -307,3 +308,46 @@ def test_every_worker_powers_off_with_the_workshop(cluster: tuple[Any, list[Any]
     plain = build_cloud_config(cfg, stage="boot", role="worker")
     assert EXPIRY_FILE not in files(plain)
     assert all(EXPIRY_UNITS[1] not in cmd for cmd in plain["runcmd"])
+
+
+def test_a_swarm_node_holds_its_engine_back(cluster: tuple[Any, list[Any]]) -> None:
+    """Issue 26: a docker restart (an unattended upgrade) stops every server of a swarm node."""
+    cfg, _ = cluster
+    runcmd = build_cloud_config(cfg, stage="bake")["runcmd"]
+    assert ["apt-mark", "hold", "docker.io", "containerd", "runc"] in runcmd
+    plain = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"engine": "none"})})
+    assert all(c[:1] != ["apt-mark"] for c in build_cloud_config(plain, stage="bake")["runcmd"])
+
+
+def test_the_join_token_is_rotated_once_the_workers_are_quiet(
+    cluster: tuple[Any, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: the worker join token is rotated once no worker has asked for a while."""
+    import types
+
+    from bakery.vm.context import context
+
+    cfg, _ = cluster
+    code = render("cloudinit/swarm-token.py.j2", **context(cfg))
+    token = types.ModuleType("swarm_token")
+    exec(compile(code, "swarm-token.py", "exec"), token.__dict__)
+    clock = [1000.0]
+    ran: list[list[str]] = []
+    token.time = types.SimpleNamespace(monotonic=lambda: clock[0], sleep=lambda s: None)
+    token.subprocess = types.SimpleNamespace(
+        run=lambda argv, **kw: ran.append(argv) or subprocess.CompletedProcess(argv, 0, "", "")
+    )
+    rotation = token.ROTATION
+    assert not rotation.due(clock[0])  # nothing handed out yet: nothing to rotate
+    rotation.note()
+    clock[0] += token.ROTATE_AFTER - 1
+    assert not rotation.due(clock[0])  # a worker may still be joining with it
+    clock[0] += 2
+    assert rotation.due(clock[0]) and not rotation.due(clock[0])  # once
+    rotation.note()
+    clock[0] += token.ROTATE_AFTER + 1
+    calls = iter([None])
+    token.time.sleep = lambda s: next(calls)  # one look, then stop the loop
+    with pytest.raises(StopIteration):
+        token.rotate_when_quiet()
+    assert ran == [["docker", "swarm", "join-token", "--rotate", "--quiet", "worker"]]

@@ -59,6 +59,7 @@ def workshops(draw: st.DrawFn) -> dict[str, Any]:
         "spawner": {
             "kind": draw(st.sampled_from(["docker", "systemd"])),
             "mem_limit": draw(st.sampled_from(["512M", "2G", "1536M", 2**30])),
+            "disk_limit": draw(st.sampled_from(["auto", "64M", "2G", 2**31])),
             "cpu_limit": draw(st.floats(0.1, 8, allow_nan=False)),
             "idle_cull_minutes": draw(st.integers(0, 600)),
         },
@@ -119,6 +120,7 @@ VALID: dict[tuple[str, ...], str] = {
     ("spawner", "image_archive", "env", "{key}"): "PATH",
     ("spawner", "image_archive", "env", "{value}"): "/usr/bin:/bin",
     ("spawner", "mem_limit"): "2G",
+    ("spawner", "disk_limit"): "3G",
     ("spawner", "network_subnet"): "10.20.0.0/24",
     ("tls", "domain"): "hub.example.org",
     ("tls", "email"): "me@example.org",

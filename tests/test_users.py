@@ -269,8 +269,14 @@ def run_program(
 ) -> tuple[Any, list[list[str]], list[tuple[str, int]]]:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    quota = tmp_path / "homes.py"
+    quota.touch()
     program = render(
-        "cloudinit/bakery-users.py.j2", bakery_version="t", api_url=hub, api_token_file=str(token)
+        "cloudinit/bakery-users.py.j2",
+        bakery_version="t",
+        api_url=hub,
+        api_token_file=str(token),
+        homes_script=str(quota),
     )
     ran: list[list[str]] = []
     chmods: list[tuple[str, int]] = []
@@ -307,6 +313,7 @@ def test_vm_program_adds_accounts_and_hub_users(
     answer, ran, chmods = run_program(hub, tmp_path, monkeypatch, request, {"ada"})
     assert ran == [
         ["useradd", "-m", "-s", "/bin/bash", "-p", "$6$x", "zoe"],
+        [sys.executable, str(tmp_path / "homes.py"), "quota"],  # the new home's disk quota
         ["usermod", "-p", "$6$y", "ada"],
     ]
     assert chmods == [("/home/zoe", 0o700)]

@@ -40,7 +40,7 @@ from bakery.config.fields import (
     Version,
     check_username,
 )
-from bakery.config.units import MemSize
+from bakery.config.units import DiskSize, MemSize
 from bakery.errors import FieldError
 
 # --- sections -----------------------------------------------------------------------------------
@@ -228,6 +228,14 @@ class Spawner(StrictModel):
         "instead of pulling it (docker only).",
     )
     mem_limit: MemSize = Field("2G", description="Memory per trainee (128M-4T), e.g. 2G.")
+    disk_limit: DiskSize = Field(
+        "auto",
+        description="Disk per trainee's home, enforced by the filesystem (a project quota on "
+        "the homes' own XFS filesystem, both spawners, a swarm's NFS homes too), e.g. 2G; "
+        "auto: what `bakery size` counts per home (0.5 GB plus openstack.data_gb_per_user); "
+        "none: no quota (the homes stay on the root filesystem; one trainee can fill it). "
+        "Admins' homes have no quota.",
+    )
     cpu_limit: Annotated[float, Field(gt=0, le=256)] = Field(1.0, description="CPUs per trainee.")
     idle_cull_minutes: Annotated[int, Field(ge=0, le=10080)] = Field(
         60, description="Stop servers idle this long (files stay); 0: never."

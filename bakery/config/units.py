@@ -54,6 +54,37 @@ def canonical_mem_limit(value: str | int) -> str:
     return str(size)
 
 
+def canonical_disk_limit(value: str | int) -> str:
+    """A per-trainee disk limit (16M to 16T, ``auto`` or ``none``) in a canonical form (``2G``)."""
+    if value in ("auto", "none"):
+        return str(value)
+    size = parse_size(value)
+    if size < 16 * 1024**2:
+        raise ValueError(f"{value!r} is below 16M, too little for a home with a notebook")
+    if size > 16 * 1024**4:
+        raise ValueError(f"{value!r} is above 16T")
+    for unit in ("G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+# A home's quota: auto (what `bakery size` counts per home), none (no quota) or a size.
+DiskSize = Annotated[
+    str | int,
+    AfterValidator(canonical_disk_limit),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": ["auto", "none"]},
+                {"type": "string", "pattern": _whole(r"[0-9]+(\.[0-9]+)? ?[KMGTkmgt]?i?[Bb]?")},
+                {"type": "integer", "minimum": 16777216},
+            ]
+        }
+    ),
+]
+
+
 MemSize = Annotated[
     str | int,
     AfterValidator(canonical_mem_limit),

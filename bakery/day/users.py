@@ -10,7 +10,7 @@ from typing import Any
 from bakery.config.workshop import Workshop, load_config
 from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError
-from bakery.layout import API_TOKEN_FILE, HUB_PREFIX, PROXY_PORT
+from bakery.layout import API_TOKEN_FILE, HUB_PREFIX, PROXY_PORT, SCRIPT_DIR
 from bakery.progress import Reporter, quiet
 from bakery.ssh import Ssh, Target
 from bakery.templates import render
@@ -48,6 +48,7 @@ def remote_program() -> str:
         bakery_version=__version__,
         api_url=API_URL,
         api_token_file=API_TOKEN_FILE,
+        homes_script=f"{SCRIPT_DIR}/homes.py",
     )
 
 

@@ -26,6 +26,8 @@ from bakery.layout import (
     DOCKER_BRIDGE,
     DOCKER_NETWORK,
     EXPIRY_FILE,
+    HOMES_FILE,
+    HOMES_IMAGE,
     HUB_PORT,
     HUB_PREFIX,
     IMAGE_DIR,
@@ -42,6 +44,7 @@ from bakery.layout import (
     SWARM_INGRESS_SUBNET,
     SWARM_PUBLISHED_PORTS,
     SWARM_TOKEN_PORT,
+    SWARM_TOKEN_ROTATE_AFTER,
     TLS_DIR,
     TLS_RETRY_UNITS,
     USER_IMAGE_ARCHIVE,
@@ -100,6 +103,8 @@ def _paths_context() -> dict[str, Any]:
         "pids_limit": PIDS_LIMIT,
         # bakery's own hub API client (`bakery users`).
         "api_token_file": API_TOKEN_FILE,
+        "homes_file": HOMES_FILE,
+        "homes_image": HOMES_IMAGE,
     }
 
 
@@ -203,6 +208,7 @@ def _cluster_context(cfg: Workshop) -> dict[str, Any]:
         "meta_secret": CLUSTER_META_SECRET,
         "meta_manager": CLUSTER_META_MANAGER,
         "token_port": SWARM_TOKEN_PORT,
+        "token_rotate_after": SWARM_TOKEN_ROTATE_AFTER,
         "cluster_tcp_ports": ",".join(dict.fromkeys(tcp)),
         "cluster_udp_ports": ",".join(dict.fromkeys(udp)),
         "published_ports": "{}:{}".format(*SWARM_PUBLISHED_PORTS),

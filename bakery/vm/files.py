@@ -16,6 +16,7 @@ from bakery.layout import (
     DOCKER_DAEMON_JSON,
     EXPIRY_FILE,
     EXPIRY_UNITS,
+    HOMES_FILE,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
     NGINX_SITE,
@@ -32,7 +33,7 @@ from bakery.layout import (
 from bakery.templates import read_text, render
 from bakery.vm import notebook_image
 from bakery.vm.stages import Role
-from bakery.workshop import expiry
+from bakery.workshop import expiry, sizing
 
 # The first screen, both spawners: JupyterLab's announcements plugin off, so no "get notified about
 # official Jupyter news?" pop-up and no news or update check (that plugin does both).
@@ -111,7 +112,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     """Files of the bake stage (``ctx``: bakery.vm.context's, without accounts): scripts, units
     and the image recipe; nothing secret."""
     files = [_script("install-hub.sh", ctx), *proxy_files(cfg, ctx)]
-    files.append(_script("make-secrets.sh", ctx))
+    files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
@@ -181,6 +182,17 @@ def worker_boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     ]
 
 
+def homes_files(cfg: Workshop) -> list[VmFile]:
+    """What each trainee's home may hold (bytes) and whose homes have no quota: the login
+    user's and the admins' (homes.py reads it; without it, with ``disk_limit: none``, it does
+    nothing)."""
+    limit = sizing.home_bytes(cfg)
+    if limit is None:
+        return []
+    settings = {"limit_bytes": limit, "exempt": sorted({cfg.login_user, *cfg.users.admins})}
+    return [VmFile(HOMES_FILE, json.dumps(settings, indent=2) + "\n")]
+
+
 def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     """Files of the boot stage (``ctx``: bakery.vm.context's, with the accounts): the hub's and
     nginx's config, sshd policy, the user's files."""
@@ -192,6 +204,7 @@ def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
         # its own default site, before this one (whose certificate comes later) exists.
         VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
+        *homes_files(cfg),
     ]
     files += expiry_files(cfg, ctx)
     files += [

@@ -34,6 +34,8 @@ from bakery.vm.files import VmFile, bake_files, boot_files, units, worker_boot_f
 from bakery.vm.stages import ROLES, STAGES, Role, Stage, final_message
 from bakery.workshop.accounts import Account
 
+# What a swarm node holds back from upgrades during a class (the engine and its runtime).
+SWARM_HELD_PACKAGES = ("docker.io", "containerd", "runc")
 # Sets useradd's mode for new homes in /etc/login.defs (replaces a HOME_MODE line, else adds one).
 HOME_MODE_CMD = (
     f"if grep -q '^HOME_MODE' {LOGIN_DEFS}; "
@@ -69,7 +71,8 @@ class UserData:
 def packages(cfg: Workshop) -> list[str]:
     """Debian/Ubuntu packages the VM needs (the distro's versions), then the user's extras."""
     # No nodejs/npm: the proxy's Node.js comes from PyPI into the hub's environment (versions.py).
-    pkgs = ["nginx", "openssl", "iptables", "ca-certificates", "curl"]
+    # xfsprogs: the homes' own filesystem and its quotas (homes.py).
+    pkgs = ["nginx", "openssl", "iptables", "ca-certificates", "curl", "xfsprogs"]
     if cfg.hub.install == "venv":
         pkgs.append("python3-venv")
     if cfg.spawner.kind == "docker":
@@ -99,6 +102,10 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
         cmds.append([f"{SCRIPT_DIR}/content.sh"])
     if cfg.spawner.kind == "docker":
         cmds.append([f"{SCRIPT_DIR}/user-image.sh"])
+    if cfg.cluster.swarm:
+        # A swarm has no live-restore: a docker restart (an unattended upgrade) would stop every
+        # trainee's server on that node. Held in the image: upgraded between classes, by hand.
+        cmds.append(["apt-mark", "hold", *SWARM_HELD_PACKAGES])
     # `enable` only makes symlinks (no daemon-reload: it also has to work in a chroot bake).
     cmds.append(["systemctl", "enable", *units(cfg)])
     return cmds

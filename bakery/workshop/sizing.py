@@ -124,8 +124,11 @@ def estimate(
     concurrency: float = 1.0,
     mem_limit: str | int = "2G",
     admins: int = 0,
+    home_gb: float | None = None,
 ) -> Estimate:
     """The resources one VM needs for ``users`` trainees and ``admins`` (see the module's rules).
+
+    ``home_gb``: each home's disk (``spawner.disk_limit``); None: 0.5 GB plus ``data_gb``.
 
     Raises:
         UsageError: a value that is not finite, out of range, or not a size.
@@ -137,7 +140,7 @@ def estimate(
     per_user = min(PER_USER_MEMORY + DATA_FACTOR * data_gb * GIB, limit)
     memory = BASE_MEMORY + active * per_user
     worst = BASE_MEMORY + active * limit
-    disk = BASE_DISK_GB + (users + admins) * (PER_USER_DISK_GB + data_gb)
+    disk = BASE_DISK_GB + (users + admins) * (home_gb or PER_USER_DISK_GB + data_gb)
     return Estimate(
         users=users + admins,
         trainees=users,
@@ -158,6 +161,22 @@ def servers_held(memory_mib: int, per_server_mib: int) -> int:
     for ``active_server_limit``, so a bigger flavor than the estimate's holds more.
     """
     return max(1, (memory_mib - BASE_MEMORY // MIB) // max(1, per_server_mib))
+
+
+def home_bytes(cfg: Workshop) -> int | None:
+    """A trainee's disk quota: ``spawner.disk_limit``, with ``auto`` what the estimate counts per
+    home (0.5 GB plus the data each trainee loads); None with ``none`` (no quota)."""
+    if cfg.spawner.disk_limit == "none":
+        return None
+    if cfg.spawner.disk_limit != "auto":
+        return parse_size(cfg.spawner.disk_limit)
+    return math.ceil((PER_USER_DISK_GB + cfg.openstack.data_gb_per_user) * 1e9)
+
+
+def _home_gb(cfg: Workshop) -> float | None:
+    """Each home's disk for the estimate: an explicit disk_limit; None (the rule) otherwise."""
+    limit = None if cfg.spawner.disk_limit == "auto" else home_bytes(cfg)
+    return None if limit is None else limit / 1e9
 
 
 def per_server_mib(cfg: Workshop) -> int:
@@ -191,6 +210,7 @@ def hub_estimate(cfg: Workshop, *, users: int | None = None) -> Estimate:
         data_gb=cfg.openstack.data_gb_per_user,
         concurrency=cfg.openstack.concurrency,
         mem_limit=str(cfg.spawner.mem_limit),
+        home_gb=_home_gb(cfg),
     )
 
 
@@ -287,7 +307,7 @@ def manager_estimate(cfg: Workshop) -> Estimate:
     """What a swarm's manager needs: the base (system, hub, proxy, NFS), every home on its disk,
     and a node's share of the servers with ``manager_runs_servers``."""
     accounts = len(cfg.users.trainees()) + len(cfg.users.admins)
-    homes_gb = accounts * (PER_USER_DISK_GB + cfg.openstack.data_gb_per_user)
+    homes_gb = accounts * (_home_gb(cfg) or PER_USER_DISK_GB + cfg.openstack.data_gb_per_user)
     if cfg.cluster.manager_runs_servers:
         share = _node_estimate(cfg)
     else:

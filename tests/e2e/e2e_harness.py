@@ -78,6 +78,8 @@ spawner:
   kind: systemd
   # test_k's memory bomb (3x this) must hit the unit's limit well before the 3 GiB VM runs out.
   mem_limit: 512M
+  # test_j fills a home to its quota.
+  disk_limit: 64M
   idle_cull_minutes: 0
 # test_b2: a trainee runs an R cell (IRkernel from Debian's packages, installed at bake).
 kernels: [r]
@@ -246,11 +248,12 @@ def build_golden(base_image: Path, config: Path, *, force: bool = False) -> Path
 
 
 def with_stop(run_dir: Path) -> None:
+    from bakery.errors import LocalVmError
     from bakery.providers.local import vm as localvm
 
     try:
         localvm.stop_vm(run_dir, timeout=90)
-    except localvm.LocalVmError as exc:
+    except LocalVmError as exc:
         print(f"[e2e] stop: {exc}", file=sys.stderr)
 
 

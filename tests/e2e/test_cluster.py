@@ -72,6 +72,8 @@ spawner:
   kind: docker
   image: {image}
   mem_limit: 512M
+  # test_3b fills a home to its quota over NFS.
+  disk_limit: 64M
   cpu_limit: 1
   idle_cull_minutes: 1
   image_archive: {archive}
@@ -343,6 +345,28 @@ def test_3_the_file_is_in_home_on_the_manager(cvm: Workshop, t1: tuple[str, Any]
     assert seen.split() == [uid, gid], seen
     mounts = root_sh(worker, "findmnt -n -t nfs,nfs4 -o SOURCE,TARGET")
     assert MANAGER_ADDRESS in mounts, f"the worker mounts nothing from the manager: {mounts!r}"
+
+
+def test_3b_the_quota_holds_over_nfs(cvm: Workshop, t1: tuple[str, Any]) -> None:
+    """The homes' quota is the manager's filesystem's: a worker writing a trainee's home over
+    NFS gets "Disk quota exceeded" at disk_limit (64M), and the manager's disk is untouched."""
+    from bakery.layout import CLUSTER_HOME
+
+    user, _ = t1
+    uid, gid = root_sh(cvm, f"id -u {user}; id -g {user}").split()
+    worker = worker_of(cvm)
+    out = root_sh(
+        worker,
+        f"setpriv --reuid={uid} --regid={gid} --clear-groups "
+        f"dd if=/dev/zero of={CLUSTER_HOME}/{user}/fill.bin bs=1M count=96 conv=fsync 2>&1; "
+        "echo rc=$?",
+    )
+    try:
+        assert "Disk quota exceeded" in out and not out.strip().endswith("rc=0"), out
+        size = int(root_sh(cvm, f"stat -c %s /home/{user}/fill.bin"))
+        assert size <= 64 * 2**20, size
+    finally:
+        root_sh(cvm, f"rm -f /home/{user}/fill.bin")
 
 
 PROBE = """

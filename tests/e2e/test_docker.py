@@ -38,6 +38,7 @@ from e2e_harness import (
 )
 from test_try import (
     ANNOUNCEMENTS,
+    FILL_HOME,
     base,
     connect,
     kernel,
@@ -45,12 +46,14 @@ from test_try import (
     lab_page_config,
     login,
     open_server,
+    others_go_on,
     root_sh,
     run_cell,
     save_text,
     servers,
     session,
     ssh,
+    stop_server,
     token,
     unit_run,
     wait_healthy,
@@ -78,6 +81,8 @@ spawner:
   kind: docker
   image: {image}
   mem_limit: 256M
+  # test_4c fills a home to its quota.
+  disk_limit: 64M
   cpu_limit: 1
   idle_cull_minutes: 2
   image_archive: {archive}
@@ -498,6 +503,26 @@ def test_4_mem_limit_kills_the_kernel_not_the_vm(dvm: Workshop, t1: tuple[str, A
         root_sh(dvm, f"docker inspect -f '{{{{.State.Running}}}}' jupyter-{user}").strip() == "true"
     )
     assert run_cell(dvm, s, user, "6 * 7") == "42"
+
+
+def test_4c_a_full_home_is_the_trainees_alone(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    """In a container (every trainee the same UID inside) the quota is the home's project: the
+    trainee who fills theirs gets EDQUOT at disk_limit (64M); meanwhile the other trainee logs
+    in, saves a notebook and runs a cell in a container of their own."""
+    user, s = t1
+    other = next(t for t in dvm.trainees if t != user)
+    answer = run_cell(dvm, s, user, FILL_HOME)
+    assert answer.startswith("('EDQUOT', "), f"the home did not fill to its quota: {answer}"
+    assert int(answer.split()[-1].rstrip(")")) <= 64, answer
+    try:
+        start = time.monotonic()
+        others_go_on(dvm, other)
+        record(
+            "docker: other trainee's login to cell answer, one home full", time.monotonic() - start
+        )
+        stop_server(dvm, other)  # test_6 times its idle cull from a fresh start
+    finally:
+        root_sh(dvm, f"rm -f /home/{user}/fill.bin /home/{other}/saved.ipynb /home/{other}/ok.bin")
 
 
 def test_4b_docker_restart_keeps_the_container_and_the_firewall(

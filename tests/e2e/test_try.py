@@ -880,45 +880,70 @@ try:
             fh.flush()
             written += 1
 except OSError as exc:
-    result = (exc.errno == errno.ENOSPC, written)
+    result = (errno.errorcode[exc.errno], written)
 result
 """
 
 
+def others_go_on(w: Workshop, other: str) -> None:
+    """While one home is full: ``other`` logs in, saves a notebook, runs a cell; the hub is well.
+    (A file of 1 MiB from the kernel: more than a small quota's rounding could hide.)"""
+    s, resp = login(w, other, w.passwords[other])
+    assert resp.status_code == 302
+    open_server(w, s, other)
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    saved = s.put(
+        f"{base(w)}/user/{other}/api/contents/saved.ipynb",
+        json={"type": "notebook", "format": "json", "content": notebook},
+        headers={"X-XSRFToken": xsrf_for(s, f"/user/{other}/")},
+        timeout=60,
+    )
+    assert saved.status_code in (200, 201), (
+        f"{other}'s save: {saved.status_code} {saved.text[:300]}"
+    )
+    assert run_cell(w, s, other, "open('ok.bin', 'wb').write(b'x' * 2**20)") == "1048576"
+    assert session().get(f"{base(w)}/hub/health", timeout=30).status_code == 200
+
+
+def quota_report(vm: Workshop) -> dict[int, tuple[int, int]]:
+    """The homes' project quotas: project id (the home's uid) to (KiB used, KiB hard limit)."""
+    out = root_sh(vm, "xfs_quota -x -c 'report -p -n -N' /home")
+    rows = (line.split() for line in out.splitlines() if line.startswith("#"))
+    return {int(r[0][1:]): (int(r[1]), int(r[3])) for r in rows}
+
+
 def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None:
-    """A trainee's full home (a 24 MiB filesystem mounted on it): their save fails with a clear
-    message; another trainee logs in and runs cells; the hub's state is not under /home."""
+    """A trainee who fills their home (spawner.disk_limit, 64M here: a project quota on the
+    homes' own XFS filesystem) gets "Disk quota exceeded" on save; another trainee logs in and
+    runs cells; the hub's state is on another filesystem; an admin's home has no quota; the
+    account `users add` made (test_f) has its quota too; all of it after the reboot (test_e)."""
     from bakery.layout import STATE_DIR
 
     full, other = vm.trainees[1], vm.trainees[0]
-    # The hub's database and secrets live in STATE_DIR, outside /home; the hub runs as root, so
-    # on a shared root filesystem the reserve kept for root (ext4) is the hub's, not the homes'.
+    limit_kib = 64 * 1024
     facts = root_sh(
         vm,
-        f"findmnt -no TARGET -T {STATE_DIR}/jupyterhub.sqlite; "
-        "systemctl show -p User --value jupyterhub; "
-        "tune2fs -l $(findmnt -no SOURCE -T /home) | sed -n 's/^Reserved block count: *//p'",
+        f"findmnt -no TARGET -T {STATE_DIR}/jupyterhub.sqlite; findmnt -no FSTYPE,OPTIONS /home; "
+        f"systemctl show -p User --value jupyterhub; "
+        f"id -u {full}; id -u latecomer; id -u teacher; id -u {vm.login_user}",
     ).split()
-    assert not STATE_DIR.startswith("/home"), STATE_DIR
-    assert facts[0] == "/", facts
-    assert facts[1] == "root", facts
-    assert int(facts[2]) > 0, f"no blocks reserved for root on /home's filesystem: {facts}"
+    assert facts[0] == "/" and facts[1] == "xfs" and "prjquota" in facts[2], facts
+    assert facts[3] == "root", facts
+    uid_full, uid_late, *exempt = (int(u) for u in facts[4:])
+    report = quota_report(vm)
+    assert report[uid_full][1] == limit_kib and report[uid_late][1] == limit_kib, report
+    assert all(report.get(uid, (0, 0))[1] == 0 for uid in exempt), report  # admins: none
     if servers(vm, full, token(vm, full)):
         stop_server(vm, full)
-    img = f"/var/tmp/e2e-home-{full}.img"
-    root_sh(
-        vm,
-        f"set -e; truncate -s 24M {img}; mkfs.ext4 -q -m 0 {img}; "
-        f"mount -o loop {img} /home/{full}; chown {full}:{full} /home/{full}; "
-        f"chmod 700 /home/{full}",
-    )
     try:
         s, resp = login(vm, full, vm.passwords[full])
         assert resp.status_code == 302
         open_server(vm, s, user=full)
         start = time.monotonic()
-        assert run_cell(vm, s, full, FILL_HOME).startswith("(True, "), "the home did not fill"
-        record("fill a 24 MiB home from the kernel", time.monotonic() - start)
+        answer = run_cell(vm, s, full, FILL_HOME)
+        assert answer.startswith("('EDQUOT', "), f"the home did not fill to its quota: {answer}"
+        assert int(answer.split()[-1].rstrip(")")) <= 64, answer
+        record("fill a 64 MiB home quota from the kernel", time.monotonic() - start)
         xsrf = xsrf_for(s, f"/user/{full}/")
         notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
         r = s.put(
@@ -929,24 +954,17 @@ def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None
         )
         # What the lab shows in its "File Save Error" dialog.
         assert r.status_code == 500, f"save on a full home: {r.status_code} {r.text[:300]}"
-        assert "No space left on device" in r.json()["message"], r.text[:500]
-        # The hub and the others go on: a fresh login, a running server, a new kernel.
+        assert "Disk quota exceeded" in r.json()["message"], r.text[:500]
         start = time.monotonic()
-        s2, resp = login(vm, other, vm.passwords[other])
-        assert resp.status_code == 302
-        open_server(vm, s2, other)
-        assert run_cell(vm, s2, other, "6 * 7") == "42"
+        others_go_on(vm, other)
         record("other trainee: login to cell answer, one home full", time.monotonic() - start)
-        assert session().get(f"{base(vm)}/hub/health", timeout=30).status_code == 200
+        # An admin (the login user) has no quota: 80 MiB goes into their home.
+        big = ssh(vm, vm.login_user, "dd if=/dev/zero of=big.bin bs=1M count=80 && rm big.bin")
+        assert big.returncode == 0, big.stderr
         stop_server(vm, full)
     finally:
-        ssh(
-            vm,
-            vm.login_user,
-            f"sudo systemctl stop {server_unit(full)}; "
-            f"sudo umount /home/{full} || sudo umount -l /home/{full}; sudo rm -f {img}",
-        )
-    assert root_sh(vm, f"findmnt -no TARGET -T /home/{full}").strip() == "/"
+        root_sh(vm, f"rm -f /home/{full}/fill.bin /home/{other}/saved.ipynb /home/{other}/ok.bin")
+    assert quota_report(vm)[uid_full][0] < 1024
 
 
 FORK_BOMB = """
