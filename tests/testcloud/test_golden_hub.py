@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,7 +41,7 @@ from e2e_harness import (
     workshop_for,
     write_config,
 )
-from test_try import login, open_server, run_cell, ssh, xsrf_for
+from test_try import login, open_server, run_cell, save_text, ssh, xsrf_for
 
 pytestmark = pytest.mark.testcloud
 
@@ -137,6 +138,71 @@ def cleanup(clouds: tuple[Any, Any], workshop: Workshop) -> Iterator[list[str]]:
         demo.image.delete_image(ref, ignore_missing=True)
 
 
+def archive_files(path: Path) -> dict[str, bytes]:
+    """The regular files of a home's archive, by name (without the leading folder)."""
+    with tarfile.open(path) as tar:
+        return {
+            m.name.split("/", 1)[-1]: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def wait_status(demo: Any, server_id: str, status: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while demo.compute.get_server(server_id).status != status:
+        assert time.monotonic() < deadline, f"the server is not {status} after {timeout:.0f} s"
+        time.sleep(5)
+
+
+def end_of_day(demo: Any, w: Workshop, s: Any, trainee: str, server_id: str) -> None:
+    """Issue 26: `destroy --collect` after an earlier `collect` ships the newer work, and a
+    server it cannot collect (SHUTOFF) stops it with nothing deleted."""
+    work = w.config.parent / "work"
+    morning = save_text(w, s, trainee, "morning.txt", "before the first collect\n")
+    assert morning.status_code in (200, 201)
+    start = time.monotonic()
+    assert bakery("collect", str(w.config), "-o", str(work)).returncode == 0
+    record("testcloud: collect one home", time.monotonic() - start)
+    first = work / f"{trainee}.tar.gz"
+    assert archive_files(first)["morning.txt"] == b"before the first collect\n"
+    assert first.stat().st_mode & 0o777 == 0o600
+    later = save_text(w, s, trainee, "afternoon.txt", "after the first collect\n")
+    assert later.status_code in (200, 201)
+
+    before = counts(demo, NAME)
+    demo.compute.stop_server(server_id)
+    wait_status(demo, server_id, "SHUTOFF")
+    refused = subprocess.run(
+        [BAKERY, "destroy", str(w.config), "--collect", str(work), "--yes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert "nothing deleted" in refused.stderr and "SHUTOFF" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert counts(demo, NAME) == before
+    assert archive_files(first)["morning.txt"] == b"before the first collect\n"
+
+    start = time.monotonic()
+    demo.compute.start_server(server_id)
+    wait_status(demo, server_id, "ACTIVE")
+    deadline = time.monotonic() + 900
+    while ssh(w, w.login_user, "true").returncode != 0:
+        assert time.monotonic() < deadline, "no ssh on the restarted server in 15 min"
+        time.sleep(10)
+    record("testcloud: server start -> ssh", time.monotonic() - start)
+    start = time.monotonic()
+    assert bakery("destroy", str(w.config), "--collect", str(work), "--yes").returncode == 0
+    record("testcloud: destroy --collect", time.monotonic() - start)
+    shipped = archive_files(work / f"{trainee}.tar.gz")
+    assert shipped["afternoon.txt"] == b"after the first collect\n"
+    assert shipped["morning.txt"] == b"before the first collect\n"
+    (earlier,) = work.glob(f"{trainee}.*Z.tar.gz")
+    assert "afternoon.txt" not in archive_files(earlier)  # the first collect, kept beside
+
+
 def test_golden_image_to_a_working_hub_and_back(
     clouds: tuple[Any, Any], workshop: Workshop, golden: Path, cleanup: list[str]
 ) -> None:
@@ -218,9 +284,10 @@ def test_golden_image_to_a_working_hub_and_back(
     relaunch = bakery_launch.launch(config_path=w.config, image=name, progress=say)
     assert relaunch.created == [] and counts(demo, NAME) == before
 
-    # 6. destroy leaves nothing of the workshop and keeps the image; image delete removes it,
-    # and refuses an image bakery did not bake.
-    assert bakery("destroy", str(w.config), "--yes").returncode == 0
+    # 6. The end of the day as the README plans it: collect, trainees go on working, destroy
+    # --collect. A stopped hub stops the destroy (nothing deleted); started again, the destroy
+    # ships the work done since the first collect, and leaves nothing of the workshop.
+    end_of_day(demo, w, s, trainee, server.id)
     assert counts(demo, NAME) == NOTHING
     assert demo.image.get_image(image_id).status == "active"
     assert bakery("image", "delete", str(w.config), "tinyguest").returncode == 2
