@@ -68,8 +68,13 @@ def test_ends_writes_times_script_and_timer_in_the_boot_stage(make_workshop: Mak
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("ends: 2026-12-01T18:00:00\n", "timezone"),
-        ("ends: tomorrow\n", "ends"),
+        ("ends: 2026-12-01T18:00:00\n", "no UTC offset or time zone; write 2026-12-07T17:00"),
+        ("ends: tomorrow\n", r"w\.yaml:2: ends: 'tomorrow' is not a date .* Europe/Berlin"),
+        ("ends: 2026-12-01\n", "a day without a time"),
+        ("ends: 2026-12-07 17:00 Mars/Olympus\n", "'Mars/Olympus' is not a time zone name"),
+        ("ends: 2026-02-30 17:00 Europe/Berlin\n", "not a real date and time"),
+        ("ends: 2027-03-28 02:30 Europe/Berlin\n", "the clocks skip that time"),
+        ("ends: 2026-10-25 02:30 Europe/Berlin\n", "happens twice .* 2026-10-25T02:30\\+02:00"),
         ("ends: '2026-12-01T18:00:00Z'\ngrace: 2d\n", "grace"),
         ("ends: '2026-12-01T18:00:00Z'\ngrace: 25h\n", "grace"),
     ],
@@ -77,6 +82,21 @@ def test_ends_writes_times_script_and_timer_in_the_boot_stage(make_workshop: Mak
 def test_bad_dates_are_refused(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config("name: ok\n" + text, Path("w.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("2026-12-07 17:00 Europe/Berlin", "2026-12-07T17:00:00+01:00"),
+        ("2026-07-07 17:00:30 Europe/Berlin", "2026-07-07T17:00:30+02:00"),  # summer time
+        ("2026-12-07T09:00 America/New_York", "2026-12-07T09:00:00-05:00"),
+        ("2026-12-07 9:00 UTC", "2026-12-07T09:00:00+00:00"),
+        ("'2026-12-07T17:00:00+01:00'", "2026-12-07T17:00:00+01:00"),
+    ],
+)
+def test_ends_with_a_time_zone_name(written: str, meant: str) -> None:
+    cfg = parse_config(f"name: ok\nends: {written}\n", Path("w.yaml"))
+    assert cfg.ends is not None and cfg.ends.isoformat() == meant
 
 
 def test_grace_defaults_to_two_hours() -> None:

@@ -1,9 +1,12 @@
-"""Sizes and durations as workshop.yaml and the command line write them: 2G, 512M, 90s, 15m, 1h."""
+"""Sizes, durations and times as workshop.yaml and the command line write them: 2G, 512M, 90s,
+15m, 1h, 2026-12-07 17:00 Europe/Berlin."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
+import zoneinfo
 from typing import Annotated
 
 from pydantic import (
@@ -146,6 +149,82 @@ Duration = Annotated[
                 {"type": "string", "pattern": _whole(r"[0-9]+(\.[0-9]+)? ?[smhSMH]?")},
                 {"type": "integer", "minimum": 1, "maximum": MAX_DURATION},
             ]
+        }
+    ),
+]
+
+
+# --- when a workshop ends -------------------------------------------------------------------------
+
+ENDS_EXAMPLE = "2026-12-07T17:00:00+01:00, or 2026-12-07 17:00 Europe/Berlin"
+_ZONED_RE = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ]+(?P<time>[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)"
+    r" +(?P<zone>[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*)"
+)
+
+
+def _in_zone(match: re.Match[str], text: str) -> datetime.datetime:
+    """``2026-12-07 17:00 Europe/Berlin``: that wall-clock time in that zone, as a fixed offset;
+    a time the clocks skip or pass twice (a daylight-saving change) is refused."""
+    try:
+        zone = zoneinfo.ZoneInfo(match["zone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{text!r}: {match['zone']!r} is not a time zone name; use one such as "
+            "Europe/Berlin or America/New_York (the IANA names), or an offset: "
+            f"{ENDS_EXAMPLE.split(',')[0]}"
+        ) from None
+    try:
+        naive = datetime.datetime.fromisoformat(f"{match['date']}T{match['time'].zfill(5)}")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a real date and time; write {ENDS_EXAMPLE}") from None
+    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    back = first.astimezone(datetime.timezone.utc).astimezone(zone).replace(tzinfo=None)
+    if back != naive:
+        raise ValueError(f"{text!r}: the clocks skip that time in {zone.key}; write another")
+    if first.utcoffset() != second.utcoffset():
+        raise ValueError(
+            f"{text!r}: that time happens twice in {zone.key} (the clocks go back); write it "
+            f"with its offset, e.g. {first.isoformat(timespec='minutes')}"
+        )
+    offset = first.utcoffset() or datetime.timedelta(0)
+    return first.astimezone(datetime.timezone(offset))
+
+
+def aware_end(value: object) -> object:
+    """``ends`` as a datetime with its offset: one YAML read as such, ISO 8601 text with an
+    offset, or a wall-clock time and a time zone name (``2026-12-07 17:00 Europe/Berlin``)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{value} has no UTC offset or time zone; write {ENDS_EXAMPLE}")
+        return value
+    if isinstance(value, datetime.date):
+        raise ValueError(f"{value} is a day without a time; write {ENDS_EXAMPLE}")
+    if not isinstance(value, str) or len(value) > 80:
+        raise ValueError(f"not a date and time; write {ENDS_EXAMPLE}")
+    text = value.strip()
+    match = _ZONED_RE.fullmatch(text)
+    if match:
+        return _in_zone(match, text)
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date and time bakery reads; write {ENDS_EXAMPLE}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset or time zone; write {ENDS_EXAMPLE}")
+    return parsed
+
+
+EndsAt = Annotated[
+    datetime.datetime,
+    BeforeValidator(aware_end),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "ISO 8601 with an offset, or a date, a time and a time zone name",
+            "examples": ["2026-12-07T17:00:00+01:00", "2026-12-07 17:00 Europe/Berlin"],
         }
     ),
 ]

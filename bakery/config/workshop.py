@@ -7,7 +7,7 @@ import gzip
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from bakery import layout
 from bakery.config.certificates import PemCertificate
@@ -25,7 +25,7 @@ from bakery.config.sections import (
     Tls,
     Users,
 )
-from bakery.config.units import Duration
+from bakery.config.units import Duration, EndsAt
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError
 
@@ -79,9 +79,10 @@ class Workshop(StrictModel):
     )
     bake: Bake = Field(Bake(), description="The golden image (`bakery bake`).")
     openstack: OpenStack = Field(OpenStack(), description="The cloud (`bakery launch`).")
-    ends: AwareDatetime | None = Field(
+    ends: EndsAt | None = Field(
         None,
-        description="When the workshop ends, with its UTC offset (2026-12-01T18:00:00+01:00): "
+        description="When the workshop ends, with its UTC offset (2026-12-01T18:00:00+01:00) or "
+        "a time zone name (2026-12-01 18:00 Europe/Berlin): "
         "the VM shows a banner from an hour before, refuses trainees' new logins from then on, "
         "and powers off after grace; `launch` refuses an ended workshop.",
     )
