@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BUILD ?= build
 PYTEST_ARGS ?=
 
-.PHONY: demo install test test-e2e test-cloud test-cloud-bake test-cloud-cluster test-cluster-faults test-slow lint typecheck bench bench-e2e bench-class golden clean
+.PHONY: lock demo install test test-e2e test-cloud test-cloud-bake test-cloud-cluster test-cluster-faults test-slow lint typecheck bench bench-e2e bench-class golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,15 @@ bench-class: $(VENV)/.deps
 golden: $(VENV)/.deps
 	BAKERY_REGEN_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
 	git diff --stat tests/golden
+
+# The locks bakery ships for the hub's default environments (bakery/locks/, from
+# bakery/versions.py), resolved again against PyPI; then the examples' and the e2e workshops'.
+# After bumping a version: make lock, review `git diff`, make golden.
+lock: $(VENV)/.deps
+	$(BIN)/python -c "from bakery.bake.lock import refresh_shipped; refresh_shipped()"
+	for f in examples/*.lock.json; do $(BIN)/bakery lock "$${f%.lock.json}.yaml"; done
+	$(BIN)/python tests/e2e/e2e_harness.py --lock
+	git diff --stat bakery/locks examples tests/e2e
 
 clean:
 	rm -rf $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

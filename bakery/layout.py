@@ -7,6 +7,11 @@ import posixpath
 # The hub's Python environment (venv or conda), and Miniforge for `hub.install: conda`.
 HUB_PREFIX = "/opt/jupyterhub"
 CONDA_PREFIX = "/opt/miniforge"
+# What the hub's environment installs (its lock: pinned, hashed) and the trainees' own environment
+# (`environment:` with the systemd spawner) with its lock; with docker the lock sits in IMAGE_DIR.
+HUB_REQUIREMENTS = "/usr/local/lib/bakery/hub-requirements.txt"
+WORKSHOP_ENV = "/opt/workshop"
+WORKSHOP_REQUIREMENTS = "workshop-requirements.txt"
 # configurable-http-proxy and its node_modules (`npm ci` from bakery's lock); run by the hub
 # environment's Node.js through the PROXY_BIN wrapper.
 PROXY_DIR = "/opt/configurable-http-proxy"
@@ -142,6 +147,7 @@ MANAGED_DIRS = frozenset(
     {
         HUB_PREFIX,
         CONDA_PREFIX,
+        WORKSHOP_ENV,
         PROXY_DIR,
         CONFIG_DIR,
         STATE_DIR,

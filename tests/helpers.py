@@ -36,3 +36,29 @@ def config_error(text: str, line: int, words: list[str]) -> str:
         assert word in message, message
     assert info.value.exit_code == 2
     return message
+
+
+def fake_lock(config: Path) -> Path:
+    """A lock for ``config``'s trainees' packages, as `bakery lock` would write it but without
+    the index: each requested ``name==version`` pinned (others at 1.0) with a made-up sha256.
+    For render tests only: nothing installs from it."""
+    import hashlib
+
+    from bakery.config.lockfile import Lock, LockedEnv, Pin, format_lock, inputs_digest, lock_path
+    from bakery.config.workshop import load_config
+    from bakery.workshop import software
+
+    cfg = load_config(config)
+    requested = software.trainee_requested(cfg)
+    python = software.trainee_python(cfg)
+    pins = []
+    for spec in requested:
+        name, _, version = spec.partition("==")
+        name = name.split("[")[0].split(">")[0].split("<")[0]
+        version = version or "1.0"
+        digest = hashlib.sha256(f"{name} {version}".encode()).hexdigest()
+        pins.append(Pin(name.lower(), version, (digest,)))
+    env = LockedEnv(inputs_digest(requested, python), python, tuple(sorted(requested)), tuple(pins))
+    path = lock_path(config)
+    path.write_text(format_lock(Lock(trainees=env)))
+    return path

@@ -36,7 +36,7 @@ def test_init_render_credentials_validate(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
     assert "traceback" not in again.stderr.lower()
 
-    rendered = run("render", "workshop.yaml", cwd=tmp_path)
+    rendered = run("render", "workshop.yaml", "--stage", "boot", cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     assert rendered.stdout.startswith("#cloud-config\n")
     sheet = tmp_path / "workshop.credentials.csv"
@@ -44,7 +44,12 @@ def test_init_render_credentials_validate(tmp_path: Path) -> None:
     assert "made passwords for 31 accounts" in rendered.stderr
 
     # Same config and sheet: byte-identical output.
-    assert run("render", "workshop.yaml", cwd=tmp_path).stdout == rendered.stdout
+    again_boot = run("render", "workshop.yaml", "--stage", "boot", cwd=tmp_path)
+    assert again_boot.stdout == rendered.stdout
+    # The full stage of 31 accounts and the hub's lock is over Nova's limit as text: gzipped.
+    full = tmp_path / "user-data.full"
+    assert run("render", "workshop.yaml", "-o", str(full), cwd=tmp_path).returncode == 0
+    assert yaml.safe_load(gzip.decompress(full.read_bytes()))["users"][1]["name"] == "training01"
 
     out = tmp_path / "user-data"
     result = run("render", str(config), "--stage", "boot", "--gzip", "-o", str(out), cwd=tmp_path)

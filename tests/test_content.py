@@ -24,7 +24,7 @@ from bakery.config.workshop import load_config, parse_config
 from bakery.errors import ConfigError, UsageError
 from bakery.layout import COURSE_TAR, SHARED_DATA_TAR, USER_IMAGE_ARCHIVE
 from bakery.templates import render
-from bakery.versions import NBGITPULLER
+from bakery.versions import NBGITPULLER, NBGITPULLER_SHA256
 from bakery.vm.context import course_url
 from bakery.vm.userdata import build_cloud_config
 from bakery.workshop import content
@@ -93,7 +93,7 @@ def test_config_show_round_trips_the_from_alias() -> None:
         cfg = _cfg(text)
         shown = effective_config(cfg)
         assert "from_" not in shown
-        assert parse_config(shown, Path("shown.yaml")) == cfg
+        assert parse_config(shown, Path("shown.yaml")).model_dump() == cfg.model_dump()
 
 
 # --- packing --------------------------------------------------------------------------------------
@@ -182,14 +182,20 @@ def test_course_git_lands_on_the_nbgitpuller_link() -> None:
     }
     bake = build_cloud_config(cfg, stage="bake")
     assert "git" in bake["packages"]
-    assert f"nbgitpuller=={NBGITPULLER}" in _files(bake)["/usr/local/lib/bakery/install-hub.sh"]
+    assert (
+        f"nbgitpuller=={NBGITPULLER} " in _files(bake)["/usr/local/lib/bakery/hub-requirements.txt"]
+    )
     assert SCRIPT not in _files(bake)  # nothing to unpack, no hook
     hub = _files(build_cloud_config(cfg, stage="boot", accounts=_accounts(cfg)))[HUB_CONFIG]
     assert f"c.JupyterHub.default_url = {url!r}" in hub and "bakery_content" not in hub
     docker = _cfg("course: {git: 'https://example.org/c'}\nspawner: {default_url: /tree}\n")
     bake = build_cloud_config(docker, stage="bake")
     assert "git" not in bake["packages"]  # the user image's git
-    assert "nbgitpuller" not in _files(bake)["/usr/local/lib/bakery/install-hub.sh"]
+    assert "nbgitpuller" not in _files(bake)["/usr/local/lib/bakery/hub-requirements.txt"]
+    # The user image gets it instead (the default one has none), hash-checked.
+    layer = _files(bake)["/etc/jupyterhub/image/workshop-requirements.txt"]
+    assert layer == f"nbgitpuller=={NBGITPULLER} --hash=sha256:{NBGITPULLER_SHA256}\n"
+    assert "--require-hashes" in _files(bake)["/etc/jupyterhub/image/Dockerfile"]
     assert (course_url(docker) or "").endswith("&urlpath=tree/course")
 
 

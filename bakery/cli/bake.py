@@ -121,6 +121,20 @@ image_app = typer.Typer(
 app.add_typer(image_app)
 
 
+@command()
+def lock(config: ConfigArg) -> None:
+    """Pin every Python package of the hub and of the trainees (environment:) with the sha256 of
+    its files, in NAME.lock.json beside the workshop; bakes install from it, hash-checked.
+
+    Run it again after changing environment: or hub.versions (render, bake and validate say when
+    the lock no longer matches); commit the lock with the workshop.
+    """
+    from bakery.bake.lock import lock_workshop
+
+    path, changed = lock_workshop(config_path=config, progress=progress())
+    _err(f"bakery: {'wrote' if changed else 'unchanged:'} {path}")
+
+
 @command("upload", group=image_app)
 def image_upload(
     config: ConfigArg,

@@ -245,6 +245,12 @@ PackageSpec = pattern_str(
     "'plotly==5.24.1' (no spaces, URLs or options)",
 )
 
+# CRAN package names (letters, digits, dots; a letter first); Debian ships them as r-cran-NAME.
+RPackage = pattern_str(
+    r"[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]",
+    "write a CRAN package name such as ggplot2 or data.table (letters, digits and dots)",
+)
+
 # Kernels `kernels:` adds beside Python (spawner.kind systemd), each from the distro's packages.
 KERNELS = ("r",)
 # Asked for, but not installable from the registries bakery installs from and is tested with.

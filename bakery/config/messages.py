@@ -80,6 +80,14 @@ def _location(err: ErrorDetails) -> Loc:
     return loc
 
 
+# Keys an earlier bakery read, and where their settings live now.
+MOVED: dict[tuple[str, ...], str] = {
+    ("spawner", "custom_image"): "moved: the course's packages are now environment: (the same "
+    "apt, conda and pip lists, for both spawners, locked with `bakery lock`); write "
+    "environment: {pip: [...], apt: [...], conda: [...]} at the top level",
+}
+
+
 def _message(err: ErrorDetails, loc: Loc, source: Source, root: type[BaseModel]) -> str:
     hint = _quote_hint(err, source.written.get(loc))
     if hint:
@@ -87,6 +95,8 @@ def _message(err: ErrorDetails, loc: Loc, source: Source, root: type[BaseModel])
     given = err.get("input")
     if err["type"] in _SCALAR_TYPES and isinstance(given, (list, dict)):
         return f"expected one value here, not a {'list' if isinstance(given, list) else 'mapping'}"
+    if err["type"] == "extra_forbidden" and tuple(map(str, loc)) in MOVED:
+        return MOVED[tuple(map(str, loc))]
     if err["type"] == "extra_forbidden":
         model = _model_at(root, loc)
         fields = model.model_fields.items() if model else []

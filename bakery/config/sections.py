@@ -15,7 +15,6 @@ from pydantic import (
 from bakery import layout, versions
 from bakery.config.fields import (
     AbsPath,
-    AptPackage,
     ArchivePath,
     CloudName,
     Email,
@@ -31,7 +30,6 @@ from bakery.config.fields import (
     ImageRef,
     ImportWord,
     LoginName,
-    PackageSpec,
     SharedPath,
     SshKey,
     StrictModel,
@@ -161,14 +159,6 @@ class Users(StrictModel):
         return [*self.trainees(), *self.admins]
 
 
-class CustomImage(StrictModel):
-    """Extra packages layered onto the user image with a Dockerfile built on the VM at bake time."""
-
-    apt: list[AptPackage] = Field([], description="Debian/Ubuntu packages for the image.")
-    conda: list[PackageSpec] = Field([], description="conda-forge packages for the image.")
-    pip: list[PackageSpec] = Field([], description="PyPI packages for the image.")
-
-
 class ImageArchive(StrictModel):
     """A local user image, copied into the golden image and loaded there instead of a pull.
 
@@ -219,9 +209,6 @@ class Spawner(StrictModel):
         "systemd unit per trainee on the host.",
     )
     image: ImageRef = Field(versions.USER_IMAGE, description="The trainees' container image.")
-    custom_image: CustomImage | None = Field(
-        None, description="Extra packages baked into the user image on the VM (docker only)."
-    )
     image_archive: ImageArchive | None = Field(
         None,
         description="Load the user image from this archive (shipped in the golden image) "
@@ -251,9 +238,8 @@ class Spawner(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> Spawner:
-        for extra in ("custom_image", "image_archive"):
-            if self.kind == "systemd" and getattr(self, extra) is not None:
-                raise FieldError((extra,), f"{extra} needs spawner.kind: docker")
+        if self.kind == "systemd" and self.image_archive is not None:
+            raise FieldError(("image_archive",), "image_archive needs spawner.kind: docker")
         return self
 
     @property

@@ -7,10 +7,11 @@ import gzip
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from bakery import layout
 from bakery.config.certificates import PemCertificate
+from bakery.config.environment import Environment
 from bakery.config.fields import AptPackage, Hostname, Kernel, StrictModel, WorkshopName
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
@@ -60,6 +61,11 @@ class Workshop(StrictModel):
         "image's (the default datascience-notebook has Python, R and Julia), so kernels is "
         "refused there.",
     )
+    environment: Environment | None = Field(
+        None,
+        description="The course's software for both spawners: PyPI packages (locked by "
+        "`bakery lock`), apt and R packages, from a Binder-style folder or listed here.",
+    )
     files: list[ExtraFile] = Field([], description="Extra files written on the VM at boot.")
     shared_data: SharedData | None = Field(
         None, description="A shared data folder: read-only for trainees, read-write for admins."
@@ -92,11 +98,15 @@ class Workshop(StrictModel):
         "servers stop and the VM powers off (90s, 30m, 2h; at most 24h).",
     )
 
+    # The file the workshop was read from: its lock and environment folder are beside it.
+    _path: Path | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Workshop:
         self._check_login_user()
         self._check_files()
         self._check_kernels()
+        self._check_environment()
         self._check_cluster()
         self._check_ends()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
@@ -145,6 +155,38 @@ class Workshop(StrictModel):
                 "quay.io/jupyter/datascience-notebook has Python, R and Julia): remove kernels, "
                 "or use spawner.kind: systemd to install them on the VM",
             )
+
+    def _check_environment(self) -> None:
+        env = self.environment
+        if env is None:
+            return
+        if self.spawner.kind == "systemd":
+            if env.conda:
+                raise FieldError(
+                    ("environment", "conda"),
+                    "conda packages need spawner.kind: docker (the image's mamba); for a systemd "
+                    "workshop list PyPI packages under pip and Debian's under apt",
+                )
+            if env.python is not None:
+                raise FieldError(
+                    ("environment", "python"),
+                    "with spawner.kind systemd the Python is the VM's: remove environment.python",
+                )
+            if env.r and "r" not in self.kernels:
+                raise FieldError(
+                    ("environment", "r"), "R packages need the R kernel: add kernels: [r]"
+                )
+        elif env.r and self.spawner.image.startswith("quay.io/jupyter/"):
+            raise FieldError(
+                ("environment", "r"),
+                f"{self.spawner.image}'s R is conda's, which Debian's r-cran-* packages do not "
+                "reach: list them under conda as r-NAME (e.g. r-ggplot2)",
+            )
+
+    @property
+    def source_path(self) -> Path | None:
+        """The workshop file this was read from (None for one made in code)."""
+        return self._path
 
     def _check_login_user(self) -> None:
         login = self.login_user
@@ -237,9 +279,11 @@ def parse_config(text: str, path: Path) -> Workshop:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping of settings (name: ..., users: ...)")
     try:
-        return Workshop.model_validate(data)
+        cfg = Workshop.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(path, exc, source, Workshop)) from None
+    cfg._path = path
+    return cfg
 
 
 def load_config(path: str | Path) -> Workshop:

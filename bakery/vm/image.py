@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bakery import layout, versions
 from bakery.config.workshop import Workshop
@@ -18,11 +18,8 @@ from bakery.files import write_private
 from bakery.templates import Quoted
 from bakery.templates import render as render_template
 from bakery.version import __version__
-from bakery.vm import notebook_image
 from bakery.vm.stages import Stage
-
-if TYPE_CHECKING:
-    pass
+from bakery.workshop import software
 
 # Inside every golden image, whichever builder made it: what was baked (see `record`).
 RECORD_PATH = layout.RECORD_PATH
@@ -115,6 +112,10 @@ def image_name(cfg: Workshop, *, now: datetime | None = None) -> str:
     return name
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def record(cfg: Workshop) -> dict[str, Any]:
     """The bake record: what a golden image of ``cfg`` holds and which bakery made it.
 
@@ -130,11 +131,17 @@ def record(cfg: Workshop) -> dict[str, Any]:
         "configurable-http-proxy": v.configurable_http_proxy,
         "jupyterhub-idle-culler": v.idle_culler,
     }
+    # What the image was installed from: the locks' contents, by digest.
+    components["hub-lock"] = _digest(software.hub_lock(cfg).requirements())
+    trainees = software.trainee_lock(cfg)
+    if trainees is not None:
+        components["workshop-lock"] = _digest(trainees.requirements())
     if cfg.hub.install == "conda":
         components["miniforge"] = versions.MINIFORGE
     if cfg.spawner.kind == "docker":
         components["dockerspawner"] = v.dockerspawner
-        components["user-image"] = notebook_image.custom_image_tag(cfg) or cfg.spawner.image
+        layer = software.image_layer(cfg)
+        components["user-image"] = layer.tag if layer is not None else cfg.spawner.image
         if cfg.spawner.image_archive is not None:
             components["user-image-archive"] = cfg.spawner.image_archive.format
     else:

@@ -32,6 +32,7 @@ from bakery.vm import image
 from bakery.vm.context import content_context, context
 from bakery.vm.files import VmFile, bake_files, boot_files, units, worker_boot_files, worker_units
 from bakery.vm.stages import ROLES, STAGES, Role, Stage, final_message
+from bakery.workshop import software
 from bakery.workshop.accounts import Account
 
 # What a swarm node holds back from upgrades during a class (the engine and its runtime).
@@ -89,7 +90,12 @@ def packages(cfg: Workshop) -> list[str]:
         pkgs.append("acl")  # setfacl: each admin may write the shared folder
     if cfg.course is not None and cfg.course.git is not None and cfg.spawner.kind == "systemd":
         pkgs.append("git")  # nbgitpuller runs git on the host (in the user image with docker)
-    return pkgs + [p for p in cfg.packages if p not in pkgs]
+    extras = list(cfg.packages)
+    if cfg.spawner.kind == "systemd":
+        # environment:'s apt and R packages on the VM (with docker: in the image's layer).
+        env = software.environment_packages(cfg)
+        extras += [*env.apt, *env.r_debs()]
+    return pkgs + [p for p in dict.fromkeys(extras) if p not in pkgs]
 
 
 def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
@@ -98,6 +104,8 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
         name, spec = KERNEL_SPECS[kernel]
         install = [f"{HUB_PREFIX}/bin/jupyter", "kernelspec", "install", "--prefix", HUB_PREFIX]
         cmds.append([*install, "--name", name, spec])
+    if cfg.spawner.kind == "systemd" and software.trainee_requested(cfg):
+        cmds.append([f"{SCRIPT_DIR}/workshop-env.sh"])
     if content_context(cfg)["content"]:
         cmds.append([f"{SCRIPT_DIR}/content.sh"])
     if cfg.spawner.kind == "docker":

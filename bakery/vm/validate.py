@@ -21,7 +21,7 @@ from bakery.config.workshop import Workshop, load_config
 from bakery.layout import NGINX_SITE, TLS_DIR, UNIT_DIR
 from bakery.vm.stages import STAGES, Stage
 from bakery.vm.userdata import UserData, render_user_data
-from bakery.workshop import expiry
+from bakery.workshop import expiry, software
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, preview_accounts
 
 Status = Literal["ok", "failed", "missing"]
@@ -274,6 +274,10 @@ def validate_workshop(*, config_path: Path) -> Report:
     Uses the credentials sheet if there is one; otherwise throwaway passwords (nothing written).
     """
     cfg = load_config(config_path)
+    unlocked = software.lock_problem(cfg)
+    if unlocked is not None:
+        # Nothing installs from a stale lock: no stage renders until `bakery lock` runs.
+        return Report([Check(f"config {config_path}", "ok"), Check("lock", "failed", unlocked)])
     sheet = credentials_path(config_path)
     accounts = ensure_credentials(cfg, sheet) if sheet.exists() else preview_accounts(cfg)
     report = check_workshop(cfg, accounts)

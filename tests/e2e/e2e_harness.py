@@ -99,6 +99,9 @@ shared_data:
   from: ./shared
 course:
   from: ./course
+# test_b6: the trainees' own environment from a Binder-style folder, locked (LOCKS).
+environment:
+  from: ./env
 """
 # The folders' files (name -> text): test_s* read them on the VM.
 SHARED_FILES = {"README.txt": "shared data baked into the image\n", "data/numbers.csv": "n\n1\n"}
@@ -106,6 +109,31 @@ COURSE_FILES = {
     "01-intro.ipynb": '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n',
     "data/table.csv": "a,b\n1,2\n",
 }
+
+
+# The trainees' packages (issue 27): a version the hub's environment does not have (packaging),
+# one it has not at all (tabulate), an R package from Debian (jsonlite).
+ENV_FILES = {
+    "requirements.txt": "tabulate==0.9.0\npackaging==24.1  # older than the hub's\n",
+    "install.R": 'install.packages("jsonlite")\n',
+}
+# The docker workshop's (test_docker's CONFIG): the same, layered onto the e2e image.
+DOCKER_ENVIRONMENT = """\
+environment:
+  pip: [tabulate==0.9.0]
+  r: [jsonlite]
+  python: "3.11"
+"""
+# The e2e workshops' locks (`make lock` writes them: `python tests/e2e/e2e_harness.py --lock`),
+# copied beside each config: the same lock, the same golden image, run after run.
+LOCKS = Path(__file__).resolve().parent / "locks"
+
+
+def copy_lock(config: Path, kind: str) -> None:
+    """Put the committed lock of the e2e workshop ``kind`` beside ``config``."""
+    from bakery.config.lockfile import lock_path
+
+    lock_path(config).write_bytes((LOCKS / f"{kind}.lock.json").read_bytes())
 
 
 def write_folder(folder: Path, files: dict[str, str]) -> None:
@@ -159,6 +187,35 @@ def write_config(path: Path, name: str, pubkey: str) -> None:
     path.write_text(CONFIG.format(name=name, key=pubkey) + "ca_certificates:\n  - |\n" + ca)
     write_folder(path.parent / "shared", SHARED_FILES)
     write_folder(path.parent / "course", COURSE_FILES)
+    write_folder(path.parent / "env", ENV_FILES)
+    copy_lock(path, "systemd")
+
+
+def refresh_locks() -> None:
+    """`make lock`: resolve the e2e workshops' environments again into LOCKS."""
+    import tempfile
+
+    from bakery.bake.lock import lock_workshop
+    from bakery.config.lockfile import lock_path
+
+    LOCKS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        systemd = Path(tmp) / "systemd" / "workshop.yaml"
+        systemd.parent.mkdir()
+        key = (
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3RlcmJha2VyeWV4YW1wbGVrZXlvbmx5Zm9yZG9jcw e2e"
+        )
+        systemd.write_text(CONFIG.format(name="e2e-workshop", key=key))
+        write_folder(systemd.parent / "env", ENV_FILES)
+        docker = Path(tmp) / "docker" / "workshop.yaml"
+        docker.parent.mkdir()
+        docker.write_text(
+            "name: e2e-docker\nos: debian-12\nspawner: {kind: docker, image: e2e/nb:1}\n"
+            + DOCKER_ENVIRONMENT
+        )
+        for kind, config in (("systemd", systemd), ("docker", docker)):
+            lock_workshop(config_path=config)
+            (LOCKS / f"{kind}.lock.json").write_bytes(lock_path(config).read_bytes())
 
 
 def golden_copies(config: Path) -> dict[str, Path]:
@@ -286,3 +343,10 @@ def mounted_readonly(image: Path, workdir: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["losetup", "--detach", loop], check=False)
         raw.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--lock"]:
+        sys.exit("usage: e2e_harness.py --lock  (the e2e workshops' locks, tests/e2e/locks/)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    refresh_locks()

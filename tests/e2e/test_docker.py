@@ -26,8 +26,10 @@ from typing import Any
 import pytest
 import userimage
 from e2e_harness import (
+    DOCKER_ENVIRONMENT,
     Workshop,
     build_golden,
+    copy_lock,
     dump_console,
     e2e_ssh_key,
     mounted_readonly,
@@ -119,7 +121,9 @@ def dws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
                 key=key.with_suffix(".pub").read_text().strip(),
                 git_port=GIT_PORT,
             )
+            + DOCKER_ENVIRONMENT
         )
+        copy_lock(config, "docker")
     return workshop_for(
         config,
         key=key,
@@ -314,6 +318,20 @@ def test_2b_r_kernel_and_first_screen_from_the_image(dvm: Workshop, t1: tuple[st
     mounts = [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]]
     assert (LAB_PAGE_CONFIG, LAB_PAGE_CONFIG, False) in mounts, mounts
     assert ANNOUNCEMENTS in lab_page_config(dvm, s, user)["disabledExtensions"]
+
+
+def test_2e_the_course_environment_is_layered_onto_the_image(
+    dvm: Workshop, t1: tuple[str, Any]
+) -> None:
+    """environment: on the docker spawner: the locked PyPI package and Debian's R package are in
+    the layer bakery built on the e2e image (nbgitpuller too, for course.git), and the trainee's
+    container runs that layer."""
+    user, s = t1
+    assert run_cell(dvm, s, user, "import tabulate; tabulate.__version__") == "'0.9.0'"
+    version = run_cell(dvm, s, user, 'cat(as.character(packageVersion("jsonlite")))', name="ir")
+    assert version[:1].isdigit(), version
+    image = root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' jupyter-{user}").strip()
+    assert image.startswith("bakery/e2e-docker-notebook:"), image
 
 
 # From a trainee's kernel: the metadata service, the proxy's API port and the hub's API.

@@ -417,6 +417,41 @@ def test_b1_trainee_runs_an_r_cell(vm: Workshop, trainee_session: Any) -> None:
     record("R kernel start + cell answer", time.monotonic() - start)
 
 
+def test_b1b_the_course_environment_is_the_default_kernel(
+    vm: Workshop, trainee_session: Any
+) -> None:
+    """environment: from ./env (requirements.txt, install.R): a trainee's notebook runs in the
+    workshop's own environment, with the versions its lock pins (packaging 24.1, older than the
+    hub's own; tabulate, which the hub has not); every package there is exactly the lock's; the
+    R package from install.R (Debian's r-cran-jsonlite) loads in the R kernel."""
+    from bakery.config.lockfile import lock_path, read_lock
+    from bakery.layout import HUB_PREFIX, WORKSHOP_ENV
+
+    s, user = trainee_session, vm.trainees[0]
+    open_server(vm, s, user)
+    answer = run_cell(
+        vm,
+        s,
+        user,
+        "import sys, tabulate, packaging\n(sys.prefix, tabulate.__version__, "
+        "packaging.__version__)",
+    )
+    assert answer == f"('{WORKSHOP_ENV}', '0.9.0', '24.1')", answer
+    hub_packaging = root_sh(
+        vm, f"{HUB_PREFIX}/bin/python3 -c 'import packaging; print(packaging.__version__)'"
+    ).strip()
+    assert hub_packaging != "24.1", "the hub's environment is the trainees' own"
+    lock = read_lock(lock_path(vm.config))
+    assert lock is not None and lock.trainees is not None
+    listed = json.loads(root_sh(vm, f"{WORKSHOP_ENV}/bin/python3 -m pip list --format=json"))
+    installed = {p["name"].lower().replace("_", "-"): p["version"] for p in listed}
+    pinned = {p.name: p.version for p in lock.trainees.pins}
+    extra = set(installed) - set(pinned) - {"pip", "setuptools"}
+    assert not extra and all(installed[n] == v for n, v in pinned.items()), (installed, pinned)
+    version = run_cell(vm, s, user, 'cat(as.character(packageVersion("jsonlite")))', name="ir")
+    assert version[:1].isdigit(), version
+
+
 def test_b2_first_screen_has_no_news_question(vm: Workshop, tmp_path: Path) -> None:
     """A trainee logs in with a real browser: JupyterLab's launcher (R among its notebooks), and
     no "get notified about official Jupyter news?" pop-up (bakery's page_config.json). Control:
