@@ -34,6 +34,8 @@ CONTENT_DIR = "/var/lib/bakery/content"
 SHARED_DATA_TAR = f"{CONTENT_DIR}/shared-data.tar"
 COURSE_TAR = f"{CONTENT_DIR}/course.tar"
 SHARED_DATA_DIR = "/srv/shared"  # shared_data.path's default
+# shared_data.url: where the boot stage says which archive to fetch (fetch-data.py, at first boot).
+SHARED_DATA_SOURCE = "/etc/bakery/shared-data.json"
 # The course as baked, world-readable: each server start copies it into ~/course.
 COURSE_DIR = "/srv/course"
 COURSE_HOME_DIR = "course"  # ~/course, for `from` and `git` alike
@@ -137,6 +139,7 @@ MANAGED_FILES = frozenset(
         RECORD_PATH,
         EXPIRY_FILE,
         HOMES_FILE,
+        SHARED_DATA_SOURCE,
         *(CLUSTER_ROLE_FILE.format(role=role) for role in ("manager", "worker")),
         *(f"{UNIT_DIR}/{unit}" for unit in (*UNITS, USER_IMAGE_UNIT, *EXPIRY_UNITS)),
         *(f"{UNIT_DIR}/{unit}" for unit in CLUSTER_UNITS),

@@ -338,3 +338,157 @@ def test_packing_a_folder_is_quick_enough(tmp_path: Path) -> None:
     start = time.monotonic()
     packed = content.pack(content.Folder("course.from", src, COURSE_TAR), tmp_path / "c.tar")
     assert packed.files == 300 and time.monotonic() - start < 10
+
+
+# --- shared data from an archive (shared_data.url), and what only a bake carries -----------------
+
+
+def test_a_local_folder_in_the_full_stage_is_refused_with_the_ways_out() -> None:
+    cfg = _cfg("shared_data: {from: ./data}\ncourse: {from: ./nb}\n")
+    with pytest.raises(ConfigError) as info:
+        build_cloud_config(cfg, stage="full", accounts=_accounts(cfg))
+    message = str(info.value)
+    assert "shared_data.from and course.from" in message
+    assert "`bakery bake`" in message and "shared_data: {url:" in message
+    build_cloud_config(cfg, stage="bake")  # the bake carries them
+    build_cloud_config(cfg, stage="boot", accounts=_accounts(cfg))
+
+
+def test_validate_checks_the_stages_a_bake_needs_and_says_why_not_the_full(tmp_path: Path) -> None:
+    from bakery.vm.validate import check_workshop
+
+    cfg = _cfg("shared_data: {from: ./data}\n")
+    report = check_workshop(cfg, _accounts(cfg), stages=("full", "boot"))
+    assert report.checks[0].name == "full stage" and "need a bake" in report.checks[0].detail
+    assert not any(c.name.startswith("full stage:") for c in report.checks)
+
+
+SHA = "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            f"shared_data: {{url: 'https://d.example.org/x.tar', from: ./d, sha256: '{SHA}'}}",
+            "not both",
+        ),
+        ("shared_data: {url: 'https://d.example.org/x.tar'}", "go together"),
+        (f"shared_data: {{sha256: '{SHA}'}}", "go together"),
+        (
+            f"shared_data: {{url: 'https://me:tok@d.example.org/x', sha256: '{SHA}'}}",
+            "user or token",
+        ),
+        (f"shared_data: {{url: 'ftp://d.example.org/x', sha256: '{SHA}'}}", "https://"),
+        ("shared_data: {url: 'https://d.example.org/x', sha256: 'abc'}", "64 hex digits"),
+    ],
+)
+def test_a_bad_data_url_is_refused(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as info:
+        _cfg(text)
+    assert "s3cr3t" not in str(info.value)  # a token is never echoed
+
+
+def test_the_boot_stage_names_the_archive_and_fetches_it_before_the_hub() -> None:
+    url = "https://data.example.org/course-data.tar.gz"
+    cfg = _cfg(f"shared_data: {{url: '{url}', sha256: '{SHA}'}}\n")
+    boot = build_cloud_config(cfg, stage="boot", accounts=_accounts(cfg))
+    source = json.loads(_files(boot)["/etc/bakery/shared-data.json"])
+    assert source == {"url": url, "sha256": SHA, "path": "/srv/shared"}
+    cmds = [" ".join(c) for c in boot["runcmd"]]
+    fetch = cmds.index("/usr/bin/python3 /usr/local/lib/bakery/fetch-data.py")
+    assert fetch < next(i for i, c in enumerate(cmds) if "enable --now" in c)
+    assert "/usr/local/lib/bakery/fetch-data.py" in _files(build_cloud_config(cfg, stage="bake"))
+    # Works without a bake too: the full stage carries it all.
+    build_cloud_config(cfg, stage="full", accounts=_accounts(cfg))
+
+
+def _fetch_script(tmp_path: Path, url: str, sha: str) -> Path:
+    dest = tmp_path / "shared"
+    source = tmp_path / "shared-data.json"
+    source.write_text(json.dumps({"url": url, "sha256": sha, "path": str(dest)}))
+    script = tmp_path / "fetch-data.py"
+    script.write_text(
+        render(
+            "cloudinit/fetch-data.py.j2",
+            bakery_version="t",
+            data_source=str(source),
+            content_dir=str(tmp_path / "work"),
+        )
+    )
+    return script
+
+
+def test_the_vm_fetches_checks_and_unpacks_the_archive_and_refuses_anything_else(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import http.server
+    import io
+    import threading
+
+    served = tmp_path / "www"
+    served.mkdir()
+
+    def archive(name: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for info, data in members:
+                tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+        (served / name).write_bytes(buf.getvalue())
+        return hashlib.sha256(buf.getvalue()).hexdigest()
+
+    def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE) -> Any:
+        info = tarfile.TarInfo(name)
+        info.type, info.size = kind, len(data)
+        if kind == tarfile.SYMTYPE:
+            info.linkname = "/etc/passwd"
+        return info, data
+
+    good = archive(
+        "good.tar.gz", [member("data/a.csv", b"1,2\n"), member("link", kind=tarfile.SYMTYPE)]
+    )
+    evil = archive("evil.tar.gz", [member("../outside.txt", b"x")])
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = tmp_path / "ok"
+        ok.mkdir()
+        script = _fetch_script(ok, f"{base}/good.tar.gz", good)
+        run = subprocess.run(["python3", str(script)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert (ok / "shared/data/a.csv").read_text() == "1,2\n"
+        assert not (ok / "shared/link").exists() and "skipped link" in run.stderr
+        again = subprocess.run(["python3", str(script)], capture_output=True, text=True)
+        assert again.returncode == 0 and again.stdout == ""  # done once
+        wrong = tmp_path / "wrong"
+        wrong.mkdir()
+        run = subprocess.run(
+            ["python3", str(_fetch_script(wrong, f"{base}/good.tar.gz", SHA))],
+            capture_output=True,
+            text=True,
+        )
+        assert (
+            run.returncode != 0 and f"not {SHA}" in run.stderr and "nothing unpacked" in run.stderr
+        )
+        assert not any((wrong / "shared").iterdir())
+        out = tmp_path / "out"
+        out.mkdir()
+        run = subprocess.run(
+            ["python3", str(_fetch_script(out, f"{base}/evil.tar.gz", evil))],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode != 0 and "would land outside" in run.stderr
+        assert not (out / "outside.txt").exists()
+    finally:
+        server.shutdown()

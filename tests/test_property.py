@@ -108,6 +108,8 @@ VALID: dict[tuple[str, ...], str] = {
     ("hub", "versions", "systemdspawner"): "1.0.2",
     ("hub", "versions", "jupyterlab"): "4.3.5",
     ("environment", "from"): "./env",
+    ("shared_data", "url"): "https://data.example.org/d.tar.gz",
+    ("shared_data", "sha256"): "0" * 64,
     ("environment", "pip", "[]"): "pandas==2.2.3",
     ("environment", "conda", "[]"): "r-ggplot2",
     ("environment", "apt", "[]"): "graphviz",
@@ -173,6 +175,8 @@ CONTEXT: dict[tuple[str, ...], dict[str, Any]] = {
     ("cluster",): {"engine": "swarm"},
     # A leaf's own siblings, where its section's other leaves must not have them.
     ("course", "branch"): {"git": "https://example.org/org/course"},
+    ("shared_data", "url"): {"sha256": "0" * 64},
+    ("shared_data", "sha256"): {"url": "https://data.example.org/d.tar.gz"},
 }
 # Top-level siblings a section needs (kernels: only with the systemd spawner; a swarm: docker).
 ROOT_CONTEXT: dict[str, dict[str, Any]] = {

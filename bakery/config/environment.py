@@ -41,6 +41,8 @@ NOT_RUN = {
 
 
 def _pip(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r}: a requirement has no control characters or line breaks")
     try:
         req = Requirement(value)
     except InvalidRequirement as exc:

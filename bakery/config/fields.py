@@ -251,6 +251,9 @@ RPackage = pattern_str(
     "write a CRAN package name such as ggplot2 or data.table (letters, digits and dots)",
 )
 
+# A file's sha256, as sha256sum prints it.
+Sha256 = pattern_str(r"[0-9a-f]{64}", "write the file's sha256: 64 hex digits (sha256sum FILE)")
+
 # Kernels `kernels:` adds beside Python (spawner.kind systemd), each from the distro's packages.
 KERNELS = ("r",)
 # Asked for, but not installable from the registries bakery installs from and is tested with.

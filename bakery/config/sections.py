@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from bakery import layout, versions
+from bakery import versions
 from bakery.config.fields import (
     AbsPath,
     ArchivePath,
@@ -22,15 +22,11 @@ from bakery.config.fields import (
     EnvValue,
     FileMode,
     FileOwner,
-    FolderPath,
-    GitBranch,
-    GitUrl,
     Hostname,
     HttpsUrl,
     ImageRef,
     ImportWord,
     LoginName,
-    SharedPath,
     SshKey,
     StrictModel,
     Username,
@@ -387,80 +383,3 @@ class ExtraFile(StrictModel):
                 "'0644' or '0755' (or set unsafe_permissions: true if you mean it)",
             )
         return self
-
-
-class SharedData(StrictModel):
-    """A shared data folder on the VM: read-only for trainees, read-write for admins.
-
-    Its presence turns it on. With ``from``, a local folder is copied into the golden image at
-    bake. Trainees' servers see it read-only at the same path (a read-only bind mount with the
-    docker spawner); admins may add, change and delete files (an ACL per admin).
-    """
-
-    path: SharedPath = Field(
-        layout.SHARED_DATA_DIR,
-        description="The folder on the VM (and in every trainee's server): absolute, not in "
-        "/home or a system folder.",
-    )
-    from_: FolderPath | None = Field(
-        None,
-        alias="from",
-        description="A local folder (absolute, ~/..., or relative to workshop.yaml's folder) "
-        "copied into the golden image at bake; needs `bakery bake`.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> SharedData:
-        for owned in sorted({*layout.MANAGED_DIRS, layout.COURSE_DIR}):
-            if (
-                self.path == owned
-                or self.path.startswith(owned + "/")
-                or owned.startswith(self.path + "/")
-            ):
-                raise FieldError(
-                    ("path",), f"{self.path} overlaps {owned}, which bakery manages; use another"
-                )
-        return self
-
-    def source(self, config_dir: Path) -> Path | None:
-        """The local folder of ``from`` (``~`` expanded, relative to ``config_dir``), if set."""
-        return config_dir / Path(self.from_).expanduser() if self.from_ else None
-
-
-class Course(StrictModel):
-    """Course material every trainee finds in ~/course: a folder copied at bake, or a git repo.
-
-    ``from``: copied into the golden image; each server start copies what a trainee lacks into
-    ~/course (never overwriting a trainee's file). ``git``: nbgitpuller clones the repository
-    into ~/course on first visit and merges new commits later (nbgitpuller's rules). Either way
-    trainees land on the course folder.
-    """
-
-    from_: FolderPath | None = Field(
-        None,
-        alias="from",
-        description="A local folder (absolute, ~/..., or relative to workshop.yaml's folder) "
-        "copied into the golden image; needs `bakery bake`.",
-    )
-    git: GitUrl | None = Field(
-        None,
-        description="A git repository pulled by nbgitpuller into ~/course (a custom docker image "
-        "needs nbgitpuller and git).",
-    )
-    branch: GitBranch = Field("main", description="The branch of git to pull.")
-
-    @model_validator(mode="after")
-    def _check(self) -> Course:
-        if (self.from_ is None) == (self.git is None):
-            raise FieldError(
-                ("from",) if self.from_ else ("git",),
-                "give exactly one of from (a local folder) and git (a repository address)",
-            )
-        # (The default is let through: `bakery config show` prints it.)
-        if self.from_ is not None and self.branch != "main":
-            raise FieldError(("branch",), "branch: only with git")
-        return self
-
-    def source(self, config_dir: Path) -> Path | None:
-        """The local folder of ``from`` (``~`` expanded, relative to ``config_dir``), if set."""
-        return config_dir / Path(self.from_).expanduser() if self.from_ else None

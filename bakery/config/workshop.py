@@ -11,21 +11,12 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from bakery import layout
 from bakery.config.certificates import PemCertificate
+from bakery.config.content import Course, SharedData
 from bakery.config.environment import Environment
 from bakery.config.fields import AptPackage, Hostname, Kernel, StrictModel, WorkshopName
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
-from bakery.config.sections import (
-    Cluster,
-    Course,
-    ExtraFile,
-    Hub,
-    SharedData,
-    Spawner,
-    Ssh,
-    Tls,
-    Users,
-)
+from bakery.config.sections import Cluster, ExtraFile, Hub, Spawner, Ssh, Tls, Users
 from bakery.config.units import Duration, EndsAt
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError

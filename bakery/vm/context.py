@@ -39,6 +39,7 @@ from bakery.layout import (
     PROXY_ENV,
     PROXY_PORT,
     SCRIPT_DIR,
+    SHARED_DATA_SOURCE,
     SHARED_DATA_TAR,
     STATE_DIR,
     SWARM_ADDRESS_POOL,
@@ -227,6 +228,7 @@ def content_context(cfg: Workshop) -> dict[str, Any]:
         "course_home": COURSE_HOME_DIR,
         "content_dir": CONTENT_DIR,
         "shared_tar": SHARED_DATA_TAR,
+        "data_source": SHARED_DATA_SOURCE,
         "course_tar": COURSE_TAR,
         "course_url": course_url(cfg),
     }

@@ -23,6 +23,7 @@ from bakery.layout import (
     NGINX_SITE,
     PROXY_DIR,
     SCRIPT_DIR,
+    SHARED_DATA_SOURCE,
     SSHD_DROPIN,
     TLS_RETRY_UNITS,
     UNIT_DIR,
@@ -120,6 +121,8 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
         files.append(_script("content.sh", ctx))
+        if ctx["shared_path"]:
+            files.append(_script("fetch-data.py", ctx))  # shared_data.url, at first boot
         hook = render("cloudinit/bakery_content.py.j2", **ctx)
         files.append(VmFile(f"{SCRIPT_DIR}/bakery_content.py", hook))
     if cfg.tls.mode == "letsencrypt":
@@ -209,6 +212,15 @@ def homes_files(cfg: Workshop) -> list[VmFile]:
     return [VmFile(HOMES_FILE, json.dumps(settings, indent=2) + "\n")]
 
 
+def data_source_files(cfg: Workshop) -> list[VmFile]:
+    """shared_data.url: the archive fetch-data.py downloads, checks and unpacks at first boot."""
+    shared = cfg.shared_data
+    if shared is None or shared.url is None:
+        return []
+    source = {"url": shared.url, "sha256": shared.sha256, "path": shared.path}
+    return [VmFile(SHARED_DATA_SOURCE, json.dumps(source, indent=2, sort_keys=True) + "\n")]
+
+
 def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     """Files of the boot stage (``ctx``: bakery.vm.context's, with the accounts): the hub's and
     nginx's config, sshd policy, the user's files."""
@@ -221,6 +233,7 @@ def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
         VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
         *homes_files(cfg),
+        *data_source_files(cfg),
     ]
     files += expiry_files(cfg, ctx)
     files += [

@@ -20,7 +20,7 @@ import yaml
 
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
-from bakery.errors import RenderError
+from bakery.errors import ConfigError, RenderError
 from bakery.layout import (
     EXPIRY_UNITS,
     HUB_PREFIX,
@@ -135,6 +135,11 @@ def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
         ["rm", "-f", "/etc/nginx/sites-enabled/default"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "try-reload-or-restart", "ssh"],
+    ]
+    if cfg.shared_data is not None and cfg.shared_data.url is not None:
+        # Before the hub starts: a trainee never sees the folder half unpacked.
+        cmds.append(["/usr/bin/python3", f"{SCRIPT_DIR}/fetch-data.py"])
+    cmds += [
         ["systemctl", "enable", "--now", *units(cfg)],
         ["systemctl", "restart", "nginx"],
     ]
@@ -205,6 +210,32 @@ def _boot_settings(
     return doc
 
 
+def baked_folders(cfg: Workshop) -> list[str]:
+    """The settings whose local folders only a bake carries to the VM (a golden image)."""
+    found = []
+    if cfg.shared_data is not None and cfg.shared_data.from_ is not None:
+        found.append("shared_data.from")
+    if cfg.course is not None and cfg.course.from_ is not None:
+        found.append("course.from")
+    return found
+
+
+def refuse_unbaked_folders(cfg: Workshop) -> None:
+    """The full stage (a stock image) has no way to carry a local folder: refuse, with the ways.
+
+    Raises:
+        ConfigError: ``shared_data.from`` or ``course.from`` is set.
+    """
+    folders = baked_folders(cfg)
+    if folders:
+        raise ConfigError(
+            f"{' and '.join(folders)}: a local folder reaches the VM only in a golden image, and "
+            "the full stage (a stock image) would boot with it empty. Bake first (`bakery bake`, "
+            "then launch or `render --stage boot`), or for shared data give "
+            "shared_data: {url: https://..., sha256: ...} (an archive the VM fetches and checks)"
+        )
+
+
 def build_cloud_config(
     cfg: Workshop,
     *,
@@ -231,6 +262,8 @@ def build_cloud_config(
             "role worker is a swarm cluster's: this workshop has no cluster.engine: swarm"
         )
     worker = role == "worker"
+    if stage == "full":
+        refuse_unbaked_folders(cfg)
     with_bake, with_boot = stage in ("full", "bake"), stage in ("full", "boot")
     doc = _boot_settings(cfg, stage, accounts, worker) if with_boot else {}
     files: list[VmFile] = []

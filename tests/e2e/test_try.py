@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 import uuid
@@ -1171,9 +1172,26 @@ def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
 
 @pytest.mark.slow
 def test_full_stage_in_the_vm(base_image: Path, workshop_files: Workshop) -> None:
-    """The stock-image path: the whole full stage installs inside the VM (very slow under TCG)."""
+    """The stock-image path: the whole full stage installs inside the VM (very slow under TCG).
+    Without the local folders, which only a bake carries (the full stage refuses them)."""
+    import yaml
+
     from bakery.providers.local import trial
 
+    settings = yaml.safe_load(workshop_files.config.read_text())
+    settings.pop("course")
+    settings["shared_data"] = {}
+    full_config = workshop_files.config.with_name("full.yaml")
+    full_config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    shutil.copy(
+        workshop_files.config.with_name("workshop.lock.json"),
+        full_config.with_name("full.lock.json"),
+    )
+    shutil.copy(
+        workshop_files.config.with_name("workshop.credentials.csv"),
+        full_config.with_name("full.credentials.csv"),
+    )
+    workshop_files = dataclasses.replace(workshop_files, config=full_config)
     run_dir = workshop_files.dir / "vm-full"
     start = time.monotonic()
     try:
