@@ -33,10 +33,11 @@ spawner:
   mem_limit: 2G                # per trainee
   cpu_limit: 1.0               # CPUs per trainee
   idle_cull_minutes: 60        # stop idle servers (files stay); 0 = never
-  # custom_image:              # extra packages baked into the image on the VM
-  #   apt: [graphviz]
-  #   conda: [r-tidyverse]
-  #   pip: [plotly==5.24.1]
+
+# environment:                 # the course's packages (then: bakery lock {path})
+#   from: ./binder             # requirements.txt, apt.txt, install.R, environment.yml
+#   pip: [plotly==5.24.1]
+#   apt: [graphviz]
 
 tls:
   mode: self-signed            # self-signed (made on the VM) | letsencrypt
