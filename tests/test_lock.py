@@ -284,3 +284,26 @@ def test_a_lock_that_is_not_bakerys_is_refused(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="64 hex digits"):
         parse_lock(json.dumps(bad_hash), "w.lock.json")
+
+
+def test_an_index_the_vm_cannot_reach_fails_the_install_clearly_with_nothing_installed(
+    index: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = index
+    config = workshop(tmp_path, url)
+    lock_workshop(config_path=config)
+    # The same lock, from an index nothing answers on (the retries' waits cut short here).
+    config.write_text(config.read_text().replace(url, "http://127.0.0.1:9/simple"))
+    work = tmp_path / "down"
+    work.mkdir()
+    script = _install_script(work, config)
+    script.write_text(script.read_text().replace("sleep $((n * 10))", "sleep 0"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
+    failed = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert failed.returncode != 0
+    assert "attempt 3 of 3 failed" in failed.stderr
+    assert "is http://127.0.0.1:9/simple reachable from here? Nothing was installed" in (
+        failed.stderr
+    )
+    assert not (work / "hub/share/jupyter/kernels/python3").exists()  # no kernel registered
