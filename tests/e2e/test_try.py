@@ -1078,7 +1078,7 @@ def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> 
         start = time.monotonic()
         code = (
             "import subprocess, sys\n"
-            f"bomb = subprocess.Popen([sys.executable, '-c', {FORK_BOMB.format(hold=40)!r}],"
+            f"bomb = subprocess.Popen([sys.executable, '-c', {FORK_BOMB.format(hold=15)!r}],"
             " stdout=subprocess.PIPE, text=True)\nprint('started')"
         )
         assert cell(vm, sa, a, ka, code) == "started\n"

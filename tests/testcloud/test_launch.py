@@ -21,6 +21,7 @@ import requests
 from cloudcount import counts
 
 from bakery.config.workshop import load_config
+from bakery.day.collect import collect_before_destroy
 from bakery.errors import BakeryError, CloudError
 from bakery.progress import ConsoleReporter
 from bakery.providers.openstack import destroy as bakery_destroy
@@ -137,6 +138,34 @@ def test_launch_status_relaunch_destroy(conn: Any, workshop: Path) -> None:
     assert again.created == []
     assert counts(conn, NAME) == before
     assert again.servers[0].id == server.id
+
+    # Issue 26: a hub that exists but cannot be reached (SHUTOFF) stops `destroy --collect`:
+    # its trainees are failures, never "never created", and nothing is deleted.
+    conn.compute.stop_server(server.id)
+    deadline = time.monotonic() + 300
+    while conn.compute.get_server(server.id).status != "SHUTOFF":
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(3)
+    work = workshop.parent / "work"
+    with pytest.raises(BakeryError, match="nothing deleted") as refused:
+        collect_before_destroy(config_path=workshop, out_dir=work)
+    assert "training01" in str(refused.value)
+    assert counts(conn, NAME) == before
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("bakery")),
+            "destroy",
+            str(workshop),
+            "--collect",
+            str(work),
+            "--yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 1 and "SHUTOFF" in cli.stderr and "Traceback" not in cli.stderr
+    assert counts(conn, NAME) == before
 
     start = time.monotonic()
     plan = bakery_destroy.destroy(config_path=workshop, progress=say)
