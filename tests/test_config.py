@@ -97,7 +97,11 @@ BAD = [
     ("name: ok\nenvironment: {r: [dplyr]}\n", 2, ["conda", "r-ggplot2"]),
     ("name: ok\nenvironment: {r: ['dplyr; x']}\n", 2, ["environment.r.0", "CRAN"]),
     ("name: ok\nenvironment: {index_url: 'ftp://pypi.example.org/simple'}\n", 2, ["simple index"]),
-    ("name: ok\nenvironment: {index_url: 'https://u:t@pypi.example.org/s'}\n", 2, ["no user"]),
+    (
+        "name: ok\nenvironment: {index_url: 'https://u:t@pypi.example.org/s'}\n",
+        2,
+        ["user or token"],
+    ),
     (
         "name: ok\nspawner: {kind: systemd, image_archive: {path: a.tar}}\n",
         2,

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import Field, model_validator
 
 from bakery import layout
 from bakery.config.fields import (
+    DataUrl,
     FolderPath,
     GitBranch,
     GitUrl,
     Sha256,
     SharedPath,
     StrictModel,
-    anchored,
 )
 from bakery.errors import FieldError
-
-_DATA_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+=&?-]+)*/?")
-
-
-def _data_url(value: str) -> str:
-    # Never echoed: a user and token in the address is a secret (it would sit in user-data).
-    if "@" in urlsplit(value).netloc:
-        raise ValueError(
-            "an address with a user or token in it would sit in the VM's user-data: publish the "
-            "archive at an address without one (the sha256 checks what arrives)"
-        )
-    if not _DATA_URL_RE.fullmatch(value):
-        raise ValueError(
-            f"{value[:100]!r}: write the https:// (or http://) address of a tar archive, e.g. "
-            "https://data.example.org/course-data.tar.gz"
-        )
-    return value
-
-
-DataUrl = Annotated[
-    str,
-    AfterValidator(_data_url),
-    WithJsonSchema({"type": "string", "pattern": anchored(_DATA_URL_RE.pattern)}),
-]
 
 
 class SharedData(StrictModel):

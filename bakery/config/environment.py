@@ -15,16 +15,21 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from bakery.config.fields import AptPackage, FolderPath, PackageSpec, RPackage, StrictModel
+from bakery.config.fields import (
+    AptPackage,
+    FolderPath,
+    IndexUrl,
+    PackageSpec,
+    RPackage,
+    StrictModel,
+)
 from bakery.errors import ConfigError
 
-_INDEX_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+-]+)*/?")
 # Files of a Binder repository that bakery reads; the ones it refuses (code it would not run).
 READ = ("requirements.txt", "apt.txt", "install.R", "environment.yml")
 NOT_RUN = {
@@ -60,18 +65,6 @@ PipRequirement = Annotated[
     AfterValidator(_pip),
     WithJsonSchema({"type": "string", "examples": ["pandas==2.2.3", "scikit-learn>=1.5,<2"]}),
 ]
-
-
-def _index(value: str) -> str:
-    if not _INDEX_RE.fullmatch(value) or "@" in urlsplit(value).netloc:
-        raise ValueError(
-            f"{value[:80]!r}: write the address of a PyPI-style simple index, e.g. "
-            "https://pypi.example.org/simple (no user or token in it)"
-        )
-    return value.rstrip("/")
-
-
-IndexUrl = Annotated[str, AfterValidator(_index)]
 
 
 class Environment(StrictModel):

@@ -336,27 +336,47 @@ FolderPath = Annotated[str, AfterValidator(_archive_path)]
 _GIT_URL_RE = re.compile(r"(https?|git)://[A-Za-z0-9._~:@\[\]-]+(/[A-Za-z0-9._~%+-]+)*/?")
 
 
-def _git_url(value: str) -> str:
-    # Never echoed: a URL with a user and token in it is a secret.
-    if urlsplit(value).netloc.count("@"):
-        raise ValueError(
-            "a repository address with a user or token in it (https://USER:TOKEN@host/...) "
-            "would reach every trainee's browser: use a public repository's address, and give "
-            "private material through course.from instead"
-        )
-    if not _GIT_URL_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r}: write the repository's https://, http:// or git:// address, e.g. "
-            "https://github.com/ORG/REPO (letters, digits and . _ ~ % + - in its path)"
-        )
-    return value
+def address_str(regex: re.Pattern[str], with_user: str, rule: str) -> Any:
+    """A URL type: ``regex`` as a whole, and never a user or token in it (``with_user`` says why;
+    the address is not echoed then: it holds a secret). ``rule`` says what to write instead."""
+
+    def check(value: str) -> str:
+        if "@" in urlsplit(value).netloc:
+            raise ValueError(with_user)
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value[:100]!r}: {rule}")
+        return value
+
+    return Annotated[
+        str,
+        AfterValidator(check),
+        WithJsonSchema({"type": "string", "pattern": anchored(regex.pattern)}),
+    ]
 
 
-GitUrl = Annotated[
-    str,
-    AfterValidator(_git_url),
-    WithJsonSchema({"type": "string", "pattern": anchored(_GIT_URL_RE.pattern)}),
-]
+GitUrl = address_str(
+    _GIT_URL_RE,
+    "a repository address with a user or token in it (https://USER:TOKEN@host/...) would reach "
+    "every trainee's browser: use a public repository's address, and give private material "
+    "through course.from instead",
+    "write the repository's https://, http:// or git:// address, e.g. https://github.com/ORG/REPO "
+    "(letters, digits and . _ ~ % + - in its path)",
+)
+_DATA_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+=&?-]+)*/?")
+DataUrl = address_str(
+    _DATA_URL_RE,
+    "an address with a user or token in it would sit in the VM's user-data: publish the archive "
+    "at an address without one (the sha256 checks what arrives)",
+    "write the https:// (or http://) address of a tar archive, e.g. "
+    "https://data.example.org/course-data.tar.gz",
+)
+_INDEX_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+-]+)*/?")
+IndexUrl = address_str(
+    _INDEX_RE,
+    "an index address with a user or token in it would sit in the VM's user-data and in the "
+    "lock: use a mirror that needs none (the lock's hashes check every file)",
+    "write the address of a PyPI-style simple index, e.g. https://pypi.example.org/simple",
+)
 
 _BRANCH_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 BRANCH_RULE = (

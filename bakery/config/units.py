@@ -44,32 +44,30 @@ def parse_size(value: str | int) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
-def canonical_mem_limit(value: str | int) -> str:
-    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
+def _bounded(value: str | int, low: str, high: str, why_low: str) -> str:
+    """``value`` as a size between ``low`` and ``high`` (both sizes), in its shortest whole unit
+    (``2G``, ``1536M``), a form docker, systemd and xfs_quota all take."""
     size = parse_size(value)
-    if size < 128 * 1024**2:
-        raise ValueError(f"{value!r} is below 128M, too little for a notebook server")
-    if size > 4 * 1024**4:
-        raise ValueError(f"{value!r} is above 4T")
+    if size < parse_size(low):
+        raise ValueError(f"{value!r} is below {low}, {why_low}")
+    if size > parse_size(high):
+        raise ValueError(f"{value!r} is above {high}")
     for unit in ("G", "M", "K"):
         if size % _SIZE_UNITS[unit] == 0:
             return f"{size // _SIZE_UNITS[unit]}{unit}"
     return str(size)
+
+
+def canonical_mem_limit(value: str | int) -> str:
+    """A per-trainee memory limit (128M to 4T) in a form docker and systemd both accept."""
+    return _bounded(value, "128M", "4T", "too little for a notebook server")
 
 
 def canonical_disk_limit(value: str | int) -> str:
     """A per-trainee disk limit (16M to 16T, ``auto`` or ``none``) in a canonical form (``2G``)."""
     if value in ("auto", "none"):
         return str(value)
-    size = parse_size(value)
-    if size < 16 * 1024**2:
-        raise ValueError(f"{value!r} is below 16M, too little for a home with a notebook")
-    if size > 16 * 1024**4:
-        raise ValueError(f"{value!r} is above 16T")
-    for unit in ("G", "M", "K"):
-        if size % _SIZE_UNITS[unit] == 0:
-            return f"{size // _SIZE_UNITS[unit]}{unit}"
-    return str(size)
+    return _bounded(value, "16M", "16T", "too little for a home with a notebook")
 
 
 # A home's quota: auto (what `bakery size` counts per home), none (no quota) or a size.
