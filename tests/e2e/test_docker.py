@@ -172,6 +172,15 @@ def dvm(docker_golden: Path, dws: Workshop) -> Iterator[Workshop]:
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def served_image(w: Workshop) -> str:
+    """The image trainees' servers run: the workshop's layer (environment:, nbgitpuller) on it."""
+    from bakery.config.workshop import load_config
+    from bakery.workshop import software
+
+    layer = software.image_layer(load_config(w.config))
+    return layer.tag if layer is not None else image_tag(w)
+
+
 def image_tag(w: Workshop) -> str:
     from bakery.config.workshop import load_config
 
@@ -276,7 +285,7 @@ def test_2_server_in_its_own_container_as_the_trainee(dvm: Workshop, t1: tuple[s
     user, s = t1
     name = f"jupyter-{user}"
     running = root_sh(dvm, "docker ps --format '{{.Names}} {{.Image}}'").splitlines()
-    assert f"{name} {image_tag(dvm)}" in running, running
+    assert f"{name} {served_image(dvm)}" in running, running
     info = json.loads(root_sh(dvm, f"docker inspect {name}"))[0]
     mounts = [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]]
     assert (f"/home/{user}", f"/home/{user}", True) in mounts, mounts
@@ -334,7 +343,7 @@ def test_2e_the_course_environment_is_layered_onto_the_image(
     version = run_cell(dvm, s, user, 'cat(as.character(packageVersion("jsonlite")))', name="ir")
     assert version[:1].isdigit(), version
     image = root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' jupyter-{user}").strip()
-    assert image.startswith("bakery/e2e-docker-notebook:"), image
+    assert image == served_image(dvm) and image.startswith("bakery/e2e-docker-notebook:"), image
 
 
 # From a trainee's kernel: the metadata service, the proxy's API port and the hub's API.
