@@ -518,7 +518,7 @@ def test_scale_down_drains_the_highest_workers_before_deleting_them(
     swarm.tasks[swarm.node("intro-worker-1")] = ["training03"]
     going = {n: swarm.node(n) for n in ("intro-worker-3", "intro-worker-2")}
     ids = {n: by_name(fake)[n]["id"] for n in going}
-    asked: list[cluster.ScalePlan] = []
+    asked: list[scale_mod.ScalePlan] = []
     fake.since = fake.mock.call_count
 
     plan = scale_mod.scale(config_path=path, workers=1, confirm=lambda p: asked.append(p) or True)

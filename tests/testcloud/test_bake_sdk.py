@@ -19,7 +19,6 @@ from cloudcount import ensure_flavor
 
 from bakery.bake import sdk as bake_openstack
 from bakery.config.workshop import load_config
-from bakery.providers.openstack import api as cloud
 from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
@@ -96,7 +95,7 @@ def test_bake_with_openstacksdk(clouds: tuple[Any, Any], debian_image: Any, tmp_
         props = {**(baked.properties or {}), **baked.to_dict()}
         assert props.get("bakery_workshop") == NAME
         assert image.record_from_properties(props) == record == result.record
-        assert cloud.image_stage(baked) == "boot"
+        assert image.image_stage(baked) == "boot"
         # The builder is gone.
         assert not [s for s in demo.compute.servers() if s.name == f"{NAME}-builder"]
     finally:

@@ -26,7 +26,7 @@ from bakery.errors import BakeryError, CloudError
 from bakery.progress import ConsoleReporter
 from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.providers.openstack import launch as bakery_launch
-from bakery.providers.openstack import resources
+from bakery.providers.openstack import rules
 from bakery.providers.openstack import status as bakery_status
 from bakery.vm.userdata import user_data_b64
 
@@ -249,14 +249,14 @@ def test_security_group_reconciled_and_owned_exactly(conn: Any, workshop: Path) 
     groups = []
     try:
         for cfg in (short, long):
-            group, made = resources.ensure_security_group(bconn, cfg)
+            group, made = rules.ensure_security_group(bconn, cfg)
             assert made is not None
             groups.append(group)
         # admin_cidr narrows to an IPv6 network: the world-open ssh rule goes, an IPv6 one comes.
         narrowed = short.model_copy(
             update={"openstack": short.openstack.model_copy(update={"admin_cidr": "2001:db8::/48"})}
         )
-        group, made = resources.ensure_security_group(bconn, narrowed)
+        group, made = rules.ensure_security_group(bconn, narrowed)
         assert made is None and group.id == groups[0].id
         ssh = [
             (r.ether_type, r.remote_ip_prefix)
