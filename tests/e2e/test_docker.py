@@ -340,8 +340,8 @@ def test_2e_the_course_environment_is_layered_onto_the_image(
     container runs that layer."""
     user, s = t1
     assert run_cell(dvm, s, user, "import tabulate; tabulate.__version__") == "'0.9.0'"
-    version = run_cell(dvm, s, user, 'cat(as.character(packageVersion("jsonlite")))', name="ir")
-    assert version[:1].isdigit(), version
+    version = run_cell(dvm, s, user, 'as.character(packageVersion("jsonlite"))', name="ir")
+    assert version.startswith('[1] "1.'), version
     image = root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' jupyter-{user}").strip()
     assert image == served_image(dvm) and image.startswith("bakery/e2e-docker-notebook:"), image
 
