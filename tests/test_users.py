@@ -286,8 +286,11 @@ def run_program(
             raise KeyError(name)
         return types.SimpleNamespace(pw_dir=f"/home/{name}")
 
-    def fake_run(argv: list[str], check: bool = False) -> None:
+    def fake_run(argv: list[str], check: bool = False, stdout: Any = None) -> None:
         ran.append(argv)
+        # A command's chatter (xfs_quota's "Setting up project ...") goes where it is sent: it
+        # must never reach the program's own stdout, the JSON answer `bakery users` reads.
+        print(f"{argv[0]}: chatter", file=stdout if stdout is not None else sys.stdout)
         if argv[0] == "useradd":
             known.add(argv[-1])
 

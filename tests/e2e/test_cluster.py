@@ -39,7 +39,18 @@ from e2e_harness import (
     with_stop,
     workshop_for,
 )
-from test_try import base, login, open_server, root_sh, run_cell, servers, session, ssh, token
+from test_try import (
+    base,
+    login,
+    open_server,
+    quota_report,
+    root_sh,
+    run_cell,
+    servers,
+    session,
+    ssh,
+    token,
+)
 
 requests = pytest.importorskip("requests")
 websocket = pytest.importorskip("websocket")
@@ -349,24 +360,30 @@ def test_3_the_file_is_in_home_on_the_manager(cvm: Workshop, t1: tuple[str, Any]
 
 def test_3b_the_quota_holds_over_nfs(cvm: Workshop, t1: tuple[str, Any]) -> None:
     """The homes' quota is the manager's filesystem's: a worker writing a trainee's home over
-    NFS gets "Disk quota exceeded" at disk_limit (64M), and the manager's disk is untouched."""
+    NFS gets "No space left on device" (an XFS project quota's ENOSPC) at disk_limit (64M), and
+    the manager's disk is untouched. The trainee's `rm` on the worker gives the space back (the
+    server on the worker must start kernels again: test_4)."""
     from bakery.layout import CLUSTER_HOME
 
     user, _ = t1
     uid, gid = root_sh(cvm, f"id -u {user}; id -g {user}").split()
     worker = worker_of(cvm)
+    as_trainee = f"setpriv --reuid={uid} --regid={gid} --clear-groups"
+    fill = f"{CLUSTER_HOME}/{user}/fill.bin"
     out = root_sh(
-        worker,
-        f"setpriv --reuid={uid} --regid={gid} --clear-groups "
-        f"dd if=/dev/zero of={CLUSTER_HOME}/{user}/fill.bin bs=1M count=96 conv=fsync 2>&1; "
-        "echo rc=$?",
+        worker, f"{as_trainee} dd if=/dev/zero of={fill} bs=1M count=96 conv=fsync 2>&1; echo rc=$?"
     )
     try:
-        assert "Disk quota exceeded" in out and not out.strip().endswith("rc=0"), out
+        assert "No space left on device" in out and not out.strip().endswith("rc=0"), out
         size = int(root_sh(cvm, f"stat -c %s /home/{user}/fill.bin"))
         assert size <= 64 * 2**20, size
     finally:
-        root_sh(cvm, f"rm -f /home/{user}/fill.bin")
+        # As the trainee would, on the worker (through NFS, so its client drops the file too).
+        root_sh(worker, f"{as_trainee} rm -f {fill}")
+    end = time.monotonic() + 60
+    while (used := quota_report(cvm).get(int(uid), (0, 0))[0]) > 1024:
+        assert time.monotonic() < end, f"{user}'s quota still holds {used} KiB after the file went"
+        time.sleep(2)
 
 
 PROBE = """

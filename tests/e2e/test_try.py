@@ -937,6 +937,14 @@ result
 """
 
 
+def assert_filled_to_quota(answer: str, limit_mib: int) -> None:
+    """FILL_HOME's answer: ENOSPC (an XFS project quota's error; a full disk would say the same,
+    so the MiB written must be the quota's, within a few MiB of its rounding)."""
+    code, written = ast.literal_eval(answer)
+    assert code == "ENOSPC", f"the home did not fill to its quota: {answer}"
+    assert limit_mib - 4 <= written <= limit_mib, f"{written} MiB written, quota {limit_mib}"
+
+
 def others_go_on(w: Workshop, other: str) -> None:
     """While one home is full: ``other`` logs in, saves a notebook, runs a cell; the hub is well.
     (A file of 1 MiB from the kernel: more than a small quota's rounding could hide.)"""
@@ -966,9 +974,11 @@ def quota_report(vm: Workshop) -> dict[int, tuple[int, int]]:
 
 def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None:
     """A trainee who fills their home (spawner.disk_limit, 64M here: a project quota on the
-    homes' own XFS filesystem) gets "Disk quota exceeded" on save; another trainee logs in and
-    runs cells; the hub's state is on another filesystem; an admin's home has no quota; the
-    account `users add` made (test_f) has its quota too; all of it after the reboot (test_e)."""
+    homes' own XFS filesystem) gets "No space left on device" on save (an XFS project quota
+    answers ENOSPC, not EDQUOT) and `df` on their home shows the quota as its size; another
+    trainee logs in and runs cells; the hub's state is on another filesystem; an admin's home
+    has no quota; the account `users add` made (test_f) has its quota too; all of it after the
+    reboot (test_e)."""
     from bakery.layout import STATE_DIR
 
     full, other = vm.trainees[1], vm.trainees[0]
@@ -993,8 +1003,9 @@ def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None
         open_server(vm, s, user=full)
         start = time.monotonic()
         answer = run_cell(vm, s, full, FILL_HOME)
-        assert answer.startswith("('EDQUOT', "), f"the home did not fill to its quota: {answer}"
-        assert int(answer.split()[-1].rstrip(")")) <= 64, answer
+        assert_filled_to_quota(answer, 64)
+        size = root_sh(vm, f"df -B1 --output=size /home/{full} | tail -1").strip()
+        assert int(size) == limit_kib * 1024, f"df on the full home: {size}"
         record("fill a 64 MiB home quota from the kernel", time.monotonic() - start)
         xsrf = xsrf_for(s, f"/user/{full}/")
         notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
@@ -1006,7 +1017,7 @@ def test_j_full_home_clear_error_others_and_hub_unaffected(vm: Workshop) -> None
         )
         # What the lab shows in its "File Save Error" dialog.
         assert r.status_code == 500, f"save on a full home: {r.status_code} {r.text[:300]}"
-        assert "Disk quota exceeded" in r.json()["message"], r.text[:500]
+        assert "No space left on device" in r.json()["message"], r.text[:500]
         start = time.monotonic()
         others_go_on(vm, other)
         record("other trainee: login to cell answer, one home full", time.monotonic() - start)
