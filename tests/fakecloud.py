@@ -626,6 +626,12 @@ class FakeCloud:
 
     def _create_server(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         req = body["server"]
+        if "networks" not in req:  # Nova since microversion 2.37, the whole request quoted
+            message = (
+                f"Invalid input for field/attribute server. Value: {req!r}. "
+                "'networks' is a required property"
+            )
+            return 400, {"badRequest": {"code": 400, "message": message}}
         server_id = _id()
         n = len(self.servers) + 5
         self.servers[server_id] = {

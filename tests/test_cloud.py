@@ -503,7 +503,8 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
     fake.boot_outcome = "ERROR"
     for name, meta in [("intro-2", {"bakery_workshop": "intro"}), ("intro-3", {})]:
         fake._create_server(
-            query={}, body={"server": {"name": name, "flavorRef": "4", "metadata": meta}}
+            query={},
+            body={"server": {"name": name, "flavorRef": "4", "metadata": meta, "networks": []}},
         )
     for server_id in list(fake.servers)[1:]:
         fake._get_server(server_id, query={}, body=None)  # BUILD -> ERROR
@@ -819,6 +820,72 @@ def test_what_the_cloud_does_not_have_is_a_not_found_error(
     assert message in result.stderr
     # Found out before anything was made.
     assert [r.method for r in fake.mock.request_history if r.method != "GET"] == ["POST"]
+
+
+def add_network(fake: FakeCloud, name: str, *, project: str | None = None) -> str:
+    """Another network the project sees (``project``: another's, shared with it)."""
+    net_id = f"b1f1c0de-0000-4000-8000-{len(fake.networks):012d}"
+    fake.networks[net_id] = {
+        **fake.networks[PRIVATE_NET],
+        "id": net_id,
+        "name": name,
+        "shared": project is not None,
+        "project_id": project or fake.networks[PRIVATE_NET]["project_id"],
+        "tenant_id": project or fake.networks[PRIVATE_NET]["project_id"],
+    }
+    return net_id
+
+
+def test_no_networks_named_boots_on_the_projects_own_network(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float], hub_ok: None
+) -> None:
+    """networks: [] where the project sees its own network, a shared one and the external one
+    (Nova alone would answer 400 "'networks' is a required property"): its own, said in the plan."""
+    add_network(fake, "campus-shared", project="0" * 32)
+    path = write_workshop(tmp_path, networks=[])
+    plan = invoke("launch", str(path), "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert f"networks: private ({PRIVATE_NET}): the project's own" in plan.stdout
+    launch(path)
+    server = only(fake.calls("POST", r"/servers$")).json()["server"]
+    assert server["networks"] == [{"uuid": PRIVATE_NET}]
+
+
+def test_no_networks_named_and_two_of_its_own_is_refused_before_anything_is_made(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    other = add_network(fake, "lab")
+    path = write_workshop(tmp_path, networks=[])
+    for command in (["launch", str(path), "--no-wait"], ["launch", str(path), "--dry-run"]):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        assert (
+            f"openstack.networks: empty, and the project sees 2 networks a server can boot on: "
+            f"lab ({other}), private ({PRIVATE_NET}); name one, e.g. `networks: [lab]`"
+        ) in result.stderr
+        assert "Traceback" not in result.output
+    assert [r.method for r in fake.mock.request_history if r.method != "GET"] == ["POST"] * 2
+
+
+def test_a_cloud_error_quoting_the_request_never_prints_it(
+    fake: FakeCloud, tmp_path: Path, sleeps: list[float]
+) -> None:
+    """Nova's schema errors quote the whole server request: its user-data (password hashes, in
+    base64) must never reach the terminal or a log."""
+    path = write_workshop(tmp_path)
+    request = {"name": "intro-1", "user_data": base64.b64encode(os.urandom(30000)).decode()}
+    message = (
+        f"Invalid input for field/attribute server. Value: {request!r}. "
+        "'networks' is a required property"
+    )
+    fake.fail("POST", r"/servers$", 400, {"badRequest": {"code": 400, "message": message}}, None)
+    result = invoke("launch", str(path), "--no-wait")
+    assert result.exit_code == 1, result.output
+    assert "'networks' is a required property" in result.stderr
+    assert "Value: (the request, not shown)" in result.stderr
+    assert request["user_data"][:40] not in result.output and len(result.output) < 2000
+    assert cloud.scrub("x" * 5000).startswith("(5000 characters not shown)")
+    assert len(cloud.scrub("word " * 1000)) < 700
 
 
 NO_CLOUD_COMMANDS = [

@@ -784,7 +784,8 @@ def test_destroy_of_one_cluster_spares_a_workshop_whose_name_it_prefixes(
     launch(path)
     for name in ["intro-manager-x", "intro-advanced-worker-1", "intro-worker-1a"]:
         fake._create_server(
-            query={}, body={"server": {"name": name, "flavorRef": "4", "metadata": {}}}
+            query={},
+            body={"server": {"name": name, "flavorRef": "4", "metadata": {}, "networks": []}},
         )
     other = tmp_path / "other"
     other.mkdir()

@@ -88,7 +88,11 @@ class OpenStack(StrictModel):
         None, description="Image name or ID to launch (`launch --image` overrides)."
     )
     networks: list[CloudName] = Field(
-        [], description="Network names or IDs; empty: the project's only network."
+        [],
+        description=(
+            "Network names or IDs; empty: the project's own network (of those not external, the "
+            "one it owns, else the only one it sees; several: refused, named)."
+        ),
     )
     floating_ip_network: CloudName | None = Field(
         None, description="External network for a floating IP; none: no floating IP."

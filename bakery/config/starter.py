@@ -58,7 +58,7 @@ openstack:                     # for `bakery launch` (credentials stay in clouds
   # cloud: mycloud             # a clouds.yaml entry (default: $OS_CLOUD)
   flavor: auto                 # or a flavor name; auto = smallest that fits `bakery size`
   # image: bakery-{name}       # or `bakery launch --image ...`
-  # networks: [my-network]     # default: the project's only network
+  # networks: [my-network]     # default: the project's own network
   # floating_ip_network: public
   # public_key: ~/.ssh/id_ed25519.pub   # key pair bakery-{name} is made from it
   admin_cidr: 0.0.0.0/0        # who may reach ssh (22); 80/443 are open to all

@@ -8,6 +8,7 @@ keystoneauth's own, set on the connection; a create is never blindly repeated (s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "api",
     "connect",
+    "default_network",
     "find_flavor",
     "find_image",
     "find_network",
@@ -69,12 +71,12 @@ def api(what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except (ks.ConnectFailure, ks.ConnectTimeout, ks.RetriableConnectionFailure) as exc:
         raise CloudError(f"{what}: cannot reach the cloud: {exc}") from None
     except os_exc.ResourceFailure as exc:
-        raise CloudError(f"{what}: {exc}") from None
+        raise CloudError(f"{what}: {scrub(str(exc))}") from None
     except os_exc.HttpException as exc:
         raise _http_error(what, exc) from None
     except (ks.ClientException, os_exc.SDKException) as exc:
         # Not HTTP: discovery failures, ResourceTimeout of a waiter, ...
-        raise CloudError(f"{what}: {exc}") from None
+        raise CloudError(f"{what}: {scrub(str(exc))}") from None
 
 
 def _http_error(what: str, exc: Any) -> CloudError:
@@ -99,8 +101,25 @@ def http_status(exc: BaseException) -> int:
 def _http_detail(exc: Exception) -> str:
     details = getattr(exc, "details", None)
     status = getattr(exc, "status_code", None)
-    text = str(details or getattr(exc, "message", None) or exc).strip()
+    text = scrub(str(details or getattr(exc, "message", None) or exc).strip())
     return f"HTTP {status}: {text}" if status else text
+
+
+# Nova's schema errors quote the whole request ("Invalid input for field/attribute server.
+# Value: {...}. 'networks' is a required property"): the user-data (password hashes, the hub's
+# config) in base64, 42 KB of it. An error message never carries a request body.
+_QUOTED_VALUE = re.compile(r"Value: [\[{].*[\]}]\. ", re.DOTALL)
+_LONG_BLOB = re.compile(r"[A-Za-z0-9+/=_-]{120,}")
+DETAIL_MAX = 600
+
+
+def scrub(text: str) -> str:
+    """A cloud's message as bakery prints it: no quoted request, no long blob, bounded."""
+    text = _QUOTED_VALUE.sub("Value: (the request, not shown). ", text)
+    text = _LONG_BLOB.sub(lambda m: f"({len(m.group())} characters not shown)", text)
+    if len(text) > DETAIL_MAX:
+        text = text[:DETAIL_MAX] + f"... ({len(text) - DETAIL_MAX} more characters not shown)"
+    return text
 
 
 # --- the connection -------------------------------------------------------------------------------
@@ -204,8 +223,39 @@ def find_network(conn: Connection, name: str, field: str = "openstack.networks")
 
 
 def network_ids(conn: Connection, cfg: Workshop) -> list[str]:
-    """The IDs of the config's networks."""
+    """The IDs of the config's networks; none named: the project's own (``default_network``)."""
+    if not cfg.openstack.networks:
+        return [str(default_network(conn).id)]
     return [str(find_network(conn, name).id) for name in cfg.openstack.networks]
+
+
+def default_network(conn: Connection) -> Any:
+    """``openstack.networks: []``: the network a server boots on, found before anything is made.
+
+    Nova picks a network by itself only when the project sees exactly one; a project that sees
+    its own and a shared or external one gets a 400 at the create. So: of the networks that are
+    not external, the project's own if it has exactly one, else the only one it sees.
+
+    Raises:
+        NotFoundError: none, or several (named, with how to choose).
+    """
+    nets = api("list networks", lambda: list(conn.network.networks()))
+    bootable = sorted((n for n in nets if not n.is_router_external), key=lambda n: (n.name, n.id))
+    own = [n for n in bootable if n.project_id == conn.current_project_id]
+    for pool in (own, bootable):
+        if len(pool) == 1:
+            return pool[0]
+    if not bootable:
+        raise NotFoundError(
+            "openstack.networks: empty, and the project sees no network a server can boot on "
+            "(only external ones); create one (`openstack network create`, a subnet and a "
+            "router to the external network) or ask the cloud's admins which to use"
+        )
+    listed = ", ".join(f"{n.name} ({n.id})" for n in bootable)
+    raise NotFoundError(
+        f"openstack.networks: empty, and the project sees {len(bootable)} networks a server "
+        f"can boot on: {listed}; name one, e.g. `networks: [{bootable[0].name}]`"
+    )
 
 
 # --- servers --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from bakery.config.workshop import Workshop
 from bakery.errors import BakeryError, PreflightFailed
 from bakery.progress import Reporter
-from bakery.providers.openstack.api import connect, find_image, find_network
+from bakery.providers.openstack.api import connect, default_network, find_image, find_network
 from bakery.providers.openstack.flavors import choose_flavor
 from bakery.providers.openstack.quota import headroom, launch_need
 from bakery.providers.openstack.resources import existing_keypair
@@ -169,6 +169,12 @@ def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
 def check_networks(conn: Connection, cfg: Workshop) -> list[Check]:
     """The configured networks and the floating-IP pool exist."""
     out = []
+    if not cfg.openstack.networks:
+        try:
+            net = default_network(conn)
+            out.append(Check("network", "ok", f"{net.name} ({net.id}): the project's own"))
+        except BakeryError as exc:
+            out.append(Check("network", "fail", str(exc)))
     for name in cfg.openstack.networks:
         try:
             net = find_network(conn, name)

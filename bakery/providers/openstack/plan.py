@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
-from bakery.providers.openstack.api import connect, find_image, find_network
+from bakery.providers.openstack.api import connect, default_network, find_image, find_network
 from bakery.providers.openstack.check import CheckReport, run_checks
 from bakery.providers.openstack.flavors import explain_flavor, worker_flavor_lines
 from bakery.providers.openstack.quota import floating_ips, launch_need, quota_lines
@@ -76,7 +76,7 @@ class LaunchPlan:
             f"flavor: {self.flavor}",
             *self.cluster,
             f"boot: {self.boot}",
-            f"networks: {', '.join(self.networks) or '(the project default)'}",
+            f"networks: {', '.join(self.networks)}",
             f"floating IPs: {self.floating_ip_network}",
             f"key pair: {self.keypair}",
             f"security group: {self.security_group}",
@@ -160,8 +160,10 @@ def plan_launch(
     cluster: list[str] = []
     if topo.workers:
         flavors["worker"], cluster = worker_flavor_lines(conn, cfg, config_dir)
-    networks = [
-        f"{net.name} ({net.id})" for net in (find_network(conn, n) for n in cfg.openstack.networks)
+    named = [find_network(conn, n) for n in cfg.openstack.networks]
+    networks = [f"{net.name} ({net.id})" for net in named] or [
+        f"{net.name} ({net.id}): the project's own, openstack.networks being empty"
+        for net in [default_network(conn)]
     ]
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
     fip_text, _ = floating_ips(conn, cfg, topo, existing)
