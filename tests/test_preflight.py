@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests_mock as rm
 import yaml
-from fakecloud import BAKED_IMAGE, FakeCloud, use_fake_cloud, write_workshop
+from fakecloud import BAKED_IMAGE, PRIVATE_NET, FakeCloud, use_fake_cloud, write_workshop
 from typer.testing import CliRunner
 
 from bakery.cli.main import app
@@ -77,6 +77,20 @@ def test_check_creates_nothing_and_prints_json(fake: FakeCloud, tmp_path: Path) 
     assert {c["status"] for c in data["checks"]} <= {"ok", "warn"}
     assert fake.calls("POST", WRITES) == [] and fake.calls("DELETE", ".") == []
     assert not (tmp_path / "workshop.credentials.csv").exists()
+
+
+def test_check_says_which_network_an_empty_list_means_or_fails_naming_them(
+    fake: FakeCloud, tmp_path: Path
+) -> None:
+    config = write_workshop(tmp_path, networks=[])
+    checks = json.loads(invoke("check", str(config), "--json").stdout)["checks"]
+    found = {c["name"]: (c["status"], c["detail"]) for c in checks}
+    assert found["network"] == ("ok", f"private ({PRIVATE_NET}): the project's own"), found
+    net = {**fake.networks[PRIVATE_NET], "id": "b1f1c0de-0000-4000-8000-00000000abcd", "name": "x"}
+    fake.networks[net["id"]] = net
+    result = invoke("check", str(config))
+    assert result.exit_code == 1, result.output
+    assert "sees 2 networks a server can boot on" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(
