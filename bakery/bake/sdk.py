@@ -18,7 +18,7 @@ from bakery.templates import render as render_template
 from bakery.version import __version__
 from bakery.vm import image
 from bakery.vm.image import BakeResult
-from bakery.vm.userdata import build_cloud_config, dump_cloud_config
+from bakery.vm.userdata import build_cloud_config, dump_cloud_config, fit_for_nova
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -46,7 +46,8 @@ def seal_script(build_user: str) -> str:
 
 
 def builder_user_data(cfg: Workshop, bake_doc: dict[str, Any] | None = None) -> bytes:
-    """The bake stage (or ``bake_doc``) plus the seal, started once cloud-init's runcmd ends."""
+    """The bake stage (or ``bake_doc``) plus the seal, started once cloud-init's runcmd ends;
+    gzipped when the plain document would not fit Nova's limit."""
     doc = dict(bake_doc or build_cloud_config(cfg, stage="bake"))
     doc["write_files"] = [
         *doc.get("write_files", []),
@@ -59,7 +60,7 @@ def builder_user_data(cfg: Workshop, bake_doc: dict[str, Any] | None = None) -> 
         *doc.get("runcmd", []),
         ["systemd-run", "--unit=bakery-seal", "--on-active=5", SEAL_SCRIPT],
     ]
-    return dump_cloud_config(doc).encode()
+    return fit_for_nova(dump_cloud_config(doc).encode())
 
 
 def _create_builder(conn: Connection, cfg: Workshop, data: bytes, progress: Reporter) -> Any:
@@ -81,8 +82,9 @@ def _create_builder(conn: Connection, cfg: Workshop, data: bytes, progress: Repo
         "user_data": payload,
         "metadata": {META_WORKSHOP: cfg.name, META_ROLE: "builder"},
     }
-    if b.networks:
-        attrs["networks"] = [{"uuid": n} for n in b.networks]
+    # Nova refuses a create without networks once the project sees more than one.
+    nets = b.networks or [str(cloud.default_network(conn).id)]
+    attrs["networks"] = [{"uuid": n} for n in nets]
     if b.security_groups:
         attrs["security_groups"] = [{"name": g} for g in b.security_groups]
     server = cloud.api(f"create builder {name}", conn.compute.create_server, **attrs)

@@ -309,6 +309,14 @@ def dump_cloud_config(doc: dict[str, Any]) -> str:
     return "#cloud-config\n" + body
 
 
+def fit_for_nova(text: bytes) -> bytes:
+    """``text`` as it goes to Nova: plain when its base64 fits the limit, else gzipped (mtime 0:
+    the same input gives the same bytes). cloud-init reads either."""
+    if len(base64.b64encode(text)) <= NOVA_USER_DATA_LIMIT:
+        return text
+    return gzip.compress(text, compresslevel=9, mtime=0)
+
+
 def render_user_data(
     cfg: Workshop,
     *,
@@ -336,7 +344,6 @@ def render_user_data(
     if gzip_data is False or (gzip_data is None and plain.encoded_size <= NOVA_USER_DATA_LIMIT):
         result = plain
     else:
-        # mtime=0: the same input gives the same bytes.
         result = UserData(stage, gzip.compress(text, compresslevel=9, mtime=0), gzipped=True)
     if result.encoded_size > NOVA_USER_DATA_LIMIT:
         how = "even gzipped" if result.gzipped else "(try --gzip)"
