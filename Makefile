@@ -38,7 +38,7 @@ demo: install
 test: $(VENV)/.deps
 	$(BIN)/pytest -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
 
-# Boots real VMs under qemu (root: chroot bake, loop devices); ~8 min, most of it TCG.
+# Boots real VMs under qemu (root: chroot bake, loop devices); ~47 min under TCG (CI figure).
 test-e2e: $(VENV)/.deps
 	$(BIN)/pytest -m "e2e and not slow" -s $(PYTEST_ARGS)
 

@@ -78,8 +78,18 @@ TLS_RETRY_UNITS = ("bakery-tls-retry.service", "bakery-tls-retry.timer")
 # Workshop expiry (`ends`): the times the hub and the power-off timer read, and the timer's units.
 EXPIRY_FILE = "/etc/bakery/expiry.json"
 EXPIRY_UNITS = ("bakery-expiry.service", "bakery-expiry.timer")
-# The token of bakery's own hub API client (`bakery users`), made on the VM, root only.
+# The token of bakery's own hub API client (`bakery users`), made on the VM, root only, and the
+# hub's API as that client reaches it: through the proxy on the VM's loopback (the hub's own port
+# may be on the docker network's gateway only).
 API_TOKEN_FILE = f"{STATE_DIR}/bakery-api-token"
+HUB_API_LOCAL = f"http://127.0.0.1:{PROXY_PORT}/hub/api"
+# Warm start (`warm:`, `bakery warm`): bakery_warm.py, a service the hub runs, starts the trainees'
+# servers before they arrive and keeps each warmed one from the idle culler until its trainee has
+# logged in once (the hub's login hook leaves LOGINS_DIR/NAME). Its settings (boot stage), and
+# what it warmed and left cold, with why.
+WARM_FILE = "/etc/bakery/warm.json"
+WARM_STATE = f"{STATE_DIR}/warm-state.json"
+LOGINS_DIR = f"{STATE_DIR}/logins"
 
 # cluster.engine swarm (issue 12): one hub on a manager VM, trainees' servers as swarm services on
 # worker VMs. Each node's role: this file (ROLE: manager or worker) exists, written at boot; the

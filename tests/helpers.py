@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +65,32 @@ def fake_lock(config: Path) -> Path:
     path = lock_path(config)
     path.write_text(format_lock(Lock(trainees=env)))
     return path
+
+
+def importable_warm(cfg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """``cfg``'s bakery_warm.py (its bake stage) as the boot stage's jupyterhub_config.py imports
+    it on the VM, its settings file under ``tmp_path`` (never the host's /etc)."""
+    from bakery.layout import SCRIPT_DIR
+    from bakery.vm.userdata import build_cloud_config
+
+    files = {f["path"]: f["content"] for f in build_cloud_config(cfg, stage="bake")["write_files"]}
+    module = types.ModuleType("bakery_warm")
+    module.__file__ = f"{SCRIPT_DIR}/bakery_warm.py"
+    exec(compile(files[module.__file__], "bakery_warm.py", "exec"), module.__dict__)
+    module.SETTINGS = str(tmp_path / "warm.json")
+    monkeypatch.setitem(sys.modules, "bakery_warm", module)
+    return module
+
+
+def cloud_config(data: bytes) -> dict[str, Any]:
+    """A ``#cloud-config`` document as cloud-init reads it: plain, or gzipped (bakery gzips one
+    whose base64 would not fit Nova's 65,535 characters)."""
+    import gzip
+
+    import yaml
+
+    text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    assert text.startswith(b"#cloud-config\n"), text[:80]
+    doc = yaml.safe_load(text)
+    assert isinstance(doc, dict)
+    return doc

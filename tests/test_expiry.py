@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import importable_warm
 
 from bakery.config.workshop import Workshop, parse_config
 from bakery.errors import ConfigError, UsageError
@@ -139,9 +141,11 @@ class _PAM:
 
 
 def hub_config(
-    make_workshop: MakeWorkshop, monkeypatch: pytest.MonkeyPatch
+    make_workshop: MakeWorkshop, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> tuple[_Config, dict[str, Any]]:
-    doc = boot(make_workshop, f"name: intro\nusers: {{count: 2}}\nends: '{ENDS}'\ngrace: 1h\n")
+    text = f"name: intro\nusers: {{count: 2}}\nends: '{ENDS}'\ngrace: 1h\n"
+    doc = boot(make_workshop, text)
+    importable_warm(make_workshop(text)[0], tmp_path, monkeypatch)
     written = files(doc)
     auth = types.ModuleType("jupyterhub.auth")
     auth.PAMAuthenticator = _PAM  # type: ignore[attr-defined]
@@ -175,8 +179,9 @@ def test_banner_from_an_hour_before_and_logins_refused_at_the_end(
     minutes: int,
     banner: str,
     trainee_may_log_in: bool,
+    tmp_path: Path,
 ) -> None:
-    c, _ = hub_config(make_workshop, monkeypatch)
+    c, _ = hub_config(make_workshop, monkeypatch, tmp_path)
     ends = datetime.fromisoformat(ENDS).timestamp()
     monkeypatch.setattr(time, "time", lambda: ends + minutes * 60)
     announce = c.JupyterHub.template_vars["announcement"]
@@ -295,7 +300,9 @@ def test_render_try_and_the_dry_run_refuse_an_ended_workshop_and_validate_fails_
             attempt()
     assert not (tmp_path / "run").exists()
     # The bake stage holds no date: a golden image can be baked for a later class.
-    assert render_to(config_path=config, stage="bake").data.startswith(b"#cloud-config")
+    baked = render_to(config_path=config, stage="bake")
+    text = gzip.decompress(baked.data) if baked.gzipped else baked.data
+    assert text.startswith(b"#cloud-config")
     report = validate_workshop(config_path=config)
     assert not report.ok()
     assert [c.name for c in report.checks if c.status == "failed"] == ["dates"]

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from helpers import config_error
+from helpers import cloud_config, config_error
 
 from bakery.config.workshop import load_config, parse_config
 from bakery.errors import BakeryError, ConfigError, OutputError, RenderError
@@ -357,7 +356,7 @@ def test_every_debian_base_user_and_group_is_reserved() -> None:
 
 def _render(make_workshop: Any, text: str) -> dict[str, Any]:
     cfg, accounts = make_workshop(text)
-    doc = yaml.safe_load(render_user_data(cfg, stage="full", accounts=accounts).data)
+    doc = cloud_config(render_user_data(cfg, stage="full", accounts=accounts).data)
     assert isinstance(doc, dict)
     return doc
 
@@ -455,7 +454,7 @@ def test_render_does_not_reuse_a_planted_temp_file(config: Path) -> None:
     render_to(config_path=config, output=out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert planted.read_text() == "planted"
-    assert out.read_bytes().startswith(b"#cloud-config")
+    assert cloud_config(out.read_bytes())["write_files"]
 
 
 def test_render_into_a_read_only_folder_names_the_file(

@@ -14,7 +14,7 @@ import pytest
 import requests_mock as rm
 import yaml
 from fakecloud import FakeCloud, use_fake_cloud, write_workshop
-from helpers import EXAMPLES, require_tool
+from helpers import EXAMPLES, cloud_config, require_tool
 from typer.testing import CliRunner
 
 from bakery import layout
@@ -151,7 +151,7 @@ def test_chroot_image_carries_the_same_record_as_a_packer_one(
     packer.write_packer(cfg, out_dir=out, packer_version="1.6.6")
     packer_record = json.loads((out / "image.json").read_text())
     packer_vars = json.loads((out / packer.VARS_FILE).read_text())
-    packer_doc = yaml.safe_load((out / "bake-user-data").read_bytes())
+    packer_doc = cloud_config((out / "bake-user-data").read_bytes())
     # chroot: everything but the image work (that needs root and loop devices; see tests/e2e).
     applied: list[dict[str, Any]] = []
 
@@ -269,7 +269,7 @@ def test_builder_scripts_pass_shellcheck(tmp_path: Path) -> None:
 
 def test_builder_user_data_adds_the_seal(write_config: Callable[[str], Path]) -> None:
     cfg = load_config(write_config("name: sdk\n"))
-    doc = yaml.safe_load(bake_openstack.builder_user_data(cfg))
+    doc = cloud_config(bake_openstack.builder_user_data(cfg))
     paths = {f["path"]: f for f in doc["write_files"]}
     assert json.loads(paths[image.RECORD_PATH]["content"]) == image.record(cfg)
     assert paths[bake_openstack.WAIT_SCRIPT]["content"] == image.wait_script()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import EXAMPLES, require_tool
+from helpers import EXAMPLES, cloud_config, require_tool
 
 from bakery.bake import folder, packer
 from bakery.config.workshop import load_config
@@ -249,7 +249,7 @@ def test_build_structure(write_config: Callable[[str], Path], tmp_path: Path) ->
     assert meta["bakery_config_sha256"] == record["config_sha256"]
     assert meta["bakery_jupyterhub"] == record["components"]["jupyterhub"]
     # The bake stage itself writes the record into the image.
-    bake_doc = yaml.safe_load((out / "bake-user-data").read_bytes())
+    bake_doc = cloud_config((out / "bake-user-data").read_bytes())
     (entry,) = [f for f in bake_doc["write_files"] if f["path"] == image.RECORD_PATH]
     assert json.loads(entry["content"]) == record
 
@@ -371,7 +371,7 @@ def test_qemu_seed(write_config: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "p"
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly bakery"
     packer.write_packer(cfg, out_dir=out, packer_version=OLD, ssh_public_key=key)
-    bake_doc = yaml.safe_load((out / "bake-user-data").read_bytes())
+    bake_doc = cloud_config((out / "bake-user-data").read_bytes())
     parts = _parts((out / "qemu-seed" / "user-data").read_bytes())
     assert [p[0] for p in parts] == ["text/cloud-config", "text/cloud-config"]
     assert parts[0][2] == bake_doc and "users" not in bake_doc

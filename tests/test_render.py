@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import fake_lock
+from helpers import fake_lock, importable_warm
 
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
@@ -247,16 +247,30 @@ def test_without_archive_the_base_image_is_pulled(
     assert "bakery-user-image.service" not in str(doc)
 
 
-@pytest.mark.parametrize(("minutes", "interval"), [(1, "15"), (10, "150"), (60, None)])
-def test_short_idle_timeouts_shorten_activity_reports(
-    make_workshop: MakeWorkshop, minutes: int, interval: str | None
-) -> None:
-    cfg, accounts = make_workshop(f"name: intro\nspawner: {{idle_cull_minutes: {minutes}}}\n")
+def load_hub_config(
+    cfg: Workshop, accounts: list[Account], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Run the boot stage's jupyterhub_config.py against a recording config (``c.X.y = v`` as
+    ``ns["X.y"]``), with the bake stage's bakery_warm.py importable as on the VM."""
+    importable_warm(cfg, tmp_path, monkeypatch)
     hub = files_of(build_cloud_config(cfg, stage="boot", accounts=accounts))[
         "/etc/jupyterhub/jupyterhub_config.py"
     ]
     ns: dict[str, Any] = {}
     exec(compile(hub, "jupyterhub_config.py", "exec"), {"get_config": lambda: _Cfg(ns)})
+    return ns
+
+
+@pytest.mark.parametrize(("minutes", "interval"), [(1, "15"), (10, "150"), (60, None)])
+def test_short_idle_timeouts_shorten_activity_reports(
+    make_workshop: MakeWorkshop,
+    minutes: int,
+    interval: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg, accounts = make_workshop(f"name: intro\nspawner: {{idle_cull_minutes: {minutes}}}\n")
+    ns = load_hub_config(cfg, accounts, tmp_path, monkeypatch)
     env = ns.get("Spawner.environment", {})
     assert env.get("JUPYTERHUB_ACTIVITY_INTERVAL") == interval
     culler = ns["JupyterHub.services"][0]["command"]
@@ -275,6 +289,9 @@ class _Cfg:
         class _Section:
             def __setattr__(self, key: str, value: Any) -> None:
                 ns[f"{section}.{key}"] = value
+
+            def __getattr__(self, key: str) -> Any:
+                return ns.get(f"{section}.{key}")  # unset: traitlets' lazy placeholder, no list
 
         return _Section()
 
@@ -302,7 +319,8 @@ def test_size_targets(make_workshop: MakeWorkshop, users: int, stage: str, limit
 
 def test_auto_gzip_only_when_needed(make_workshop: MakeWorkshop) -> None:
     small, small_accounts = make_workshop("name: small\nusers: {count: 2}\n")
-    assert not render_user_data(small, stage="full", accounts=small_accounts).gzipped
+    plain = render_user_data(small, stage="boot", accounts=small_accounts)  # 64 KiB and less
+    assert not plain.gzipped and plain.data.startswith(b"#cloud-config")
     big, _ = make_workshop("name: big\nusers: {count: 300}\n")
     auto = render_user_data(big, stage="full", accounts=preview_accounts(big))
     assert auto.gzipped and auto.encoded_size <= NOVA_USER_DATA_LIMIT

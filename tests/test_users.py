@@ -277,6 +277,7 @@ def run_program(
         api_url=hub,
         api_token_file=str(token),
         homes_script=str(quota),
+        logins_dir=str(tmp_path / "logins"),
     )
     ran: list[list[str]] = []
     chmods: list[tuple[str, int]] = []
@@ -337,7 +338,15 @@ def test_vm_program_reset_and_list(
     listing, _, _ = run_program(
         hub, tmp_path, monkeypatch, {"action": "list", "accounts": []}, set()
     )
-    assert listing == [{"name": "ada", "admin": False, "last_activity": None, "servers": {}}]
+    ada = {"name": "ada", "admin": False, "last_activity": None, "servers": {}}
+    assert listing == [{**ada, "logged_in": None}]  # a hub without the login hook: unknown
+    (tmp_path / "logins").mkdir()
+    Hub.users["bob"] = {**ada, "name": "bob"}
+    (tmp_path / "logins" / "bob").touch()
+    listing, _, _ = run_program(
+        hub, tmp_path, monkeypatch, {"action": "list", "accounts": []}, set()
+    )
+    assert [(u["name"], u["logged_in"]) for u in listing] == [("ada", False), ("bob", True)]
 
 
 def test_vm_program_refuses_to_reset_a_missing_account(

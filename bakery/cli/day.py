@@ -1,4 +1,4 @@
-"""The workshop day's commands on the `bakery` app: check, users add/reset/list, collect."""
+"""The workshop day's commands on the `bakery` app: check, users add/reset/list, warm, collect."""
 
 from __future__ import annotations
 
@@ -110,6 +110,35 @@ def users_list(config: ConfigArg, host: HostOpt = None, identity: IdentityOpt = 
 
     for user in list_users(config_path=config, hosts=host, identity=identity):
         typer.echo(user.line())
+
+
+@command()
+def warm(
+    config: ConfigArg,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these trainees (default: every trainee).", show_default=False),
+    ] = None,
+    host: HostOpt = None,
+    identity: IdentityOpt = None,
+) -> None:
+    """Start the trainees' servers on the running hub(s) now, before they arrive.
+
+    Trainees who have no server and have not logged in yet get one, as fast as the hub's spawn
+    limit allows and never past its server limit; each is waited for. The hub keeps a warmed
+    server from the idle culler until its trainee has logged in once. Says who was left cold
+    and why; exit 1 when a hub could not be reached. (`warm: boot` or a time in workshop.yaml
+    does this by itself.)
+    """
+    from bakery.day.warm import warm as do_warm
+
+    result = do_warm(
+        config_path=config, names=names, hosts=host, identity=identity, progress=progress()
+    )
+    for line in result.lines():
+        typer.echo(line)
+    if result.errors:
+        raise BakeryError("not warmed (run again): " + "; ".join(result.errors))
 
 
 MaxSizeOpt = Annotated[

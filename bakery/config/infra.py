@@ -175,7 +175,11 @@ class Bake(StrictModel):
     )
     flavor: PackerText = Field("m1.medium", description="OpenStack: the builder's flavor.")
     networks: list[NetworkId] = Field(
-        [], description="OpenStack: network UUIDs; empty: the project's only network."
+        [],
+        description=(
+            "OpenStack: network UUIDs; empty: the project's own network (the openstacksdk "
+            "builder finds it as launch does; Packer leaves it to Nova, which needs exactly one)."
+        ),
     )
     floating_ip_network: PackerText | None = Field(
         None, description="OpenStack: external network for the builder's floating IP."

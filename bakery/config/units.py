@@ -7,7 +7,7 @@ import datetime
 import math
 import re
 import zoneinfo
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -223,6 +223,33 @@ EndsAt = Annotated[
             "type": "string",
             "description": "ISO 8601 with an offset, or a date, a time and a time zone name",
             "examples": ["2026-12-07T17:00:00+01:00", "2026-12-07 17:00 Europe/Berlin"],
+        }
+    ),
+]
+
+
+# --- when the trainees' servers start (warm) ------------------------------------------------------
+
+
+def warm_when(value: object) -> object:
+    """``warm``: none, boot, or a time as ``ends`` takes one."""
+    if value in ("none", "boot"):
+        return value
+    try:
+        return aware_end(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or boot (once the hub is up), or none") from None
+
+
+WarmAt = Annotated[
+    Literal["none", "boot"] | datetime.datetime,
+    BeforeValidator(warm_when),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "none, boot, or ISO 8601 with an offset, or a date, a time and a "
+            "time zone name",
+            "examples": ["boot", "2026-12-07T08:30:00+01:00", "2026-12-07 08:30 Europe/Berlin"],
         }
     ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,7 +18,7 @@ from bakery.config.fields import AptPackage, Hostname, Kernel, StrictModel, Work
 from bakery.config.infra import NOVA_USER_DATA_LIMIT, Bake, OpenStack
 from bakery.config.messages import format_errors
 from bakery.config.sections import Cluster, ExtraFile, Hub, Spawner, Ssh, Tls, Users
-from bakery.config.units import Duration, EndsAt
+from bakery.config.units import Duration, EndsAt, WarmAt
 from bakery.config.yamlload import load_yaml
 from bakery.errors import ConfigError, FieldError
 
@@ -88,6 +89,14 @@ class Workshop(StrictModel):
         description="How long after ends trainees may still download their work before the "
         "servers stop and the VM powers off (90s, 30m, 2h; at most 24h).",
     )
+    warm: WarmAt = Field(
+        "none",
+        description="Start every trainee's server before they arrive: boot (once the hub is "
+        "up), a time (2026-12-07T08:30:00+01:00 or 2026-12-07 08:30 Europe/Berlin; before "
+        "ends), or none. Started at the rate the VM sustains and never past its server limit "
+        "(what is left cold is said, with why); the idle culler leaves a warmed server alone "
+        "until its trainee has logged in once. `bakery warm` does it on a running hub.",
+    )
 
     # The file the workshop was read from: its lock and environment folder are beside it.
     _path: Path | None = PrivateAttr(None)
@@ -100,6 +109,7 @@ class Workshop(StrictModel):
         self._check_environment()
         self._check_cluster()
         self._check_ends()
+        self._check_warm()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
             raise FieldError(
                 ("openstack", "count"),
@@ -123,6 +133,16 @@ class Workshop(StrictModel):
                 f"cluster.engine swarm is one hub over {self.cluster.workers} workers; "
                 f"openstack.count {self.openstack.count} is several separate hubs: use one or "
                 "the other (count: 1 with the cluster)",
+            )
+
+    def _check_warm(self) -> None:
+        if not isinstance(self.warm, datetime.datetime) or self.ends is None:
+            return
+        if self.warm >= self.ends:
+            raise FieldError(
+                ("warm",),
+                f"{self.warm.isoformat()} is not before ends ({self.ends.isoformat()}): the "
+                "servers would start after the class; write a time before it, or boot",
             )
 
     def _check_ends(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from bakery.config.workshop import Workshop, load_config
 from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError
-from bakery.layout import API_TOKEN_FILE, HUB_PREFIX, PROXY_PORT, SCRIPT_DIR
+from bakery.layout import API_TOKEN_FILE, HUB_API_LOCAL, HUB_PREFIX, LOGINS_DIR, SCRIPT_DIR
 from bakery.progress import Reporter, quiet
 from bakery.ssh import Ssh, Target
 from bakery.templates import render
@@ -23,9 +23,6 @@ from bakery.workshop.accounts import (
     sheet_order,
 )
 
-# The hub's API through the proxy on the VM's loopback (the hub's own port may be on the docker
-# network's gateway only).
-API_URL = f"http://127.0.0.1:{PROXY_PORT}/hub/api"
 REMOTE_PYTHON = f"{HUB_PREFIX}/bin/python3"
 
 
@@ -46,9 +43,10 @@ def remote_program() -> str:
     return render(
         "cloudinit/bakery-users.py.j2",
         bakery_version=__version__,
-        api_url=API_URL,
+        api_url=HUB_API_LOCAL,
         api_token_file=API_TOKEN_FILE,
         homes_script=f"{SCRIPT_DIR}/homes.py",
+        logins_dir=LOGINS_DIR,
     )
 
 
@@ -174,12 +172,17 @@ class HubUser:
     last_activity: str | None
     running: bool
     started: str | None = None  # when the running server started (unchanged by `users add`)
+    logged_in: bool | None = None  # the hub's record of logins (None: a hub without one)
 
     def line(self) -> str:
-        """``intro-1  training01  last seen 2026-...  server running``."""
-        seen = f"last seen {self.last_activity}" if self.last_activity else "never logged in"
+        """``intro-1  training01  last seen 2026-...  server running``; a server started before
+        its trainee came (`bakery warm`) is ``server warm``."""
+        never = self.logged_in is False or not self.last_activity
+        seen = "never logged in" if never else f"last seen {self.last_activity}"
         role = " (admin)" if self.admin else ""
-        state = "server running" if self.running else "no server"
+        state = "no server"
+        if self.running:
+            state = "server warm" if self.logged_in is False else "server running"
         return f"{self.server}  {self.name}{role}  {seen}  {state}"
 
 
@@ -195,7 +198,9 @@ def list_users(
             ready = [s for s in u["servers"].values() if s.get("ready")]
             started = ready[0].get("started") if ready else None
             admin = bool(u["admin"])
+            seen = u["last_activity"]
+            logged_in = u.get("logged_in")
             out.append(
-                HubUser(target.name, u["name"], admin, u["last_activity"], bool(ready), started)
+                HubUser(target.name, u["name"], admin, seen, bool(ready), started, logged_in)
             )
     return out

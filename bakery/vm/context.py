@@ -28,11 +28,13 @@ from bakery.layout import (
     EXPIRY_FILE,
     HOMES_FILE,
     HOMES_IMAGE,
+    HUB_API_LOCAL,
     HUB_PORT,
     HUB_PREFIX,
     HUB_REQUIREMENTS,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
+    LOGINS_DIR,
     PROXY_API_PORT,
     PROXY_BIN,
     PROXY_DIR,
@@ -51,6 +53,8 @@ from bakery.layout import (
     TLS_RETRY_UNITS,
     USER_IMAGE_ARCHIVE,
     USER_IMAGE_CMD,
+    WARM_FILE,
+    WARM_STATE,
     WORKSHOP_ENV,
     WORKSHOP_REQUIREMENTS,
 )
@@ -107,6 +111,11 @@ def _paths_context() -> dict[str, Any]:
         "pids_limit": PIDS_LIMIT,
         # bakery's own hub API client (`bakery users`).
         "api_token_file": API_TOKEN_FILE,
+        "api_url": HUB_API_LOCAL,
+        # Warm start (bakery_warm.py): its settings, what it warmed, the trainees' first logins.
+        "warm_file": WARM_FILE,
+        "warm_state": WARM_STATE,
+        "logins_dir": LOGINS_DIR,
         "homes_file": HOMES_FILE,
         "homes_image": HOMES_IMAGE,
     }
@@ -149,7 +158,15 @@ def _hub_context(cfg: Workshop, accounts: list[Account] | None) -> dict[str, Any
         "allowed_users": [a.username for a in accounts or []] or cfg.users.all_names(),
         "admin_users": sorted(set(cfg.users.admins)),
         "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
+        "warm_when": _warm_when(cfg),
+        # Warmed servers' activity, posted as often as the culler looks (or every 5 minutes).
+        "warm_keep_every": max(30, min(300, cull // 4)) if cull else 300,
     }
+
+
+def _warm_when(cfg: Workshop) -> str:
+    """``warm`` as bakery_warm.py reads it: none, boot, or the time in ISO 8601 with its offset."""
+    return cfg.warm if isinstance(cfg.warm, str) else cfg.warm.isoformat()
 
 
 def _spawner_context(cfg: Workshop) -> dict[str, Any]:

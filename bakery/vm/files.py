@@ -117,6 +117,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     files.append(VmFile(HUB_REQUIREMENTS, software.hub_lock(cfg).requirements()))
     files += _workshop_env_files(cfg, ctx)
     files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
+    files.append(_script("bakery_warm.py", ctx))  # the hub imports it, and runs it
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).

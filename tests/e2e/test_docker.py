@@ -77,8 +77,12 @@ CONFIG = """\
 name: {name}
 os: debian-12
 users:
-  count: 2
+  # The third trainee never logs in before test_6b: their server is the warm one it checks.
+  count: 3
   admins: [teacher]
+# Every trainee's server starts once the hub is up (test_6b: before its trainee arrives, kept
+# from the culler until then; test_6: after a login, the idle rule as usual).
+warm: boot
 spawner:
   kind: docker
   image: {image}
@@ -652,6 +656,41 @@ def test_6_idle_server_is_culled(dvm: Workshop) -> None:
     record("docker: idle server culled after (s)", idle)
     assert idle > 100, f"culled {idle:.0f} s after its last activity: too soon for 120 s"
     assert root_sh(dvm, f"test -d /home/{user} && echo kept").strip() == "kept"
+
+
+def test_6b_a_warm_server_waits_for_its_trainee_and_the_culler_leaves_it(dvm: Workshop) -> None:
+    """warm: boot started the third trainee's server once the hub was up; they have not logged
+    in since, and the server has outlived the idle timeout (2 min) many times over, kept by the
+    hub's warm service; `users list` says "server warm", `bakery warm` has nothing to start.
+    Then the trainee arrives and lands in that same server: no spawn, a cell answers."""
+    from bakery.day.users import list_users
+    from bakery.day.warm import warm
+    from bakery.layout import LOGINS_DIR
+
+    user = dvm.trainees[2]
+    admin = token(dvm, "teacher")  # the trainee's own token would be a login
+    server = servers(dvm, user, admin).get("")
+    assert server and server["ready"], f"warm: boot started no server for {user}: {server}"
+    assert root_sh(dvm, f"test -e {LOGINS_DIR}/{user} && echo yes || echo no").strip() == "no"
+    age = int(root_sh(dvm, f"echo $(( $(date +%s) - $(date -d {server['started']} +%s) ))"))
+    assert age > 4 * 120, f"{user}'s warm server is only {age} s old: not yet a proof"
+    log = root_sh(dvm, "journalctl -u jupyterhub --no-pager | grep -E 'Culling server|bakery-warm'")
+    assert f"Culling server {user}" not in log, log[-2000:]
+    assert f"bakery-warm: {user}'s server is ready" in log, log[-2000:]
+    day = {"hosts": [f"127.0.0.1:{dvm.ssh_port}"], "identity": dvm.ssh_key}
+    listed = {u.name: u for u in list_users(config_path=dvm.config, **day)}
+    assert listed[user].line().endswith("never logged in  server warm"), listed[user].line()
+    again = warm(config_path=dvm.config, **day)
+    (hub,) = again.hubs.values()
+    assert hub.started == [] and user in hub.running and not again.errors, again
+    s, resp = login(dvm, user, dvm.passwords[user])
+    assert resp.status_code == 302
+    start = time.monotonic()
+    open_server(dvm, s, user)
+    assert run_cell(dvm, s, user, "6 * 7") == "42"
+    record("docker: login to first cell, server warm", time.monotonic() - start)
+    assert servers(dvm, user, admin)[""]["started"] == server["started"]  # the same server
+    assert root_sh(dvm, f"test -e {LOGINS_DIR}/{user} && echo yes || echo no").strip() == "yes"
 
 
 def test_7_files_survive_a_reboot(dvm: Workshop) -> None:

@@ -1,0 +1,406 @@
+"""Warm start (`warm:`, `bakery warm`): the config, the hub's side, and bakery_warm.py against a
+stand-in hub API that starts servers the way JupyterHub's REST API answers (202, pending, ready).
+
+The e2e tier proves it on a VM: test_docker's test_7 (a warmed server running before its trainee
+logs in, left alone by the culler until then).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from bakery.cli.main import app
+from bakery.config.workshop import parse_config
+from bakery.day import warm as day_warm
+from bakery.errors import ConfigError
+from bakery.ssh import Ssh, Target
+from bakery.templates import render
+from bakery.vm.context import context
+
+# --- the config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "when"),
+    [
+        ("boot", "boot"),
+        ("none", "none"),
+        ("2026-12-07 08:30 Europe/Berlin", "2026-12-07T08:30:00+01:00"),
+        ("'2026-12-07T08:30:00Z'", "2026-12-07T08:30:00+00:00"),
+    ],
+)
+def test_warm_is_boot_none_or_a_time(value: str, when: str) -> None:
+    cfg = parse_config(f"name: qz\nwarm: {value}\n", Path("w.yaml"))
+    assert context(cfg)["warm_when"] == when
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("warm: sometime\n", "w.yaml:2: warm: 'sometime' is not a date and time"),
+        ("warm: 2026-12-07\n", "is a day without a time"),
+        ("warm: '2026-12-07T08:30'\n", "has no UTC offset or time zone"),
+        ("ends: 2026-12-07T08:00:00Z\nwarm: 2026-12-07T09:00:00Z\n", "is not before ends"),
+    ],
+)
+def test_a_bad_warm_is_refused_with_the_line(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_config("name: qz\n" + text, Path("w.yaml"))
+
+
+# --- bakery_warm.py against a stand-in hub -------------------------------------------------------
+
+
+@dataclass
+class HubState:
+    """The stand-in hub: users, their default server, and what the program asked of it."""
+
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    polls_to_ready: int = 2
+    fail: set[str] = field(default_factory=set)  # these starts fail (the server goes)
+    refuse_first: int = 0  # answer 429 to this many starts first
+    pending: dict[str, int] = field(default_factory=dict)  # name -> polls left
+    max_pending: int = 0
+    activity: list[tuple[str, str]] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+    pages: list[str] = field(default_factory=list)
+
+    def add(self, name: str, *, admin: bool = False, running: bool = False) -> None:
+        servers = {"": {"ready": True, "started": "2026-12-07T07:00:00Z"}} if running else {}
+        self.users[name] = {"name": name, "admin": admin, "servers": servers}
+
+
+def handler_for(state: HubState) -> type[BaseHTTPRequestHandler]:
+    class Hub(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: Any = None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            state.tokens.add(self.headers["Authorization"])
+            if self.path.startswith("/hub/api/users?"):
+                state.pages.append(self.path)
+                query = dict(p.split("=") for p in self.path.split("?", 1)[1].split("&"))
+                offset, limit = int(query["offset"]), int(query["limit"])
+                users = sorted(state.users.values(), key=lambda u: u["name"])
+                self._answer(200, users[offset : offset + limit])
+                return
+            name = self.path.rsplit("/", 1)[1]
+            if name in state.pending:
+                state.pending[name] -= 1
+                if state.pending[name] <= 0:
+                    del state.pending[name]
+                    if name in state.fail:
+                        state.users[name]["servers"] = {}
+                    else:
+                        state.users[name]["servers"][""]["ready"] = True
+            self._answer(200, state.users[name])
+
+        def do_POST(self) -> None:
+            parts = self.path.split("/")  # /hub/api/users/NAME/server|activity
+            name, what = parts[4], parts[5]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"null")
+            if what == "activity":
+                if "" not in state.users[name]["servers"]:
+                    self._answer(400, {"message": f"No such server '' for user {name}"})
+                    return
+                state.activity.append((name, body["servers"][""]["last_activity"]))
+                self._answer(204)
+                return
+            if state.refuse_first:
+                state.refuse_first -= 1
+                self._answer(429, {"message": "Too many users trying to log in right now."})
+                return
+            state.users[name]["servers"] = {"": {"ready": False, "started": None}}
+            state.pending[name] = state.polls_to_ready
+            state.max_pending = max(state.max_pending, len(state.pending))
+            self._answer(202)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Hub
+
+
+@pytest.fixture
+def hub() -> Iterator[tuple[HubState, str]]:
+    state = HubState()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(state))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+    server.shutdown()
+
+
+def load_warm(tmp_path: Path, api: str) -> types.ModuleType:
+    """bakery_warm.py as the image has it, its paths under ``tmp_path``, no real sleeping."""
+    code = render(
+        "cloudinit/bakery_warm.py.j2",
+        bakery_version="t",
+        hub_prefix="/opt/hub",
+        warm_file=str(tmp_path / "warm.json"),
+        warm_state=str(tmp_path / "warm-state.json"),
+        logins_dir=str(tmp_path / "logins"),
+        api_token_file=str(tmp_path / "token"),
+        api_url=api,
+    )
+    (tmp_path / "token").write_text("s3cret\n")
+    module = types.ModuleType("bakery_warm")
+    module.__file__ = str(tmp_path / "bakery_warm.py")
+    exec(compile(code, "bakery_warm.py", "exec"), module.__dict__)
+    module.time = types.SimpleNamespace(
+        sleep=lambda s: None, monotonic=__import__("time").monotonic
+    )
+    return module
+
+
+SETTINGS = {"when": "boot", "keep_every": 30, "slots": 2, "active_limit": None, "start_timeout": 60}
+
+
+def test_warm_starts_trainees_who_have_no_server_never_more_than_the_slots_at_once(
+    hub: tuple[HubState, str], tmp_path: Path
+) -> None:
+    state, api = hub
+    for name in ("ada", "bob", "cy", "dee", "eve"):
+        state.add(name)
+    state.add("teacher", admin=True)
+    state.add("fay", running=True)
+    state.fail = {"dee"}
+    warm = load_warm(tmp_path, api)
+    result = warm.warm(warm.Hub(api, "tok"), SETTINGS)
+    assert result["started"] == ["ada", "bob", "cy", "eve"]
+    assert result["running"] == ["fay"]
+    assert result["cold"] == {"dee": "its start failed (the hub's log says why)"}
+    assert state.max_pending == 2  # the hub's concurrent_spawn_limit
+    assert state.users["teacher"]["servers"] == {}  # admins start their own
+    saved = json.loads((tmp_path / "warm-state.json").read_text())
+    assert saved["warmed"] == ["ada", "bob", "cy", "eve"] and saved["cold"] == result["cold"]
+    assert (tmp_path / "warm-state.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_warm_stops_at_the_server_limit_and_says_who_was_left_cold(
+    hub: tuple[HubState, str], tmp_path: Path
+) -> None:
+    state, api = hub
+    state.add("ada", running=True)
+    for name in ("bob", "cy", "dee"):
+        state.add(name)
+    warm = load_warm(tmp_path, api)
+    result = warm.warm(warm.Hub(api, "tok"), {**SETTINGS, "active_limit": 2})
+    assert result["started"] == ["bob"]
+    why = "the server limit (2, this VM's memory) is reached"
+    assert result["cold"] == {"cy": why, "dee": why}
+
+
+def test_a_trainee_who_logged_in_is_not_warmed_and_429_is_waited_out(
+    hub: tuple[HubState, str], tmp_path: Path
+) -> None:
+    state, api = hub
+    state.add("ada")
+    state.add("bob")
+    state.refuse_first = 3
+    warm = load_warm(tmp_path, api)
+    warm.record_login(None, None, {"name": "ada"})
+    result = warm.warm(warm.Hub(api, "tok"), SETTINGS)
+    assert result["started"] == ["bob"]
+    assert result["cold"] == {"ada": "logged in before: their own start and the idle rule"}
+
+
+def test_two_failed_starts_in_a_row_stop_the_warming(
+    hub: tuple[HubState, str], tmp_path: Path
+) -> None:
+    """A swarm has no server limit the hub knows: full workers show as starts that fail."""
+    state, api = hub
+    for name in ("ada", "bob", "cy", "dee"):
+        state.add(name)
+    state.fail = {"ada", "bob", "cy", "dee"}
+    warm = load_warm(tmp_path, api)
+    result = warm.warm(warm.Hub(api, "tok"), {**SETTINGS, "slots": 1})
+    assert result["started"] == []
+    assert result["cold"]["cy"].startswith("warming stopped: two starts in a row failed")
+    assert set(result["cold"]) == {"ada", "bob", "cy", "dee"}
+
+
+def test_users_are_read_page_by_page(hub: tuple[HubState, str], tmp_path: Path) -> None:
+    state, api = hub
+    for i in range(205):
+        state.add(f"t{i:03d}", running=True)
+    warm = load_warm(tmp_path, api)
+    assert len(warm.Hub(api, "tok").users()) == 205
+    assert state.pages == [
+        "/hub/api/users?offset=0&limit=200",
+        "/hub/api/users?offset=200&limit=200",
+    ]
+
+
+def test_keep_posts_activity_until_the_first_login(
+    hub: tuple[HubState, str], tmp_path: Path
+) -> None:
+    state, api = hub
+    state.add("ada")
+    state.add("bob")
+    warm = load_warm(tmp_path, api)
+    client = warm.Hub(api, "tok")
+    warm.warm(client, SETTINGS)
+    warm.keep(client)
+    assert sorted(n for n, _ in state.activity) == ["ada", "bob"]
+    assert all(stamp.endswith("Z") for _, stamp in state.activity)
+    warm.record_login(None, None, {"name": "ada"})
+    state.activity.clear()
+    warm.keep(client)
+    assert [n for n, _ in state.activity] == ["bob"]
+    saved = json.loads((tmp_path / "warm-state.json").read_text())
+    assert saved["warmed"] == ["bob"]  # ada's for good: the idle rule is hers now
+    state.users["bob"]["servers"] = {}  # an admin stopped it: said, nothing breaks
+    warm.keep(client)
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", "Ada", "x" * 40])
+def test_the_login_hook_records_only_plain_account_names(tmp_path: Path, name: str) -> None:
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    auth = {"name": name}
+    assert warm.record_login(None, None, auth) is auth
+    assert not (tmp_path / "logins").exists() or list((tmp_path / "logins").iterdir()) == []
+
+
+def test_configure_adds_the_service_its_scopes_the_hook_and_the_settings(tmp_path: Path) -> None:
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    culler = {"name": "idle-culler", "command": ["cull"]}
+
+    class Section(types.SimpleNamespace):
+        pass
+
+    c = types.SimpleNamespace(
+        JupyterHub=Section(services=[culler], load_roles=object()), Authenticator=Section()
+    )
+    warm.configure(c, "boot", 30, 4, 7, 300)
+    assert c.JupyterHub.services[0] == culler
+    service = c.JupyterHub.services[1]
+    assert service["name"] == "warm"
+    assert service["command"] == [
+        "/opt/hub/bin/python3",
+        str(tmp_path / "bakery_warm.py"),
+        "service",
+    ]
+    role = c.JupyterHub.load_roles[0]
+    assert role["services"] == ["warm"] and "users:activity" in role["scopes"]
+    assert "admin:users" not in role["scopes"]  # starts and keeps servers, nothing more
+    assert c.Authenticator.post_auth_hook is warm.record_login
+    settings = json.loads((tmp_path / "warm.json").read_text())
+    assert settings == {
+        "when": "boot", "keep_every": 30, "slots": 4, "active_limit": 7, "start_timeout": 300
+    }  # fmt: skip
+
+
+def test_now_prints_one_json_document(
+    hub: tuple[HubState, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, api = hub
+    state.add("ada")
+    warm = load_warm(tmp_path, api)
+    (tmp_path / "warm.json").write_text(json.dumps(SETTINGS))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    warm.now(["ada", "zed"])
+    assert json.loads(out.getvalue()) == {
+        "started": ["ada"],
+        "running": [],
+        "cold": {"zed": "not a user of this hub"},
+    }
+    assert state.tokens == {"token s3cret"}  # bakery's own token, read from its root-only file
+
+
+def test_the_service_warms_when_due(tmp_path: Path) -> None:
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    assert warm.due("boot") and not warm.due("none")
+    assert warm.due("2020-01-01T08:00:00+01:00") and not warm.due("2099-01-01T08:00:00+01:00")
+
+
+# --- `bakery warm` -------------------------------------------------------------------------------
+
+
+CONFIG = "name: intro\nusers:\n  names: [ada, maria]\n  count: 2\n  admins: [teacher]\n"
+
+
+class FakeSsh:
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.commands: list[tuple[str, list[str]]] = []
+
+    def __call__(self, target: Target, command: list[str], **kw: Any) -> Any:
+        self.commands.append((target.name, command))
+        answer = self.answers[target.name]
+        if isinstance(answer, Exception):
+            raise answer
+        return types.SimpleNamespace(returncode=0, stdout=json.dumps(answer).encode(), stderr=b"")
+
+
+def test_bakery_warm_runs_the_program_on_every_hub_and_says_who_is_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "workshop.yaml"
+    config.write_text(CONFIG)
+    answers = {
+        "127.0.0.1:2222": {
+            "started": ["ada"],
+            "running": [],
+            "cold": {"maria": "not a user of this hub"},
+        },
+        "127.0.0.1:2223": {
+            "started": [],
+            "running": ["maria"],
+            "cold": {"ada": "not a user of this hub", "training01": "logged in before: ..."},
+        },
+    }
+    fake = FakeSsh(answers)
+    monkeypatch.setattr(Ssh, "run", fake)
+    result = CliRunner().invoke(
+        app, ["warm", str(config), "--host", "127.0.0.1:2222", "--host", "127.0.0.1:2223"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "127.0.0.1:2222: 1 started, 0 already running, 0 left cold",
+        "127.0.0.1:2223: 0 started, 1 already running, 1 left cold",
+        "127.0.0.1:2223: training01: cold: logged in before: ...",
+    ]
+    assert fake.commands[0][1] == [
+        "sudo", "/opt/jupyterhub/bin/python3", "/usr/local/lib/bakery/bakery_warm.py", "now"
+    ]  # fmt: skip
+
+
+def test_bakery_warm_refuses_a_name_that_is_no_trainee(tmp_path: Path) -> None:
+    config = tmp_path / "workshop.yaml"
+    config.write_text(CONFIG)
+    result = CliRunner().invoke(app, ["warm", str(config), "teacher", "--host", "127.0.0.1:2"])
+    assert result.exit_code == 2
+    assert "teacher: not a trainee in" in result.stderr and "Traceback" not in result.output
+
+
+def test_bakery_warm_fails_when_a_hub_cannot_be_reached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bakery.errors import BakeryError
+
+    config = tmp_path / "workshop.yaml"
+    config.write_text(CONFIG)
+    monkeypatch.setattr(Ssh, "run", FakeSsh({"127.0.0.1:2": BakeryError("127.0.0.1:2: refused")}))
+    result = CliRunner().invoke(app, ["warm", str(config), "--host", "127.0.0.1:2"])
+    assert result.exit_code == 1
+    assert "not warmed (run again): 127.0.0.1:2: refused" in result.stderr
+    assert day_warm.NOT_HERE == "not a user of this hub"
