@@ -404,3 +404,24 @@ def test_bakery_warm_fails_when_a_hub_cannot_be_reached(
     assert result.exit_code == 1
     assert "not warmed (run again): 127.0.0.1:2: refused" in result.stderr
     assert day_warm.NOT_HERE == "not a user of this hub"
+
+
+@pytest.mark.parametrize(
+    ("logged_in", "seen", "running", "line"),
+    [
+        (False, "2026-12-07T07:31:00Z", True, "never logged in  server warm"),
+        (True, "2026-12-07T09:02:00Z", True, "last seen 2026-12-07T09:02:00Z  server running"),
+        (None, "2026-12-07T09:02:00Z", True, "last seen 2026-12-07T09:02:00Z  server running"),
+        (None, None, False, "never logged in  no server"),
+        (False, None, False, "never logged in  no server"),
+    ],
+)
+def test_users_list_tells_a_warm_server_from_a_trainees_own(
+    logged_in: bool | None, seen: str | None, running: bool, line: str
+) -> None:
+    """A warm server reports activity before its trainee came: the login record decides
+    (None: a hub without it, where the activity is all there is)."""
+    from bakery.day.users import HubUser
+
+    user = HubUser("intro-1", "ada", False, seen, running, None, logged_in)
+    assert user.line() == f"intro-1  ada  {line}"
