@@ -90,6 +90,8 @@ HUB_API_LOCAL = f"http://127.0.0.1:{PROXY_PORT}/hub/api"
 WARM_FILE = "/etc/bakery/warm.json"
 WARM_STATE = f"{STATE_DIR}/warm-state.json"
 LOGINS_DIR = f"{STATE_DIR}/logins"
+# The hub's own templates beside JupyterHub's: its error page, whose 429 tries again by itself.
+HUB_TEMPLATES = f"{CONFIG_DIR}/templates"
 
 # cluster.engine swarm (issue 12): one hub on a manager VM, trainees' servers as swarm services on
 # worker VMs. Each node's role: this file (ROLE: manager or worker) exists, written at boot; the

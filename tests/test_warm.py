@@ -157,6 +157,7 @@ def load_warm(tmp_path: Path, api: str) -> types.ModuleType:
         warm_file=str(tmp_path / "warm.json"),
         warm_state=str(tmp_path / "warm-state.json"),
         logins_dir=str(tmp_path / "logins"),
+        hub_templates="/etc/jupyterhub/templates",
         api_token_file=str(tmp_path / "token"),
         api_url=api,
     )
@@ -302,6 +303,7 @@ def test_configure_adds_the_service_its_scopes_the_hook_and_the_settings(tmp_pat
     assert role["services"] == ["warm"] and "users:activity" in role["scopes"]
     assert "admin:users" not in role["scopes"]  # starts and keeps servers, nothing more
     assert c.Authenticator.post_auth_hook is warm.record_login
+    assert c.JupyterHub.template_paths == ["/etc/jupyterhub/templates"]
     settings = json.loads((tmp_path / "warm.json").read_text())
     assert settings == {
         "when": "boot", "keep_every": 30, "slots": 4, "active_limit": 7, "start_timeout": 300
@@ -425,3 +427,54 @@ def test_users_list_tells_a_warm_server_from_a_trainees_own(
 
     user = HubUser("intro-1", "ada", False, seen, running, None, logged_in)
     assert user.line() == f"intro-1  ada  {line}"
+
+
+# --- the hub's error page: a 429 tries again by itself -----------------------------------------
+
+
+def error_page(status: int, message: str) -> str:
+    """The hub's error page as JupyterHub renders it with bakery's template folder first (its
+    loader: ours, then its own, also reachable as templates/NAME)."""
+    import jinja2
+    from jupyterhub._data import DATA_FILES_PATH
+
+    from bakery.layout import HUB_TEMPLATES
+    from bakery.vm.userdata import build_cloud_config
+
+    cfg = parse_config("name: qz\n", Path("w.yaml"))
+    written = {
+        f["path"]: f["content"] for f in build_cloud_config(cfg, stage="bake")["write_files"]
+    }
+    ours = {"error.html": written[f"{HUB_TEMPLATES}/error.html"]}
+    theirs = jinja2.FileSystemLoader(f"{DATA_FILES_PATH}/templates")
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.PrefixLoader({"templates": theirs}, "/"),
+                jinja2.DictLoader(ours),
+                theirs,
+            ]
+        ),
+        autoescape=True,
+    )
+    return env.get_template("error.html").render(
+        status_code=status,
+        status_message="Too Many Requests" if status == 429 else "Not Found",
+        message=message,
+        static_url=lambda path, **kw: f"/hub/static/{path}",
+        base_url="/",
+        prefix="/",
+        logout_url="/hub/logout",
+        login_url="/hub/login",
+        no_spawner_check=True,
+    )
+
+
+def test_a_429_page_tries_again_by_itself_other_errors_do_not() -> None:
+    busy = error_page(429, "Too many users trying to log in right now. Try again in 30 seconds.")
+    assert "Too many users trying to log in right now" in busy  # JupyterHub's own page, kept
+    assert "This page tries again by itself" in busy
+    assert "window.location.reload()" in busy
+    assert "10 + Math.floor(Math.random() * 21)" in busy  # 10-30 s, a class not all at once
+    missing = error_page(404, "No such page")
+    assert "No such page" in missing and "window.location.reload()" not in missing

@@ -32,6 +32,7 @@ from bakery.layout import (
     HUB_PORT,
     HUB_PREFIX,
     HUB_REQUIREMENTS,
+    HUB_TEMPLATES,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
     LOGINS_DIR,
@@ -116,6 +117,7 @@ def _paths_context() -> dict[str, Any]:
         "warm_file": WARM_FILE,
         "warm_state": WARM_STATE,
         "logins_dir": LOGINS_DIR,
+        "hub_templates": HUB_TEMPLATES,
         "homes_file": HOMES_FILE,
         "homes_image": HOMES_IMAGE,
     }

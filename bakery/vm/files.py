@@ -18,6 +18,7 @@ from bakery.layout import (
     EXPIRY_UNITS,
     HOMES_FILE,
     HUB_REQUIREMENTS,
+    HUB_TEMPLATES,
     IMAGE_DIR,
     LAB_PAGE_CONFIG,
     NGINX_SITE,
@@ -118,6 +119,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     files += _workshop_env_files(cfg, ctx)
     files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
     files.append(_script("bakery_warm.py", ctx))  # the hub imports it, and runs it
+    files.append(VmFile(f"{HUB_TEMPLATES}/error.html", read_text("cloudinit/hub-error.html")))
     files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
