@@ -80,6 +80,26 @@ def test_a_workable_launch_passes_with_warnings(conn: Any, tmp_path: Path) -> No
     assert nothing_made(conn)
 
 
+def test_no_networks_named_means_the_projects_own_found_before_anything_is_made(
+    conn: Any, tmp_path: Path
+) -> None:
+    """The test cloud's project sees its own `private` and the external `public`: Nova alone
+    would answer a create without networks with 400 "'networks' is a required property"."""
+    private = conn.network.find_network("private")
+    config = write(tmp_path, networks=[])
+    code, found = checks(config)
+    assert code == 0, found
+    assert found["network"] == {
+        "name": "network",
+        "status": "ok",
+        "detail": f"private ({private.id}): the project's own",
+    }, found["network"]
+    plan = invoke("launch", str(config), "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert f"networks: private ({private.id}): the project's own" in plan.stdout
+    assert nothing_made(conn)
+
+
 @pytest.fixture
 def cores_quota_too_low(admin: Any, conn: Any) -> Iterator[int]:
     """The project's cores quota set to its use + 1 (the flavor needs 2); restored afterwards."""
