@@ -70,12 +70,28 @@ class HubState:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     polls_to_ready: int = 2
     fail: set[str] = field(default_factory=set)  # these starts fail (the server goes)
+    fail_once: bool = False  # ... the first time only (an image still loading at first boot)
     refuse_first: int = 0  # answer 429 to this many starts first
     pending: dict[str, int] = field(default_factory=dict)  # name -> polls left
     max_pending: int = 0
     activity: list[tuple[str, str]] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
     pages: list[str] = field(default_factory=list)
+
+    def poll(self, name: str) -> None:
+        """A pending server is ready (or gone, if its start fails) after a few looks."""
+        if name not in self.pending:
+            return
+        self.pending[name] -= 1
+        if self.pending[name] > 0:
+            return
+        del self.pending[name]
+        if name in self.fail:
+            self.users[name]["servers"] = {}
+            if self.fail_once:
+                self.fail.discard(name)
+        else:
+            self.users[name]["servers"][""]["ready"] = True
 
     def add(self, name: str, *, admin: bool = False, running: bool = False) -> None:
         servers = {"": {"ready": True, "started": "2026-12-07T07:00:00Z"}} if running else {}
@@ -102,14 +118,7 @@ def handler_for(state: HubState) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, users[offset : offset + limit])
                 return
             name = self.path.rsplit("/", 1)[1]
-            if name in state.pending:
-                state.pending[name] -= 1
-                if state.pending[name] <= 0:
-                    del state.pending[name]
-                    if name in state.fail:
-                        state.users[name]["servers"] = {}
-                    else:
-                        state.users[name]["servers"][""]["ready"] = True
+            state.poll(name)
             self._answer(200, state.users[name])
 
         def do_POST(self) -> None:
@@ -270,6 +279,38 @@ def test_keep_posts_activity_until_the_first_login(
     assert saved["warmed"] == ["bob"]  # ada's for good: the idle rule is hers now
     state.users["bob"]["servers"] = {}  # an admin stopped it: said, nothing breaks
     warm.keep(client)
+
+
+def test_the_service_tries_failed_starts_again_then_keeps(
+    hub: tuple[HubState, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At first boot a start can fail (the trainees' image still loading): a later pass starts
+    it; meanwhile and after, the warmed servers are kept."""
+    state, api = hub
+    state.add("ada")
+    state.add("bob")
+    state.fail, state.fail_once = {"bob"}, True
+    warm = load_warm(tmp_path, api)
+    (tmp_path / "warm.json").write_text(json.dumps(SETTINGS))
+    monkeypatch.setenv("JUPYTERHUB_API_URL", api)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "svc")
+    clock = [0.0]
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock[0] += seconds
+        if len(naps) > 40:
+            raise KeyboardInterrupt
+
+    warm.time = types.SimpleNamespace(sleep=sleep, monotonic=lambda: clock[0])
+    with pytest.raises(KeyboardInterrupt):
+        warm.service()
+    assert state.users["bob"]["servers"][""]["ready"] is True  # the second pass
+    saved = json.loads((tmp_path / "warm-state.json").read_text())
+    assert saved["warmed"] == ["ada", "bob"] and saved["cold"] == {}
+    assert {n for n, _ in state.activity} == {"ada", "bob"}
+    assert state.tokens == {"token svc"}
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", "Ada", "x" * 40])
