@@ -309,12 +309,17 @@ def dump_cloud_config(doc: dict[str, Any]) -> str:
     return "#cloud-config\n" + body
 
 
-def fit_for_nova(text: bytes) -> bytes:
-    """``text`` as it goes to Nova: plain when its base64 fits the limit, else gzipped (mtime 0:
-    the same input gives the same bytes). cloud-init reads either."""
-    if len(base64.b64encode(text)) <= NOVA_USER_DATA_LIMIT:
-        return text
+def _gzip(text: bytes) -> bytes:
+    # mtime=0: the same input gives the same bytes.
     return gzip.compress(text, compresslevel=9, mtime=0)
+
+
+def fit_for_nova(text: bytes) -> bytes:
+    """``text`` as it goes to Nova: plain when its base64 fits the limit, else gzipped.
+    cloud-init reads either."""
+    if UserData("full", text, gzipped=False).encoded_size <= NOVA_USER_DATA_LIMIT:
+        return text
+    return _gzip(text)
 
 
 def render_user_data(
@@ -340,11 +345,13 @@ def render_user_data(
     """
     doc = build_cloud_config(cfg, stage=stage, accounts=accounts, role=role)
     text = dump_cloud_config(doc).encode()
-    plain = UserData(stage, text, gzipped=False)
-    if gzip_data is False or (gzip_data is None and plain.encoded_size <= NOVA_USER_DATA_LIMIT):
-        result = plain
+    if gzip_data is None:
+        data = fit_for_nova(text)
+    elif gzip_data:
+        data = _gzip(text)
     else:
-        result = UserData(stage, gzip.compress(text, compresslevel=9, mtime=0), gzipped=True)
+        data = text
+    result = UserData(stage, data, gzipped=data is not text)
     if result.encoded_size > NOVA_USER_DATA_LIMIT:
         how = "even gzipped" if result.gzipped else "(try --gzip)"
         ways = ["split the trainees over several workshops, fewer accounts each"]
