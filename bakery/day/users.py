@@ -56,11 +56,20 @@ def run_remote(ssh: Ssh, target: Target, request: dict[str, Any]) -> Any:
     Raises:
         BakeryError: ssh failed, or the program did (with its message).
     """
-    done = ssh.run(
-        target,
-        ["sudo", REMOTE_PYTHON, "-c", remote_program()],
-        stdin=json.dumps(request).encode(),
-    )
+    command = ["sudo", REMOTE_PYTHON, "-c", remote_program()]
+    return run_json(ssh, target, command, stdin=json.dumps(request).encode())
+
+
+def run_json(
+    ssh: Ssh, target: Target, command: list[str], *, stdin: bytes = b"", timeout: float = 300
+) -> Any:
+    """Run ``command`` on ``target`` over ssh; the one JSON document it prints.
+
+    Raises:
+        BakeryError: ssh failed, or the command did (its last line on stderr), or it printed
+            something else.
+    """
+    done = ssh.run(target, command, stdin=stdin, timeout=timeout)
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
         raise BakeryError(f"{target.name}: {lines[-1]}")

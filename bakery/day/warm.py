@@ -9,13 +9,12 @@ trainee's first login. `warm:` in workshop.yaml does the same at boot or at a ti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bakery.config.workshop import load_config
 from bakery.day.targets import targets
-from bakery.day.users import REMOTE_PYTHON
+from bakery.day.users import REMOTE_PYTHON, run_json
 from bakery.errors import BakeryError, UsageError
 from bakery.layout import SCRIPT_DIR
 from bakery.progress import Reporter, quiet
@@ -79,19 +78,13 @@ def warm(
         progress(f"{target.name}: starting the trainees' servers (each waited for)")
         command = ["sudo", REMOTE_PYTHON, f"{SCRIPT_DIR}/bakery_warm.py", "now", *(names or [])]
         try:
-            done = ssh.run(target, command, timeout=WARM_TIMEOUT)
+            answer = run_json(ssh, target, command, timeout=WARM_TIMEOUT)
+            hub = HubWarm(list(answer["started"]), list(answer["running"]), dict(answer["cold"]))
         except BakeryError as exc:
             result.errors.append(str(exc))
             continue
-        if done.returncode != 0:
-            lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
-            result.errors.append(f"{target.name}: {lines[-1]}")
-            continue
-        try:
-            answer = json.loads(done.stdout)
-            hub = HubWarm(list(answer["started"]), list(answer["running"]), dict(answer["cold"]))
-        except (ValueError, KeyError, TypeError):
-            result.errors.append(f"{target.name}: unexpected answer: {done.stdout[:200]!r}")
+        except (KeyError, TypeError):
+            result.errors.append(f"{target.name}: unexpected answer: {answer!r:.200}")
             continue
         result.hubs[target.name] = hub
         progress(f"{target.name}: {len(hub.started)} started")
