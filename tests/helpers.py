@@ -94,3 +94,16 @@ def cloud_config(data: bytes) -> dict[str, Any]:
     doc = yaml.safe_load(text)
     assert isinstance(doc, dict)
     return doc
+
+
+def send_json(handler: Any, status: int, body: Any = None) -> None:
+    """A stand-in HTTP server's answer (a BaseHTTPRequestHandler's): ``body`` as JSON, none for
+    None (as JupyterHub's activity API answers)."""
+    import json
+
+    data = b"" if body is None else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from helpers import send_json
 
 from bakery import ssh as vmssh
 from bakery.config.workshop import load_config
@@ -227,12 +228,7 @@ class Hub(BaseHTTPRequestHandler):
     seen_tokens: ClassVar[list[str]] = []
 
     def _answer(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def do_POST(self) -> None:
         self.seen_tokens.append(self.headers["Authorization"])

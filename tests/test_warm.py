@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import send_json
 from typer.testing import CliRunner
 
 from bakery.cli.main import app
@@ -101,12 +102,7 @@ class HubState:
 def handler_for(state: HubState) -> type[BaseHTTPRequestHandler]:
     class Hub(BaseHTTPRequestHandler):
         def _answer(self, status: int, body: Any = None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def do_GET(self) -> None:
             state.tokens.add(self.headers["Authorization"])
