@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import send_json
+from helpers import importable_warm, send_json
 from typer.testing import CliRunner
 
 from bakery.cli.main import app
@@ -325,7 +325,8 @@ def test_configure_adds_the_service_its_scopes_the_hook_and_the_settings(tmp_pat
         pass
 
     c = types.SimpleNamespace(
-        JupyterHub=Section(services=[culler], load_roles=object()), Authenticator=Section()
+        JupyterHub=Section(services=[culler], load_roles=object(), tornado_settings=object()),
+        Authenticator=Section(),
     )
     warm.configure(c, "boot", 30, 4, 7, 300)
     assert c.JupyterHub.services[0] == culler
@@ -469,7 +470,7 @@ def test_users_list_tells_a_warm_server_from_a_trainees_own(
 # --- the hub's error page: a 429 tries again by itself -----------------------------------------
 
 
-def error_page(status: int, message: str) -> str:
+def error_page(status: int, message: str, exception: Any = None) -> str:
     """The hub's error page as JupyterHub renders it with bakery's template folder first (its
     loader: ours, then its own, also reachable as templates/NAME)."""
     import jinja2
@@ -498,6 +499,7 @@ def error_page(status: int, message: str) -> str:
         status_code=status,
         status_message="Too Many Requests" if status == 429 else "Not Found",
         message=message,
+        exception=exception,
         static_url=lambda path, **kw: f"/hub/static/{path}",
         base_url="/",
         prefix="/",
@@ -515,3 +517,61 @@ def test_a_429_page_tries_again_by_itself_other_errors_do_not() -> None:
     assert "10 + Math.floor(Math.random() * 21)" in busy  # 10-30 s, a class not all at once
     missing = error_page(404, "No such page")
     assert "No such page" in missing and "window.location.reload()" not in missing
+
+
+def test_a_throttled_page_waits_what_the_hub_suggested() -> None:
+    """The hub's 429 for its spawn limit carries Retry-After (from RetryRange): the page waits
+    that long, at least 5 s (a page that reloads at once would hammer the hub it waits for)."""
+    from tornado import web
+
+    throttled = web.HTTPError(429, "Too many users trying to log in right now.")
+    throttled.headers = {"Retry-After": 42}  # type: ignore[attr-defined]
+    page = error_page(429, "Too many users trying to log in right now.", throttled)
+    assert "var wait = 42;" in page and "Math.random" not in page
+    throttled.headers = {"Retry-After": 0}  # type: ignore[attr-defined]
+    assert "var wait = 5;" in error_page(429, "Too many users", throttled)
+    full = web.HTTPError(429, "Active user limit exceeded.")  # no Retry-After from the hub
+    assert "10 + Math.floor(Math.random() * 21)" in error_page(429, "Active user limit", full)
+
+
+def test_the_429_wait_follows_the_hubs_own_spawn_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RetryRange reads JupyterHub's spawn histogram (the real prometheus metric) at each use:
+    JupyterHub's 30-60 s before a first spawn, then half to one and a half times the median of
+    the successful ones (throttled and failed starts do not count), within 5..300 s; and
+    configure() hands it to the hub the way JupyterHub reads it."""
+    import random
+
+    from jupyterhub.metrics import spawn_duration_buckets
+    from prometheus_client import Histogram
+    from traitlets.config import Config
+
+    warm = importable_warm(parse_config(CONFIG, Path("w.yaml")), tmp_path, monkeypatch)
+    fresh = Histogram(
+        "bakery_test_spawn_seconds",
+        "a stand-in registry's copy of the hub's spawn histogram",
+        ["status"],
+        buckets=spawn_duration_buckets,
+        registry=None,
+    )
+    monkeypatch.setattr("jupyterhub.metrics.SERVER_SPAWN_DURATION_SECONDS", fresh)
+    assert tuple(warm.RetryRange()) == (30, 60)
+    for seconds in (5, 70, 20):  # not successes: no say in the range
+        fresh.labels(status="throttled").observe(seconds)
+    assert tuple(warm.RetryRange()) == (30, 60)
+    for seconds in (38, 41, 44, 52, 90):  # median in the 30-60 bucket: 30 + 30 * 2.5 / 4
+        fresh.labels(status="success").observe(seconds)
+    low, high = warm.RetryRange()
+    assert (low, high) == pytest.approx((24.375, 73.125))
+    assert low <= random.uniform(*warm.RetryRange()) <= high  # how the hub uses it
+    for _ in range(20):  # a class of slow starts: the range grows, up to 300 s
+        fresh.labels(status="success").observe(900)
+    assert tuple(warm.RetryRange()) == (300, 300)
+
+    c = Config()
+    c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
+    warm.configure(c, "boot", 300, 4, 10, 600)
+    settings = c.JupyterHub.tornado_settings
+    assert settings["cookie_options"] == {"secure": True}  # what was there stays
+    assert isinstance(settings["spawn_throttle_retry_range"], warm.RetryRange)
