@@ -150,7 +150,7 @@ def load_homes(tmp_path: Path, settings: dict[str, Any] | None) -> tuple[Any, Ma
         homes_file=str(tmp_path / "homes.json"),
         homes_image=str(tmp_path / "img" / "homes.xfs"),
     )
-    (tmp_path / "img").mkdir()
+    # No folder for the image: a workshop with nothing else under /var/lib/bakery has none.
     module = types.ModuleType("homes")
     exec(compile(code, "homes.py", "exec"), module.__dict__)
     module.HOME, module.FSTAB, module.MIN_UID = str(home), str(tmp_path / "fstab"), 0
