@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bakery.bake.lock import file_hashes, lock_workshop, target_tags
-from bakery.config.lockfile import lock_path, parse_lock, read_lock
+from bakery.config.lockfile import lock_path, normalize, parse_lock, read_lock
 from bakery.config.workshop import load_config
 from bakery.errors import ConfigError
 from bakery.templates import render
@@ -65,7 +65,7 @@ def publish(root: Path) -> None:
     """Write the simple index's pages for every wheel in root/files."""
     by_name: dict[str, list[Path]] = {}
     for wheel in sorted((root / "files").glob("*.whl")):
-        by_name.setdefault(wheel.name.split("-")[0], []).append(wheel)
+        by_name.setdefault(normalize(wheel.name.split("-")[0]), []).append(wheel)
     for name, wheels in by_name.items():
         page = root / "simple" / name / "index.html"
         page.parent.mkdir(parents=True, exist_ok=True)
@@ -79,12 +79,16 @@ def publish(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """An index on 127.0.0.1: alpha 1.0 (needs beta>=2), beta 2.0 and 2.1, ipykernel."""
+    """An index on 127.0.0.1: alpha 1.0 (needs beta>=2), beta 2.0 and 2.1, ipykernel; events
+    (needs rfc3987-syntax through an extra, as jupyter-events does), which needs lark."""
     root = tmp_path_factory.mktemp("index")
     (root / "files").mkdir()
     make_wheel(root / "files", "alpha", "1.0", ("beta>=2",))
     make_wheel(root / "files", "beta", "2.0")
     make_wheel(root / "files", "beta", "2.1")
+    make_wheel(root / "files", "events", "1.0", ("beta", "rfc3987_syntax"))
+    make_wheel(root / "files", "rfc3987_syntax", "1.1.0", ("lark", "beta"))
+    make_wheel(root / "files", "lark", "1.3.1")
     from bakery import versions
 
     make_wheel(root / "files", "ipykernel", versions.IPYKERNEL)
@@ -132,6 +136,28 @@ def test_a_lock_pins_every_package_with_its_hashes_and_is_the_same_bytes_again(
     assert path.read_bytes() == first  # deterministic: the same inputs, the same bytes
     # The hub's environment: bakery's own versions, so bakery's shipped lock, as it is.
     assert lock.hub == software.shipped_hub(load_config(config))
+
+
+@pytest.mark.parametrize(
+    ("pip", "locked"),
+    [
+        ("[events]", {"events", "beta", "ipykernel"}),  # and lark, needed by it alone: gone
+        ("[events, lark]", {"events", "beta", "lark", "ipykernel"}),  # asked for: kept
+        ("[rfc3987-syntax]", {"rfc3987-syntax", "lark", "beta", "ipykernel"}),
+    ],
+)
+def test_a_left_out_package_and_what_only_it_needs_are_not_locked_unless_asked_for(
+    index: tuple[str, Path], tmp_path: Path, pip: str, locked: set[str]
+) -> None:
+    """rfc3987-syntax (LEFT_OUT: a slow import at every server start, an optional extra) is
+    left out with lark, which only it needs; beta, needed by another package too, stays."""
+    from bakery.bake.lock import LEFT_OUT
+
+    assert "rfc3987-syntax" in LEFT_OUT
+    path, _ = lock_workshop(config_path=workshop(tmp_path, index[0], pip))
+    lock = read_lock(path)
+    assert lock is not None and lock.trainees is not None
+    assert {p.name for p in lock.trainees.pins} == locked
 
 
 def test_a_stale_lock_is_said_by_render_and_validate(

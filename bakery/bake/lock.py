@@ -44,7 +44,18 @@ from bakery.progress import Reporter, quiet
 MAX_GLIBC_MINOR = 40
 _LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _PIN_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+# uv's annotations under a pin: "# via NAME", or "# via" then one "#   NAME" line each.
+_VIA_RE = re.compile(r"#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)$")
 FETCH_TIMEOUT = 60
+# Optional packages a dependency pulls in through an extra, left out of every lock (with what
+# only they need) unless asked for by name: each costs every server start and the hub's start
+# more than it gives. Measured on the hub's environment (docs/architecture.md, "server start").
+LEFT_OUT = {
+    # jsonschema's "iri" format check, via jupyter-events' jsonschema[format-nongpl]: it builds
+    # a Lark parser when imported, 1.1 s of a 2.1 s JupyterLab start on a native CPU. jsonschema
+    # skips that check when it is missing, and no Jupyter event schema uses the format.
+    "rfc3987-syntax",
+}
 
 
 def target_tags(python: str) -> frozenset[Tag]:
@@ -92,7 +103,6 @@ def compile_pins(requested: list[str], python: str, index_url: str) -> list[tupl
         "--quiet",
         "--no-config",
         "--no-header",
-        "--no-annotate",
         "--python-version",
         python,
         "--python-platform",
@@ -106,12 +116,33 @@ def compile_pins(requested: list[str], python: str, index_url: str) -> list[tupl
     if done.returncode != 0:
         detail = "\n".join(done.stderr.strip().splitlines()[-12:])
         raise BuildError(f"resolving {', '.join(requested)} for Python {python} failed:\n{detail}")
-    pins = [
-        (normalize(m.group(1)), m.group(2))
-        for line in done.stdout.splitlines()
-        if (m := _PIN_RE.match(line.strip()))
-    ]
-    return sorted(set(pins))
+    return sorted(set(_kept(done.stdout, {normalize(_name(r)) for r in requested})))
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+
+
+def _kept(compiled: str, requested: set[str]) -> list[tuple[str, str]]:
+    """The pins of uv's annotated output, without LEFT_OUT and what only they need."""
+    pins: dict[str, str] = {}
+    needed_by: dict[str, set[str]] = {}
+    name = ""
+    for line in compiled.splitlines():
+        if m := _PIN_RE.match(line.strip()):
+            name = normalize(m.group(1))
+            pins[name] = m.group(2)
+            needed_by[name] = set()
+        elif name and (via := _VIA_RE.match(line.strip())) and line.strip() != "# via":
+            needed_by[name].add(normalize(via.group(1)))
+    dropped = {n for n in LEFT_OUT if n in pins and n not in requested}
+    while more := {
+        n
+        for n, by in needed_by.items()
+        if n not in dropped and n not in requested and by and by <= dropped
+    }:
+        dropped |= more
+    return [(n, v) for n, v in pins.items() if n not in dropped]
 
 
 class _Links(HTMLParser):
