@@ -26,6 +26,7 @@ import requests
 import urllib3
 import websocket
 
+from bakery.layout import WARM_STATE
 from bakery.progress import ConsoleReporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,6 +245,7 @@ def watch_hub(ssh: list[str], stop: threading.Event, samples: list[dict[str, flo
                 {
                     "t": time.monotonic(),
                     "hub_cpu_ns": int(v["jupyterhub.CPUUsageNSec"]),
+                    "proxy_cpu_ns": int(v["configurable-http-proxy.CPUUsageNSec"]),
                     "hub_mem": int(v["jupyterhub.MemoryCurrent"]),
                     "proxy_mem": int(v["configurable-http-proxy.MemoryCurrent"]),
                     "load1": float(v["load1"]),
@@ -266,16 +268,21 @@ def watch_login_page(tg: Target, stop: threading.Event, out: list[float]) -> Non
         stop.wait(2)
 
 
+def cpu_percent(samples: list[dict[str, float]], key: str) -> list[float]:
+    """Per interval between two samples: the CPU time ``key`` used, as % of one CPU."""
+    return [
+        (b[key] - a[key]) / 1e9 / (b["t"] - a["t"]) * 100 for a, b in itertools.pairwise(samples)
+    ]
+
+
 def hub_summary(samples: list[dict[str, float]]) -> dict[str, float]:
     if len(samples) < 2:
         return {}
-    cpu = [
-        (b["hub_cpu_ns"] - a["hub_cpu_ns"]) / 1e9 / (b["t"] - a["t"]) * 100
-        for a, b in itertools.pairwise(samples)
-    ]
+    cpu, proxy = cpu_percent(samples, "hub_cpu_ns"), cpu_percent(samples, "proxy_cpu_ns")
     return {
         "hub_cpu_percent_mean": round(statistics.mean(cpu), 1),
         "hub_cpu_percent_max": round(max(cpu), 1),
+        "proxy_cpu_percent_max": round(max(proxy), 1),
         "hub_mem_mib_max": round(max(s["hub_mem"] for s in samples) / 2**20, 1),
         "proxy_mem_mib_max": round(max(s["proxy_mem"] for s in samples) / 2**20, 1),
         "load1_max": max(s["load1"] for s in samples),
@@ -347,6 +354,8 @@ def run(tg: Target, n: int, timeout: float, idle: float) -> dict[str, Any]:
         "url": tg.url,
         "first_cell_s": round(min(done), 1) if done else None,
         "last_cell_s": round(max(done), 1) if done else None,
+        # Every trainee opens the login page at the same moment: from it to their cell's answer.
+        "login_to_cell": {"p50": pct(done, 0.5), "p95": pct(done, 0.95)} if done else {},
         "phases": phases,
         "failures": [{"user": t.user, "error": t.error} for t in runs if t.error],
         "retries_429": sum(t.retries_429 for t in runs),
@@ -370,9 +379,10 @@ def table(res: dict[str, Any]) -> str:
     lines.append(f"{'phase':<12}{'p50 s':>8}{'p95 s':>8}{'max s':>8}")
     for name, p in res["phases"].items():
         lines.append(f"{name:<12}{p['p50']:>8}{p['p95']:>8}{p['max']:>8}")
-    lp = res["login_page"]
+    lp, lc = res["login_page"], res["login_to_cell"]
     lines += [
         f"first cell answered: {res['first_cell_s']} s, last: {res['last_cell_s']} s",
+        f"login to cell: p50 {lc.get('p50')} s, p95 {lc.get('p95')} s",
         f"failures: {len(res['failures'])}   429 retries (hub limits): {res['retries_429']}",
         f"login page under load: p50 {lp.get('p50')} s, p95 {lp.get('p95')} s, "
         f"max {lp.get('max')} s, failed {lp['failed']}/{lp['samples']}",
@@ -380,6 +390,7 @@ def table(res: dict[str, Any]) -> str:
     lines += [f"hub {k}: {v}" for k, v in res["hub"].items()]
     lines += [f"idle server {k}: {v}" for k, v in res["idle_memory"].items()]
     lines += [f"boot to login page {k}: {v}" for k, v in res.get("boot_to_login_page", {}).items()]
+    lines += [f"warm {k}: {v}" for k, v in res.get("warm", {}).items()]
     lines += [f"  FAILED {f['user']}: {f['error']}" for f in res["failures"]]
     return "\n".join(lines)
 
@@ -427,8 +438,9 @@ ssh:
 """
 
 
-def bench_config(work: Path, n: int, spawner: str) -> Path:
-    """The e2e tier's workshop (systemd, or docker with the e2e user image) for ``n`` trainees."""
+def bench_config(work: Path, n: int, spawner: str, warm: bool = False) -> Path:
+    """The e2e tier's workshop (systemd, or docker with the e2e user image) for ``n`` trainees;
+    ``warm``: with `warm: boot` (the same golden image: warm is a boot-stage setting)."""
     _e2e_path()
     from e2e_harness import e2e_ssh_key  # type: ignore[import-not-found]
 
@@ -448,13 +460,14 @@ def bench_config(work: Path, n: int, spawner: str) -> Path:
         )
     else:
         text = CLASS_CONFIG.format(name="e2e-workshop", key=key)
-    config.write_text(text.replace("count: 2", f"count: {n}", 1))
+    text = text.replace("count: 2", f"count: {n}", 1)
+    config.write_text(text + ("warm: boot\n" if warm else ""))
     return config
 
 
 @contextlib.contextmanager
 def local_vm(
-    n: int, memory: str, cpus: int, spawner: str, boot: dict[str, float]
+    n: int, memory: str, cpus: int, spawner: str, boot: dict[str, float], warm: bool = False
 ) -> Iterator[Target]:
     """Boot the e2e golden image (chroot bake, cached) with ``n`` trainees; stop it afterwards.
 
@@ -470,7 +483,7 @@ def local_vm(
 
     work = ROOT / "build" / f"class-bench-{spawner}-{n}"
     work.mkdir(parents=True, exist_ok=True)
-    config = bench_config(work, n, spawner)
+    config = bench_config(work, n, spawner, warm)
     key = e2e_ssh_key()
     golden = build_golden(baseimage.ensure_base_image(), config)
     start = time.monotonic()
@@ -507,6 +520,38 @@ def local_vm(
         yield Target(result.url.rstrip("/"), accounts, ssh, verify=False)
     finally:
         localvm.stop_vm(work / "vm", progress=_say)
+
+
+def sized_memory(n: int, spawner: str) -> str:
+    """The memory `bakery size` asks for the class workshop with ``n`` trainees (qemu's -m)."""
+    from bakery.config.workshop import load_config
+    from bakery.workshop.sizing import hub_estimate
+
+    work = ROOT / "build" / f"class-bench-{spawner}-{n}"
+    work.mkdir(parents=True, exist_ok=True)
+    return f"{hub_estimate(load_config(bench_config(work, n, spawner))).memory_mib}M"
+
+
+def wait_warm(tg: Target, n: int, timeout: float) -> dict[str, Any]:
+    """Wait until the warm service has every trainee's server ready (its state file on the VM),
+    as a class starting at 9:00 with `warm` at 8:30 would; what it warmed, left cold, and when."""
+    assert tg.ssh, "warm is watched over ssh"
+    trainees = {user for user, _ in tg.accounts[:n]}
+    start, state = time.monotonic(), {}
+    while time.monotonic() - start < timeout:
+        out = ssh_run(tg.ssh, f"sudo cat {WARM_STATE} 2>/dev/null || true")
+        with contextlib.suppress(ValueError):
+            state = json.loads(out or "{}")
+        if trainees <= set(state.get("warmed", ())):
+            break
+        time.sleep(10)
+    warmed = trainees & set(state.get("warmed", ()))
+    _say(f"warm: {len(warmed)} of {n} servers ready")
+    return {
+        "ready_s_after_login_page": round(time.monotonic() - start, 1),
+        "warmed": len(warmed),
+        "cold": {k: v for k, v in state.get("cold", {}).items() if k in trainees - warmed},
+    }
 
 
 def from_scratch(n: int, memory: str, cpus: int, spawner: str) -> float:
@@ -549,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per trainee phase")
     ap.add_argument("--idle", type=float, default=60, help="idle seconds before memory is read")
-    ap.add_argument("--memory", default="4G", help="local VM memory")
+    ap.add_argument("--memory", help="local VM memory (default: what `bakery size` asks)")
     ap.add_argument("--cpus", type=int, default=2, help="local VM vCPUs")
     ap.add_argument(
         "--spawner",
@@ -557,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
         default="systemd",
         help="local VM: the e2e workshop's spawner",
     )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="local VM: `warm: boot`, the class waits until every server is warm",
+    )
+    ap.add_argument("--warm-timeout", type=float, default=3600, help="seconds to wait for warm")
     ap.add_argument(
         "--compare-scratch",
         action="store_true",
@@ -566,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="JSON results (default build/class-bench-N.json)")
     a = ap.parse_args(argv)
     name = f"class-bench-{a.trainees}" if a.url else f"class-bench-{a.spawner}-{a.trainees}"
+    name += "-warm" if a.warm else ""
     out = a.out or ROOT / "build" / f"{name}.json"
     if a.url:
         if a.credentials is None:
@@ -588,14 +640,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         boot: dict[str, float] = {}
-        with local_vm(a.trainees, a.memory, a.cpus, a.spawner, boot) as tg:
+        memory = a.memory or sized_memory(a.trainees, a.spawner)
+        with local_vm(a.trainees, memory, a.cpus, a.spawner, boot, a.warm) as tg:
+            warmed = wait_warm(tg, a.trainees, a.warm_timeout) if a.warm else {}
             res = run(tg, a.trainees, a.timeout, a.idle)
         if a.compare_scratch:  # after the class VM stopped: one VM at a time
-            boot["scratch_s"] = from_scratch(a.trainees, a.memory, a.cpus, a.spawner)
+            boot["scratch_s"] = from_scratch(a.trainees, memory, a.cpus, a.spawner)
             boot["ratio_percent"] = round(100 * boot["golden_s"] / boot["scratch_s"], 1)
         res["spawner"] = a.spawner
         res["boot_to_login_page"] = boot
-        res["machine"] = a.machine or f"local VM: {a.cpus} vCPU / {a.memory} under qemu"
+        res["warm"] = warmed
+        res["vm"] = {"vcpus": a.cpus, "memory": memory, "sized_by_bakery": a.memory is None}
+        res["machine"] = a.machine or f"local VM: {a.cpus} vCPU / {memory} under qemu"
     res.setdefault("machine", a.machine)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
