@@ -534,7 +534,8 @@ def sized_memory(n: int, spawner: str) -> str:
 
 def wait_warm(tg: Target, n: int, timeout: float) -> dict[str, Any]:
     """Wait until the warm service has every trainee's server ready (its state file on the VM),
-    as a class starting at 9:00 with `warm` at 8:30 would; what it warmed, left cold, and when."""
+    as a class starting at 9:00 with `warm` at 8:30 would, or has finished a pass that left some
+    cold (the server limit, failed starts); what it warmed, left cold, and when."""
     assert tg.ssh, "warm is watched over ssh"
     trainees = {user for user, _ in tg.accounts[:n]}
     start, state = time.monotonic(), {}
@@ -542,7 +543,8 @@ def wait_warm(tg: Target, n: int, timeout: float) -> dict[str, Any]:
         out = ssh_run(tg.ssh, f"sudo cat {WARM_STATE} 2>/dev/null || true")
         with contextlib.suppress(ValueError):
             state = json.loads(out or "{}")
-        if trainees <= set(state.get("warmed", ())):
+        seen = set(state.get("warmed", ())) | set(state.get("cold", {}))
+        if trainees <= set(state.get("warmed", ())) or ("at" in state and trainees <= seen):
             break
         time.sleep(10)
     warmed = trainees & set(state.get("warmed", ()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -149,7 +150,9 @@ def hub_settings(text: str, *, cpus: int, mem_mib: int, monkeypatch: Any) -> Any
     start = text.index("# Limits from bakery's sizing rule")
     end = text.index("\n", text.index("c.Spawner.http_timeout", start))
     text = text[start:end]
-    pages = {"SC_PHYS_PAGES": mem_mib * 256, "SC_PAGE_SIZE": 4096}
+    # What the guest's kernel leaves of the VM's memory (the hub sees no more).
+    seen_mib = math.floor(mem_mib * (1 - sizing.KERNEL_SHARE))
+    pages = {"SC_PHYS_PAGES": seen_mib * 256, "SC_PAGE_SIZE": 4096}
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
     monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
     c = _Section()
