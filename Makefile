@@ -83,8 +83,10 @@ bench-e2e: $(VENV)/.deps
 	cat $(BUILD)/e2e-timings.json
 
 # N trainees (BENCH_N, default 10) log in, spawn and run a cell at the same moment; a table and
-# $(BUILD)/class-bench-N.json. Boots the e2e golden VM (root, ~15 min under TCG) unless
-# BENCH_ARGS has --url https://HUB --credentials SHEET [--config workshop.yaml --ssh USER@HOST].
+# $(BUILD)/class-bench-SPAWNER-N[-warm].json. Boots the e2e golden VM (root, ~15 min under TCG;
+# memory as `bakery size` says unless --memory) unless BENCH_ARGS has --url https://HUB
+# --credentials SHEET [--config workshop.yaml --ssh USER@HOST]. BENCH_ARGS: --warm (warm: boot,
+# the class comes once every server is ready), --compare-scratch (golden vs stock-image boot).
 BENCH_N ?= 10
 BENCH_ARGS ?=
 bench-class: $(VENV)/.deps
