@@ -74,9 +74,22 @@ def pebble(
         yield p
 
 
+def boot_try_done(vm: Workshop, deadline: float) -> None:
+    """Wait until the boot's own ACME try (bakery-tls.service, a oneshot run by cloud-init's
+    runcmd) has ended: the hub can answer before it does (certbot's start alone takes tens of
+    seconds under TCG), and pebble must not come up while that try is still running."""
+    while True:  # RemainAfterExit=yes: active (or failed) once tls.sh has run
+        state = root_sh(vm, "systemctl show -p ActiveState --value bakery-tls.service").strip()
+        if state in ("active", "failed"):
+            return
+        assert time.monotonic() < deadline, f"bakery-tls.service still {state}"
+        time.sleep(3)
+
+
 def test_a_self_signed_at_first_boot_and_the_retry_timer_armed(vm: Workshop) -> None:
     """pebble is down at boot: certbot's first try failed, the self-signed certificate serves
     and the retry timer is enabled and waiting."""
+    boot_try_done(vm, time.monotonic() + 600)
     cert = pebble_server.served_certificate(vm.https_port)
     assert cert["issuer"] == cert["subject"], cert  # self-signed
     assert "Pebble" not in cert["issuer"], cert
