@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import (
     InvalidSdistFilename,
@@ -116,11 +117,7 @@ def compile_pins(requested: list[str], python: str, index_url: str) -> list[tupl
     if done.returncode != 0:
         detail = "\n".join(done.stderr.strip().splitlines()[-12:])
         raise BuildError(f"resolving {', '.join(requested)} for Python {python} failed:\n{detail}")
-    return sorted(set(_kept(done.stdout, {normalize(_name(r)) for r in requested})))
-
-
-def _name(requirement: str) -> str:
-    return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+    return sorted(set(_kept(done.stdout, {normalize(Requirement(r).name) for r in requested})))
 
 
 def _kept(compiled: str, requested: set[str]) -> list[tuple[str, str]]:
