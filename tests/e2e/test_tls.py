@@ -75,14 +75,16 @@ def pebble(
 
 
 def boot_try_done(vm: Workshop, deadline: float) -> None:
-    """Wait until the boot's own ACME try (bakery-tls.service, a oneshot run by cloud-init's
-    runcmd) has ended: the hub can answer before it does (certbot's start alone takes tens of
-    seconds under TCG), and pebble must not come up while that try is still running."""
-    while True:  # RemainAfterExit=yes: active (or failed) once tls.sh has run
-        state = root_sh(vm, "systemctl show -p ActiveState --value bakery-tls.service").strip()
+    """Wait until the boot's own ACME try has ended: ``tls.sh letsencrypt`` in cloud-init's
+    runcmd, so cloud-final.service (a oneshot that stays active, or failed, once the runcmd has
+    run). bakery-tls.service is not it: that one only makes the self-signed certificate before
+    nginx starts. The hub answers before the runcmd's try has failed (certbot's start alone takes
+    tens of seconds under TCG), and pebble, started for test_b, must not meet that try running."""
+    while True:
+        state = root_sh(vm, "systemctl show -p ActiveState --value cloud-final.service").strip()
         if state in ("active", "failed"):
             return
-        assert time.monotonic() < deadline, f"bakery-tls.service still {state}"
+        assert time.monotonic() < deadline, f"cloud-final.service still {state}"
         time.sleep(3)
 
 
