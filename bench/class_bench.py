@@ -313,6 +313,16 @@ def idle_memory(ssh: list[str], idle: float) -> dict[str, Any]:
 # --- the run -------------------------------------------------------------------------------------
 
 
+def vm_errors(ssh: list[str], seconds: float, most: int = 80) -> list[str]:
+    """The last ``most`` error and warning lines that JupyterHub and the single-user servers
+    logged on the VM in the past ``seconds`` (their ``[E ...]``/``[W ...]`` lines: journald
+    files a Python program's stderr as info, so its priority would not tell)."""
+    since = f"-{int(seconds) + 60}s"
+    cmd = f"journalctl --since={since} --no-pager -o short-iso | grep -E '\\[[EW] [0-9]{{4}}-'"
+    out = ssh_run(ssh, "sudo sh -c " + shlex.quote(cmd + " || true"))
+    return out.splitlines()[-most:]
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
@@ -349,6 +359,7 @@ def run(tg: Target, n: int, timeout: float, idle: float) -> dict[str, Any]:
         if (v := [t.phases[p] for t in runs if p in t.phases])
     }
     finite = [x for x in page if x != float("inf")]
+    failed = [t for t in runs if t.error]
     return {
         "trainees": n,
         "url": tg.url,
@@ -357,7 +368,7 @@ def run(tg: Target, n: int, timeout: float, idle: float) -> dict[str, Any]:
         # Every trainee opens the login page at the same moment: from it to their cell's answer.
         "login_to_cell": {"p50": pct(done, 0.5), "p95": pct(done, 0.95)} if done else {},
         "phases": phases,
-        "failures": [{"user": t.user, "error": t.error} for t in runs if t.error],
+        "failures": [{"user": t.user, "error": t.error} for t in failed],
         "retries_429": sum(t.retries_429 for t in runs),
         "login_page": {
             "samples": len(page),
@@ -370,6 +381,8 @@ def run(tg: Target, n: int, timeout: float, idle: float) -> dict[str, Any]:
         },
         "hub": hub_summary(samples),
         "idle_memory": idle_memory(tg.ssh, idle) if tg.ssh and idle else {},
+        # Why trainees failed, as the VM logged it (the hub's and servers' errors and warnings).
+        "vm_errors": vm_errors(tg.ssh, time.monotonic() - t0[0]) if tg.ssh and failed else [],
         "trainee_runs": [asdict(t) for t in runs],
     }
 
@@ -392,6 +405,9 @@ def table(res: dict[str, Any]) -> str:
     lines += [f"boot to login page {k}: {v}" for k, v in res.get("boot_to_login_page", {}).items()]
     lines += [f"warm {k}: {v}" for k, v in res.get("warm", {}).items()]
     lines += [f"  FAILED {f['user']}: {f['error']}" for f in res["failures"]]
+    if res.get("vm_errors"):
+        lines.append("the VM's last errors and warnings (all in the results file):")
+        lines += [f"  {line}" for line in res["vm_errors"][-15:]]
     return "\n".join(lines)
 
 
