@@ -46,9 +46,11 @@ UNIT_DIR = "/etc/systemd/system"
 NGINX_SITE = "/etc/nginx/conf.d/jupyterhub.conf"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bakery.conf"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-# JupyterLab's page config, on Jupyter's system config path (/etc/jupyter): the systemd spawner's
-# servers read it on the host, the docker spawner mounts it read-only at the same path.
-LAB_PAGE_CONFIG = "/etc/jupyter/labconfig/page_config.json"
+# bakery's Jupyter config for the trainees' servers, on their JUPYTER_CONFIG_PATH (the hub sets
+# it; the docker spawner mounts the folder read-only at the same path): how long a server waits
+# for the hub's API (cloudinit/jupyter_server_config.py) and JupyterLab's page config.
+SERVER_CONFIG_DIR = "/etc/bakery/jupyter"
+LAB_PAGE_CONFIG = f"{SERVER_CONFIG_DIR}/labconfig/page_config.json"
 # The boot stage sets HOME_MODE here (private homes).
 LOGIN_DEFS = "/etc/login.defs"
 DOCKER_NETWORK = "jupyterhub"

@@ -11,7 +11,7 @@ import pytest
 from helpers import config_error, require_tool
 
 from bakery.config.workshop import Workshop
-from bakery.layout import HUB_PREFIX, LAB_PAGE_CONFIG, SCRIPT_DIR
+from bakery.layout import HUB_PREFIX, LAB_PAGE_CONFIG, SCRIPT_DIR, SERVER_CONFIG_DIR
 from bakery.vm.userdata import build_cloud_config
 from bakery.vm.validate import check_workshop
 from bakery.workshop.accounts import Account, preview_accounts
@@ -93,9 +93,10 @@ def test_page_config_turns_the_news_pop_up_off_at_bake(
     boot = build_cloud_config(cfg, stage="boot", accounts=accounts)
     assert LAB_PAGE_CONFIG not in files_of(boot)
     mounts = assigned(files_of(boot)[HUB_CONFIG], "c.DockerSpawner.read_only_volumes")
-    # docker: the host's file, read-only at the same path in every container; systemd: the
-    # servers run on the host and read /etc/jupyter themselves.
-    assert mounts == ({LAB_PAGE_CONFIG: LAB_PAGE_CONFIG} if kind == "docker" else None)
+    # docker: the host's folder, read-only at the same path in every container; systemd: the
+    # servers run on the host and read it there (both: JUPYTER_CONFIG_PATH, test_server_config).
+    assert LAB_PAGE_CONFIG.startswith(SERVER_CONFIG_DIR + "/labconfig/")
+    assert mounts == ({SERVER_CONFIG_DIR: SERVER_CONFIG_DIR} if kind == "docker" else None)
 
 
 def test_user_files_cannot_replace_the_page_config() -> None:

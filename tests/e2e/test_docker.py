@@ -320,9 +320,10 @@ def test_2_server_in_its_own_container_as_the_trainee(dvm: Workshop, t1: tuple[s
 
 def test_2b_r_kernel_and_first_screen_from_the_image(dvm: Workshop, t1: tuple[str, Any]) -> None:
     """The kernels are the image's: the e2e image's R (Debian's IRkernel) answers a cell. The
-    host's JupyterLab page config (no news pop-up) is mounted read-only into the container, and
-    the lab page the trainee gets carries it."""
-    from bakery.layout import LAB_PAGE_CONFIG
+    host's bakery server config folder (with JupyterLab's page config: no news pop-up) is mounted
+    read-only into the container, and the lab page the trainee gets carries it: the server found
+    it through the JUPYTER_CONFIG_PATH the hub set (the image's /etc/jupyter has no such file)."""
+    from bakery.layout import SERVER_CONFIG_DIR
 
     user, s = t1
     listed = s.get(f"{base(dvm)}/user/{user}/api/kernelspecs", timeout=60).json()["kernelspecs"]
@@ -333,7 +334,7 @@ def test_2b_r_kernel_and_first_screen_from_the_image(dvm: Workshop, t1: tuple[st
     record("docker: R kernel start + cell answer", time.monotonic() - start)
     info = json.loads(root_sh(dvm, f"docker inspect jupyter-{user}"))[0]
     mounts = [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]]
-    assert (LAB_PAGE_CONFIG, LAB_PAGE_CONFIG, False) in mounts, mounts
+    assert (SERVER_CONFIG_DIR, SERVER_CONFIG_DIR, False) in mounts, mounts
     assert ANNOUNCEMENTS in lab_page_config(dvm, s, user)["disabledExtensions"]
 
 
