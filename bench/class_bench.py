@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -223,14 +224,19 @@ SERVERS_PROBE = (
 
 
 def ssh_run(ssh: list[str], command: str) -> str:
-    proc = subprocess.run(
-        [*ssh, command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    """``command``'s output on the VM; empty if it failed or the VM did not answer within a
+    minute (a class storm can load a small VM that much: a missed sample, not a crash)."""
+    try:
+        proc = subprocess.run(
+            [*ssh, command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
     return proc.stdout if proc.returncode == 0 else ""
 
 
@@ -313,14 +319,25 @@ def idle_memory(ssh: list[str], idle: float) -> dict[str, Any]:
 # --- the run -------------------------------------------------------------------------------------
 
 
-def vm_errors(ssh: list[str], seconds: float, most: int = 80) -> list[str]:
-    """The last ``most`` error and warning lines that JupyterHub and the single-user servers
-    logged on the VM in the past ``seconds`` (their ``[E ...]``/``[W ...]`` lines: journald
-    files a Python program's stderr as info, so its priority would not tell)."""
+def vm_errors(ssh: list[str], seconds: float, most: int = 30) -> list[str]:
+    """What JupyterHub and the single-user servers logged as errors and warnings on the VM in
+    the past ``seconds``, one line per kind of message (ids and numbers folded), the most
+    frequent first: ``"12x [W ServerApp] Kernel # died, removing from map."``. Their own
+    ``[E ...]``/``[W ...]`` prefixes tell (journald files a program's stderr as info); a message
+    may start on the line after its prefix."""
     since = f"-{int(seconds) + 60}s"
-    cmd = f"journalctl --since={since} --no-pager -o short-iso | grep -E '\\[[EW] [0-9]{{4}}-'"
-    out = ssh_run(ssh, "sudo sh -c " + shlex.quote(cmd + " || true"))
-    return out.splitlines()[-most:]
+    cmd = f"journalctl --since={since} --no-pager -o cat | grep -E -A1 '^\\[[EW] [0-9]{{4}}-'"
+    lines = ssh_run(ssh, "sudo sh -c " + shlex.quote(cmd + " || true")).splitlines()
+    head = re.compile(r"^\[([EW]) \S+ \S+ (\w+)[^\]]*\] ?(.*)$")
+    kinds: Counter[str] = Counter()
+    for i, line in enumerate(lines):
+        if m := head.match(line):
+            level, app, text = m.groups()
+            if not text and i + 1 < len(lines) and not head.match(lines[i + 1]):
+                text = lines[i + 1].strip()
+            text = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\b\d+(\.\d+)?", "#", text)[:200]
+            kinds[f"[{level} {app}] {text}"] += 1
+    return [f"{n}x {kind}" for kind, n in kinds.most_common(most)]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -407,7 +424,7 @@ def table(res: dict[str, Any]) -> str:
     lines += [f"  FAILED {f['user']}: {f['error']}" for f in res["failures"]]
     if res.get("vm_errors"):
         lines.append("the VM's last errors and warnings (all in the results file):")
-        lines += [f"  {line}" for line in res["vm_errors"][-15:]]
+        lines += [f"  {line}" for line in res["vm_errors"][:15]]
     return "\n".join(lines)
 
 
