@@ -168,9 +168,15 @@ def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> None:
                 }
             )
         )
-        deadline = time.monotonic() + timeout
+        deadline, states = time.monotonic() + timeout, []
         while time.monotonic() < deadline:
-            msg = json.loads(ws.recv())
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketConnectionClosedException as exc:
+                # The kernel's states so far tell a dead kernel from a dropped connection.
+                raise RuntimeError(f"socket closed after kernel states {states[-6:]}") from exc
+            if msg["header"]["msg_type"] == "status":
+                states.append(msg["content"].get("execution_state"))
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             if msg["header"]["msg_type"] == "execute_result":
