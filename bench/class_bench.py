@@ -346,6 +346,22 @@ def vm_errors(ssh: list[str], seconds: float, most: int = 30) -> list[str]:
     return [f"{n}x {kind}" for kind, n in kinds.most_common(most)]
 
 
+def save_journal(ssh: list[str] | None, path: Path) -> str:
+    """The VM's journal of this boot, gzipped, at ``path`` (its name, or why not)."""
+    if not ssh:
+        return "no ssh to the VM"
+    cmd = "sudo sh -c " + shlex.quote("journalctl -b --no-pager -o short-iso | gzip -6")
+    try:
+        proc = subprocess.run([*ssh, cmd], capture_output=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        return "the VM did not send its journal within 10 minutes"
+    if proc.returncode != 0:
+        return f"journalctl failed: {proc.stderr.decode(errors='replace')[-200:]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(proc.stdout)
+    return str(path)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
@@ -431,6 +447,8 @@ def table(res: dict[str, Any]) -> str:
     if res.get("vm_errors"):
         lines.append("the VM's last errors and warnings (all in the results file):")
         lines += [f"  {line}" for line in res["vm_errors"][:15]]
+    if res.get("journal"):
+        lines.append(f"the VM's journal of the run: {res['journal']}")
     return "\n".join(lines)
 
 
@@ -685,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         with local_vm(a.trainees, memory, a.cpus, a.spawner, boot, a.warm) as tg:
             warmed = wait_warm(tg, a.trainees, a.warm_timeout) if a.warm else {}
             res = run(tg, a.trainees, a.timeout, a.idle)
+            if res["failures"]:  # the whole story, before the VM goes
+                res["journal"] = save_journal(tg.ssh, out.with_suffix(".journal.gz"))
         if a.compare_scratch:  # after the class VM stopped: one VM at a time
             boot["scratch_s"] = from_scratch(a.trainees, memory, a.cpus, a.spawner)
             boot["ratio_percent"] = round(100 * boot["golden_s"] / boot["scratch_s"], 1)
