@@ -18,7 +18,6 @@ import pytest
 from test_render import MakeWorkshop, files_of, load_hub_config
 
 from bakery.layout import SERVER_CONFIG_DIR
-from bakery.templates import read_text
 from bakery.vm.userdata import build_cloud_config
 
 CONFIG = f"{SERVER_CONFIG_DIR}/jupyter_server_config.py"
@@ -31,7 +30,8 @@ PROBE = textwrap.dedent(
     from tornado.httpclient import AsyncHTTPClient
 
     for _ in range(2):  # the server app and its extension may each read it
-        PyFileConfigLoader("jupyter_server_config.py", path=sys.argv[1]).load_config()
+        cfg = PyFileConfigLoader("jupyter_server_config.py", path=sys.argv[1]).load_config()
+    print(cfg.MappingKernelManager.kernel_info_timeout)
     AsyncHTTPClient.configure(AsyncHTTPClient.configured_class(), defaults={"validate_cert": True})
 
     class Slow(BaseHTTPRequestHandler):
@@ -63,12 +63,12 @@ PROBE = textwrap.dedent(
 )
 
 
-def test_servers_wait_two_minutes_for_the_hub_after_the_extension_configures(
-    tmp_path: Path,
+def test_servers_wait_for_the_hub_and_their_kernels_after_the_extension_configures(
+    make_workshop: MakeWorkshop, tmp_path: Path
 ) -> None:
-    (tmp_path / "jupyter_server_config.py").write_text(
-        read_text("cloudinit/jupyter_server_config.py")
-    )
+    cfg, _ = make_workshop("name: intro\n")
+    shipped = files_of(build_cloud_config(cfg, stage="bake"))[CONFIG]  # what the VM gets
+    (tmp_path / "jupyter_server_config.py").write_text(shipped)
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path)],
         capture_output=True,
@@ -76,7 +76,8 @@ def test_servers_wait_two_minutes_for_the_hub_after_the_extension_configures(
         timeout=60,
         check=True,
     ).stdout.splitlines()
-    assert out == ["120 120 True", "late but fine", "HTTPTimeoutError"]
+    # A new kernel's 5 minutes (jupyter_server's connection waits follow the kernel manager's).
+    assert out == ["300", "120 120 True", "late but fine", "HTTPTimeoutError"]
 
 
 @pytest.mark.parametrize("spawner", ["systemd", "docker"])
@@ -88,7 +89,7 @@ def test_every_server_is_pointed_at_the_config(
 ) -> None:
     cfg, accounts = make_workshop(f"name: intro\nspawner: {{kind: {spawner}}}\n")
     bake = files_of(build_cloud_config(cfg, stage="bake"))
-    assert bake[CONFIG] == read_text("cloudinit/jupyter_server_config.py")
+    assert "c.MappingKernelManager.kernel_info_timeout = 300" in bake[CONFIG]
     ns = load_hub_config(cfg, accounts, tmp_path, monkeypatch)
     assert ns["Spawner.environment"]["JUPYTER_CONFIG_PATH"] == SERVER_CONFIG_DIR
     mounts = ns.get("DockerSpawner.read_only_volumes")  # the same path in a container

@@ -151,7 +151,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
                 path = f"{IMAGE_DIR}/{WORKSHOP_REQUIREMENTS}"
                 files.append(VmFile(path, layer.requirements))
     files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
-    server_config = read_text("cloudinit/jupyter_server_config.py")
+    server_config = render("cloudinit/jupyter_server_config.py.j2", **ctx)
     files.append(VmFile(f"{SERVER_CONFIG_DIR}/jupyter_server_config.py", server_config))
     files += [_unit(name, ctx) for name in units(cfg)]
     return files
