@@ -48,8 +48,10 @@ SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bakery.conf"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 # bakery's Jupyter config for the trainees' servers, on their JUPYTER_CONFIG_PATH (the hub sets
 # it; the docker spawner mounts the folder read-only at the same path): how long a server waits
-# for the hub's API (cloudinit/jupyter_server_config.py) and JupyterLab's page config.
+# for the hub's API and for a new kernel (SERVER_CONFIG, from
+# cloudinit/jupyter_server_config.py.j2) and JupyterLab's page config.
 SERVER_CONFIG_DIR = "/etc/bakery/jupyter"
+SERVER_CONFIG = f"{SERVER_CONFIG_DIR}/jupyter_server_config.py"
 LAB_PAGE_CONFIG = f"{SERVER_CONFIG_DIR}/labconfig/page_config.json"
 # The boot stage sets HOME_MODE here (private homes).
 LOGIN_DEFS = "/etc/login.defs"

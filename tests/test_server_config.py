@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 from test_render import MakeWorkshop, files_of, load_hub_config
 
-from bakery.layout import SERVER_CONFIG_DIR
+from bakery.layout import SERVER_CONFIG, SERVER_CONFIG_DIR
 from bakery.vm.userdata import build_cloud_config
-
-CONFIG = f"{SERVER_CONFIG_DIR}/jupyter_server_config.py"
 
 PROBE = textwrap.dedent(
     """
@@ -67,7 +65,7 @@ def test_servers_wait_for_the_hub_and_their_kernels_after_the_extension_configur
     make_workshop: MakeWorkshop, tmp_path: Path
 ) -> None:
     cfg, _ = make_workshop("name: intro\n")
-    shipped = files_of(build_cloud_config(cfg, stage="bake"))[CONFIG]  # what the VM gets
+    shipped = files_of(build_cloud_config(cfg, stage="bake"))[SERVER_CONFIG]  # what the VM gets
     (tmp_path / "jupyter_server_config.py").write_text(shipped)
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path)],
@@ -89,7 +87,7 @@ def test_every_server_is_pointed_at_the_config(
 ) -> None:
     cfg, accounts = make_workshop(f"name: intro\nspawner: {{kind: {spawner}}}\n")
     bake = files_of(build_cloud_config(cfg, stage="bake"))
-    assert "c.MappingKernelManager.kernel_info_timeout = 300" in bake[CONFIG]
+    assert "c.MappingKernelManager.kernel_info_timeout = 300" in bake[SERVER_CONFIG]
     ns = load_hub_config(cfg, accounts, tmp_path, monkeypatch)
     assert ns["Spawner.environment"]["JUPYTER_CONFIG_PATH"] == SERVER_CONFIG_DIR
     mounts = ns.get("DockerSpawner.read_only_volumes")  # the same path in a container

@@ -24,7 +24,7 @@ from bakery.layout import (
     NGINX_SITE,
     PROXY_DIR,
     SCRIPT_DIR,
-    SERVER_CONFIG_DIR,
+    SERVER_CONFIG,
     SHARED_DATA_SOURCE,
     SSHD_DROPIN,
     TLS_RETRY_UNITS,
@@ -151,8 +151,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
                 path = f"{IMAGE_DIR}/{WORKSHOP_REQUIREMENTS}"
                 files.append(VmFile(path, layer.requirements))
     files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
-    server_config = render("cloudinit/jupyter_server_config.py.j2", **ctx)
-    files.append(VmFile(f"{SERVER_CONFIG_DIR}/jupyter_server_config.py", server_config))
+    files.append(VmFile(SERVER_CONFIG, render("cloudinit/jupyter_server_config.py.j2", **ctx)))
     files += [_unit(name, ctx) for name in units(cfg)]
     return files
 
