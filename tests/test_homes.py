@@ -78,7 +78,7 @@ def test_the_boot_stage_says_the_limit_and_who_is_exempt() -> None:
     assert {HOMES_FILE, f"{SCRIPT_DIR}/homes.py", f"/etc/systemd/system/{HOMES_UNIT}"} <= paths
     assert "xfsprogs" in doc["packages"]
     enabled = next(c for c in doc["runcmd"] if c[:3] == ["systemctl", "enable", "--now"])
-    assert enabled[3] == HOMES_UNIT == UNITS[0]  # before the hub and everything that serves homes
+    assert enabled[3] == HOMES_UNIT == UNITS[0]  # first: NFS and cloud-final's runcmd wait for it
 
 
 def test_without_a_limit_the_homes_stay_where_they_are() -> None:
@@ -94,7 +94,12 @@ def test_a_worker_gets_no_homes_of_its_own() -> None:
     assert HOMES_FILE not in {f["path"] for f in doc["write_files"]}
     unit = render(f"cloudinit/{HOMES_UNIT}.j2", **context(cfg))
     assert "ConditionPathExists=!/etc/bakery/cluster-worker" in unit
-    assert "Before=cloud-final.service jupyterhub.service" in unit and "nfs-server.service" in unit
+    assert "Before=cloud-final.service nfs-server.service bakery-cluster.service" in unit
+    # The hub does not wait for the homes (its servers do: bakery_warm.homes_first); it waits
+    # for cloud-init's init stage, which writes its config and the accounts.
+    assert "jupyterhub.service" not in unit
+    hub = render("cloudinit/jupyterhub.service.j2", **context(cfg_of()))
+    assert "\nAfter=cloud-init.service\n" in hub and HOMES_UNIT not in hub
 
 
 # --- homes.py, against a folder standing in for /home ---------------------------------------------

@@ -273,6 +273,7 @@ def run_program(
         api_url=hub,
         api_token_file=str(token),
         homes_script=str(quota),
+        homes_unit="bakery-homes.service",
         logins_dir=str(tmp_path / "logins"),
     )
     ran: list[list[str]] = []
@@ -312,6 +313,8 @@ def test_vm_program_adds_accounts_and_hub_users(
     }
     answer, ran, chmods = run_program(hub, tmp_path, monkeypatch, request, {"ada"})
     assert ran == [
+        # The homes' filesystem first (at boot the hub no longer waits for it): the home goes there.
+        ["systemctl", "start", "bakery-homes.service"],
         ["useradd", "-m", "-s", "/bin/bash", "-p", "$6$x", "zoe"],
         [sys.executable, str(tmp_path / "homes.py"), "quota"],  # the new home's disk quota
         ["usermod", "-p", "$6$y", "ada"],

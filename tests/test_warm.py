@@ -165,6 +165,7 @@ def load_warm(tmp_path: Path, api: str) -> types.ModuleType:
         hub_templates="/etc/jupyterhub/templates",
         api_token_file=str(tmp_path / "token"),
         api_url=api,
+        homes_unit="bakery-homes.service",
     )
     (tmp_path / "token").write_text("s3cret\n")
     module = types.ModuleType("bakery_warm")
@@ -327,6 +328,7 @@ def test_configure_adds_the_service_its_scopes_the_hook_and_the_settings(tmp_pat
     c = types.SimpleNamespace(
         JupyterHub=Section(services=[culler], load_roles=object(), tornado_settings=object()),
         Authenticator=Section(),
+        Spawner=Section(),
     )
     warm.configure(c, "boot", 30, 4, 7, 300)
     assert c.JupyterHub.services[0] == culler
@@ -532,6 +534,76 @@ def test_a_throttled_page_waits_what_the_hub_suggested() -> None:
     assert "var wait = 5;" in error_page(429, "Too many users", throttled)
     full = web.HTTPError(429, "Active user limit exceeded.")  # no Retry-After from the hub
     assert "10 + Math.floor(Math.random() * 21)" in error_page(429, "Active user limit", full)
+
+
+def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rc: int) -> Path:
+    """A ``systemctl`` first on PATH: logs its arguments, takes a moment, exits ``rc``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl.log"
+    script = bin_dir / "systemctl"
+    body = f'echo "$@" >> {calls}\nsleep 0.3\necho done >> {calls}\nexit {rc}\n'
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return calls
+
+
+def test_every_spawn_waits_for_the_homes_unit_started_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub no longer starts after bakery-homes (its filesystem and quotas): its pre-spawn hook
+    starts that unit once (`systemctl start` waits for a start already under way) and every
+    server start, concurrent ones too, waits for it before the hook it wraps (the course copy)."""
+    import asyncio
+
+    from traitlets.config import Config
+
+    calls = fake_systemctl(tmp_path, monkeypatch, rc=0)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    seen: list[tuple[str, list[str]]] = []
+
+    async def course_copy(spawner: Any) -> None:
+        seen.append((spawner, calls.read_text().split("\n")))
+
+    c = Config()
+    c.Spawner.pre_spawn_hook = course_copy
+    warm.configure(c, "boot", 30, 4, 7, 300)
+    hook = c.Spawner.pre_spawn_hook
+
+    async def class_arrives() -> None:
+        await asyncio.gather(*(hook(name) for name in ("ada", "bob", "cy")))
+        await hook("dee")  # later: the unit is not started again
+
+    asyncio.run(class_arrives())
+    assert calls.read_text() == "start bakery-homes.service\ndone\n"
+    assert sorted(name for name, _ in seen) == ["ada", "bob", "cy", "dee"]
+    assert all("done" in lines for _, lines in seen)  # none before the homes were ready
+
+    bare = Config()  # no course: the homes' wait alone
+    warm.configure(bare, "boot", 30, 4, 7, 300)
+    asyncio.run(bare.Spawner.pre_spawn_hook("eve"))
+
+
+def test_a_failed_homes_unit_is_said_once_and_servers_still_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from traitlets.config import Config
+
+    calls = fake_systemctl(tmp_path, monkeypatch, rc=1)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    c = Config()
+    warm.configure(c, "boot", 30, 4, 7, 300)
+
+    async def two() -> None:
+        await asyncio.gather(c.Spawner.pre_spawn_hook("ada"), c.Spawner.pre_spawn_hook("bob"))
+
+    asyncio.run(two())
+    assert calls.read_text().count("start bakery-homes.service") == 1
+    err = capsys.readouterr().err
+    assert err.count("bakery-homes.service failed: homes without quotas") == 1
 
 
 def test_the_429_wait_follows_the_hubs_own_spawn_times(

@@ -10,7 +10,14 @@ from typing import Any
 from bakery.config.workshop import Workshop, load_config
 from bakery.day.targets import targets
 from bakery.errors import BakeryError, UsageError
-from bakery.layout import API_TOKEN_FILE, HUB_API_LOCAL, HUB_PREFIX, LOGINS_DIR, SCRIPT_DIR
+from bakery.layout import (
+    API_TOKEN_FILE,
+    HOMES_UNIT,
+    HUB_API_LOCAL,
+    HUB_PREFIX,
+    LOGINS_DIR,
+    SCRIPT_DIR,
+)
 from bakery.progress import Reporter, quiet
 from bakery.ssh import Ssh, Target
 from bakery.templates import render
@@ -46,6 +53,7 @@ def remote_program() -> str:
         api_url=HUB_API_LOCAL,
         api_token_file=API_TOKEN_FILE,
         homes_script=f"{SCRIPT_DIR}/homes.py",
+        homes_unit=HOMES_UNIT,
         logins_dir=LOGINS_DIR,
     )
 

@@ -28,6 +28,7 @@ from bakery.layout import (
     EXPIRY_FILE,
     HOMES_FILE,
     HOMES_IMAGE,
+    HOMES_UNIT,
     HUB_API_LOCAL,
     HUB_PORT,
     HUB_PREFIX,
@@ -120,6 +121,7 @@ def _paths_context() -> dict[str, Any]:
         "hub_templates": HUB_TEMPLATES,
         "homes_file": HOMES_FILE,
         "homes_image": HOMES_IMAGE,
+        "homes_unit": HOMES_UNIT,
     }
 
 
