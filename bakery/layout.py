@@ -41,6 +41,9 @@ COURSE_DIR = "/srv/course"
 COURSE_HOME_DIR = "course"  # ~/course, for `from` and `git` alike
 # The bake record: what a golden image holds and how it was made (bakery.image writes it).
 RECORD_PATH = "/etc/bakery/image.json"
+# What `bakery update` last applied to a server: the workshop file's digest, its boot files'
+# digests, when, and any step still to finish (root only; bakery.day.update).
+APPLIED_FILE = "/etc/bakery/applied.json"
 ACME_ROOT = "/var/www/letsencrypt"
 UNIT_DIR = "/etc/systemd/system"
 NGINX_SITE = "/etc/nginx/conf.d/jupyterhub.conf"
@@ -153,6 +156,7 @@ MANAGED_FILES = frozenset(
         LAB_PAGE_CONFIG,
         LOGIN_DEFS,
         RECORD_PATH,
+        APPLIED_FILE,
         EXPIRY_FILE,
         HOMES_FILE,
         SHARED_DATA_SOURCE,

@@ -20,6 +20,7 @@ class Target:
     name: str
     host: str
     port: int = 22
+    via: Target | None = None  # reached through this one (a swarm worker, through its manager)
 
 
 def parse_host(text: str) -> Target:
@@ -71,6 +72,11 @@ class Ssh:
         ]  # fmt: skip
         if self.identity is not None:
             opts += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+        if target.via is not None:
+            # The jump's own ssh, with the same key and known_hosts, forwards the connection.
+            via = target.via
+            jump = [*self.argv(via, [])[:-2], "-W", "%h:%p", f"{self.user}@{via.host}"]
+            opts += ["-o", f"ProxyCommand={shlex.join(jump)}"]
         return ["ssh", *opts, f"{self.user}@{target.host}", shlex.join(command)]
 
     def run(

@@ -46,6 +46,7 @@ class Trainee:
     phases: dict[str, float] = field(default_factory=dict)
     done_at: float | None = None
     retries_429: int = 0
+    reconnects: int = 0  # kernel sockets that closed before any message, reopened
     error: str | None = None
 
 
@@ -120,8 +121,14 @@ def _xsrf(s: requests.Session, prefix: str) -> str:
     return str(max(found, key=lambda c: len(c.path)).value)
 
 
-def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> None:
-    """Start a kernel (left running: the idle memory counts it) and run one cell over its socket."""
+# JupyterLab reconnects a kernel's socket that closes (with backoff) and sends what it queued:
+# a trainee whose socket closed before the kernel said anything tries again, as the lab would.
+RECONNECTS = 3
+
+
+def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> int:
+    """Start a kernel (left running: the idle memory counts it) and run one cell over its socket;
+    the number of reconnects it took (a socket closed before any kernel message)."""
     xsrf = _xsrf(s, f"/user/{user}/")
     api = f"{tg.url}/user/{user}/api"
     r = s.post(
@@ -129,14 +136,39 @@ def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> None:
     )
     if r.status_code != 201:
         raise RuntimeError(f"kernel: {r.status_code} {r.text[:200]!r}")
-    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
     ws_url = re.sub(r"^http", "ws", api) + f"/kernels/{r.json()['id']}/channels"
+    deadline = time.monotonic() + timeout
+    for attempt in range(RECONNECTS + 1):
+        states: list[str] = []
+        try:
+            _run_cell(tg, s, user, ws_url, xsrf, deadline, states)
+            return attempt
+        except websocket.WebSocketConnectionClosedException as exc:
+            # The kernel's states so far tell a dead kernel from a dropped connection.
+            if states or attempt == RECONNECTS or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"socket closed after kernel states {states[-6:]} ({attempt} reconnects)"
+                ) from exc
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _run_cell(
+    tg: Target,
+    s: requests.Session,
+    user: str,
+    ws_url: str,
+    xsrf: str,
+    deadline: float,
+    states: list[str],
+) -> None:
+    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
     sslopt = {} if tg.verify else {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
     ws = websocket.create_connection(
         ws_url,
         header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
         sslopt=sslopt,
-        timeout=timeout,
+        timeout=max(1.0, deadline - time.monotonic()),
     )
     try:
         msg_id = uuid.uuid4().hex
@@ -168,13 +200,8 @@ def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> None:
                 }
             )
         )
-        deadline, states = time.monotonic() + timeout, []
         while time.monotonic() < deadline:
-            try:
-                msg = json.loads(ws.recv())
-            except websocket.WebSocketConnectionClosedException as exc:
-                # The kernel's states so far tell a dead kernel from a dropped connection.
-                raise RuntimeError(f"socket closed after kernel states {states[-6:]}") from exc
+            msg = json.loads(ws.recv())
             if msg["header"]["msg_type"] == "status":
                 states.append(msg["content"].get("execution_state"))
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -205,7 +232,7 @@ def trainee(
         t.phases["login"] = time.monotonic() - t0[0]
         spawn(tg, s, user, t, timeout)
         t.phases["spawn"] = time.monotonic() - t0[0] - t.phases["login"]
-        cell(tg, s, user, timeout)
+        t.reconnects = cell(tg, s, user, timeout)
         t.done_at = time.monotonic() - t0[0]
         t.phases["cell"] = t.done_at - t.phases["login"] - t.phases["spawn"]
     except Exception as exc:  # a benchmark reports every failure
@@ -409,6 +436,7 @@ def run(tg: Target, n: int, timeout: float, idle: float) -> dict[str, Any]:
         "phases": phases,
         "failures": [{"user": t.user, "error": t.error} for t in failed],
         "retries_429": sum(t.retries_429 for t in runs),
+        "kernel_reconnects": sum(t.reconnects for t in runs),
         "login_page": {
             "samples": len(page),
             "failed": len(page) - len(finite),
@@ -435,7 +463,8 @@ def table(res: dict[str, Any]) -> str:
     lines += [
         f"first cell answered: {res['first_cell_s']} s, last: {res['last_cell_s']} s",
         f"login to cell: p50 {lc.get('p50')} s, p95 {lc.get('p95')} s",
-        f"failures: {len(res['failures'])}   429 retries (hub limits): {res['retries_429']}",
+        f"failures: {len(res['failures'])}   429 retries (hub limits): {res['retries_429']}   "
+        f"kernel socket reconnects: {res.get('kernel_reconnects', 0)}",
         f"login page under load: p50 {lp.get('p50')} s, p95 {lp.get('p95')} s, "
         f"max {lp.get('max')} s, failed {lp['failed']}/{lp['samples']}",
     ]

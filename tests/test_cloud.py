@@ -72,6 +72,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def hub_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every hub answers (for tests about something else)."""
     monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "ok")
+    # `status` asks each server over ssh whether it matches the file: here nothing answers.
+    monkeypatch.setattr("bakery.day.update.config_states", lambda *a: {"*": "matches (stand-in)"})
 
 
 WRITES = r"/(servers|os-keypairs|security-groups|security-group-rules|floatingips)$"
@@ -526,6 +528,7 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
             "hub": "HTTP 502",
             "cloud_init": "done",
             "fault": None,
+            "config": None,
         },
         {
             "name": "intro-2",
@@ -537,6 +540,7 @@ def test_status_json(fake: FakeCloud, tmp_path: Path, sleeps: list[float]) -> No
             "hub": "unknown",
             "cloud_init": "unknown",
             "fault": FAULT_MESSAGE,
+            "config": None,
         },
     ]
     # With `ends`, scripts get the phase and the seconds to the next moment.

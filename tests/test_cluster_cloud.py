@@ -61,6 +61,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 @pytest.fixture
 def hub_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servers_mod, "hub_health", lambda ip, timeout=5: "ok")
+    # `status` asks each server over ssh whether it matches the file: here nothing answers.
+    monkeypatch.setattr("bakery.day.update.config_states", lambda *a: {"*": "matches (stand-in)"})
 
 
 def invoke(*args: str, stdin: str | None = None) -> Any:
@@ -818,3 +820,29 @@ def test_size_flavors_names_the_managers_and_the_workers_flavor(
         "worker flavor: m1.medium (2 vCPUs, 4096 MiB, 40 GB): auto: the smallest that holds a "
         "worker's share, 2 trainees' and 1 admins' servers"
     ) in result.stdout
+
+
+# --- `bakery update`'s servers: the manager by its floating IP, the workers through it ----------
+
+
+def test_update_reaches_the_workers_through_the_manager(fake: FakeCloud, tmp_path: Path) -> None:
+    from bakery.config.workshop import load_config
+    from bakery.day.targets import every_server
+    from bakery.ssh import Ssh
+
+    path = write_cluster_workshop(tmp_path, workers=2)
+    launch(path)
+    found = every_server(load_config(path))
+    names = [t.name for t in found.reachable]
+    assert names == ["intro-manager", "intro-worker-1", "intro-worker-2"]
+    manager, worker = found.reachable[0], found.reachable[1]
+    fip = by_name(fake)["intro-manager"]
+    assert manager.via is None and manager.host != fip["addresses"]["private"][0]["addr"]
+    assert worker.via == manager
+    assert worker.host == by_name(fake)["intro-worker-1"]["addresses"]["private"][0]["addr"]
+    argv = Ssh("debian", tmp_path / "id", tmp_path / "kh").argv(worker, ["true"])
+    proxy = next(a for a in argv if a.startswith("ProxyCommand="))
+    # The jump is ssh to the manager's floating IP with the same key and known_hosts.
+    assert f"-W %h:%p debian@{manager.host}" in proxy
+    assert f"UserKnownHostsFile={tmp_path}/kh" in proxy
+    assert argv[-2] == f"debian@{worker.host}"

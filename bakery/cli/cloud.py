@@ -137,8 +137,16 @@ def status(
     config: ConfigArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     identity: IdentityOpt = None,
+    config_check: Annotated[
+        bool,
+        typer.Option(
+            "--config/--no-config",
+            help="Ask each running server over ssh whether it matches the workshop file.",
+        ),
+    ] = True,
 ) -> None:
-    """Show the workshop's servers: state, addresses, hub health, cloud-init progress.
+    """Show the workshop's servers: state, addresses, hub health, cloud-init progress, and
+    whether each matches the workshop file (`bakery update` applies the difference).
 
     A swarm cluster also shows its nodes (Ready/Down, availability) and the trainees' servers on
     each, asked over ssh from the manager.
@@ -146,6 +154,11 @@ def status(
     from bakery.providers.openstack.status import status as get_status
 
     found = get_status(config_path=config, identity=identity)
+    if config_check and found.any_up:
+        # Over ssh, each server that is up: does it run what the workshop file says?
+        from bakery.day.update import config_states
+
+        found.show_config(config_states(found.workshop, config, identity))
     typer.echo(found.as_json() if as_json else "\n".join(found.lines()))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bakery.cli.app import CONTEXT, ConfigArg, app, command, progress
-from bakery.errors import BakeryError
+from bakery.errors import BakeryError, UsageError
 
 HostOpt = Annotated[
     list[str] | None,
@@ -171,3 +171,52 @@ def collect(
         typer.echo(line)
     if result.errors:
         raise typer.Exit(1)
+
+
+@command()
+def update(
+    config: ConfigArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    restart_servers: Annotated[
+        bool,
+        typer.Option(
+            "--restart-servers",
+            help="Also restart the trainees' running servers for changes that need it (one at "
+            "a time, through the hub; their files stay, their kernels do not).",
+        ),
+    ] = False,
+    host: HostOpt = None,
+    identity: IdentityOpt = None,
+) -> None:
+    """Change the running workshop to match its file, without stopping anyone's work.
+
+    Prints a plan per server in three groups: applied live (and to whom), reaches running
+    servers only when they restart (--restart-servers), needs a relaunch (refused: exit 2, with
+    the field and the command to use). Then applies the live part over ssh and says what
+    changed. A second run with the same file changes nothing; a run that failed half way is
+    finished by the next.
+    """
+    from bakery.day.update import refusal_message
+    from bakery.day.update import update as do_update
+
+    result = do_update(
+        config_path=config, hosts=host, identity=identity, dry_run=dry_run,
+        restart_servers=restart_servers, progress=progress(),
+    )  # fmt: skip
+    for line in result.plan.lines():
+        typer.echo(line)
+    if result.plan.refusals():
+        raise UsageError(refusal_message(result.plan, config))
+    if dry_run:
+        typer.echo("dry run: nothing was changed")
+        return
+    changed = result.lines()
+    if changed:
+        typer.echo("done:")
+        for line in changed:
+            typer.echo(f"  {line}")
+    if result.errors or result.plan.unreachable:
+        why = result.errors + [f"{n}: not reached" for n in result.plan.unreachable]
+        raise BakeryError("not finished (run `bakery update` again): " + "; ".join(why))

@@ -14,6 +14,59 @@ from bakery.workshop.names import worker_number
 
 
 @dataclass
+class Servers:
+    """Every server of a workshop (hubs and a swarm's workers) as ssh reaches them, the others
+    with why, and every name the cloud has (for counting)."""
+
+    reachable: list[Target] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    all_names: list[str] = field(default_factory=list)
+
+
+def every_server(cfg: Workshop, hosts: list[str] | None = None) -> Servers:
+    """``--host`` targets when given, else every server of the workshop in the cloud: a hub by
+    its floating IP, a swarm's worker by its own address through the manager (ssh's jump).
+
+    Raises:
+        UsageError: no server to reach.
+    """
+    if hosts:
+        return Servers([parse_host(h) for h in hosts], {}, list(hosts))
+    conn = connect(cfg)
+    fips = {
+        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
+        for ip in workshop_floating_ips(conn, cfg)
+    }
+    found = Servers()
+    workers = []
+    for server in workshop_servers(conn, cfg):
+        found.all_names.append(server.name)
+        own = next(iter(addresses(server)), None)
+        worker = worker_number(cfg, server.name) is not None
+        ip = own if worker else fips.get(server.id) or own
+        if server.status != "ACTIVE" or not ip:
+            found.unreachable[server.name] = (
+                f"{server.status}" if server.status != "ACTIVE" else "ACTIVE without an address"
+            )
+        elif worker:
+            workers.append(Target(server.name, ip))
+        else:
+            found.reachable.append(Target(server.name, ip))
+    manager = next(iter(found.reachable), None)
+    for w in workers:
+        if manager is None:
+            found.unreachable[w.name] = "reached through the manager, which is not running"
+        else:
+            found.reachable.append(Target(w.name, w.host, w.port, via=manager))
+    if not found.reachable and not found.unreachable:
+        raise UsageError(
+            f"no running server of workshop {cfg.name} (see `bakery status`); for a VM "
+            "elsewhere pass --host HOST[:PORT] (a `bakery try` VM: 127.0.0.1:SSH_PORT)"
+        )
+    return found
+
+
+@dataclass
 class Hubs:
     """The workshop's hubs as ssh finds them: the ones it can reach, and the others with why."""
 

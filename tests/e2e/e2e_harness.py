@@ -216,6 +216,55 @@ def refresh_locks() -> None:
         for kind, config in (("systemd", systemd), ("docker", docker)):
             lock_workshop(config_path=config)
             (LOCKS / f"{kind}.lock.json").write_bytes(lock_path(config).read_bytes())
+    write_update_lock()
+
+
+# test_l (`bakery update`): a package the course forgot, added during the class: the systemd
+# workshop's lock with this one pin more (the others as they are: the update installs only it).
+UPDATE_PACKAGE = ("termcolor", "2.5.0")
+
+
+def write_update_lock() -> Path:
+    """`make lock`: LOCKS' systemd lock plus UPDATE_PACKAGE, resolved from the index (its
+    files' hashes), as `bakery lock` would write it for ENV_FILES with that line added."""
+    import dataclasses
+    import tempfile
+
+    from bakery.bake.lock import file_hashes, project_files, target_tags
+    from bakery.config.lockfile import Pin, format_lock, inputs_digest, read_lock
+    from bakery.config.workshop import load_config
+    from bakery.workshop import software
+
+    lock = read_lock(LOCKS / "systemd.lock.json")
+    assert lock is not None and lock.trainees is not None
+    name, version = UPDATE_PACKAGE
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "workshop.yaml"
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3RlcmJha2VyeWV4YW1wbGVrZXlvbmx5Zm9yZG9jcw x"
+        config.write_text(CONFIG.format(name="e2e-workshop", key=key))
+        write_folder(config.parent / "env", update_env_files())
+        cfg = load_config(config)
+        requested = software.trainee_requested(cfg)
+        python = lock.trainees.python
+        index = software.index_url(cfg)
+    hashes = file_hashes(project_files(index, name), version, target_tags(python))
+    pins = (*lock.trainees.pins, Pin(name, version, tuple(hashes)))
+    pins = tuple(sorted(pins, key=lambda p: p.name))
+    trainees = dataclasses.replace(
+        lock.trainees,
+        inputs=inputs_digest(requested, python),
+        requested=tuple(sorted(requested)),
+        pins=pins,
+    )
+    out = LOCKS / "systemd-update.lock.json"
+    out.write_text(format_lock(dataclasses.replace(lock, trainees=trainees)))
+    return out
+
+
+def update_env_files() -> dict[str, str]:
+    """ENV_FILES with UPDATE_PACKAGE added to the requirements."""
+    name, version = UPDATE_PACKAGE
+    return {**ENV_FILES, "requirements.txt": ENV_FILES["requirements.txt"] + f"{name}=={version}\n"}
 
 
 def golden_copies(config: Path) -> dict[str, Path]:

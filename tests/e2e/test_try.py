@@ -1175,6 +1175,116 @@ def test_k_fork_and_memory_bombs_stay_inside_the_trainees_unit(vm: Workshop) -> 
     assert run_cell(vm, sb, b, "6 * 7") == "42"
 
 
+# What test_l's dry run must plan.
+PLANNED = (
+    "the workshop's end (ends, grace) and its timer",
+    "accounts made: ta (admin)",
+    "+c.SystemdSpawner.mem_limit = '640M'",
+    "environment: the course's packages",
+    "course.from: 2 new or changed file(s)",
+)
+
+
+def _vm_digests(vm: Workshop) -> str:
+    paths = "/etc/jupyterhub/jupyterhub_config.py /etc/bakery/expiry.json /srv/course/*"
+    return root_sh(vm, f"sha256sum {paths}; id -u ta 2>/dev/null || echo no-ta")
+
+
+def test_l_update_changes_the_running_class_and_a_kernel_lives_on(vm: Workshop) -> None:
+    """`bakery update` (issue 29): a later end, a second admin, more memory, a forgotten
+    package and a new course file reach the running VM while a trainee's kernel keeps its
+    variable; a dry run changes nothing; a second run has nothing to do; a change of the image's
+    kind is refused with exit 2."""
+    from e2e_harness import LOCKS, UPDATE_PACKAGE, update_env_files, write_folder
+    from typer.testing import CliRunner
+
+    from bakery.cli.main import app
+    from bakery.config.lockfile import lock_path
+    from bakery.config.workshop import load_config
+    from bakery.day.update import update
+    from bakery.workshop.accounts import credentials_path, ensure_credentials
+
+    user, other = vm.trainees[0], vm.trainees[1]
+    s, resp = login(vm, user, vm.passwords[user])
+    assert resp.status_code == 302
+    open_server(vm, s, user)
+    mine = "a,b\n1,2\nmine,3\n"  # test_b5's edit of the trainee's course copy
+    assert root_sh(vm, f"cat /home/{user}/course/data/table.csv") == mine
+    original = vm.config.read_text()
+    changed = original.replace("ends: 2099-01-01T00:00:00Z", "ends: 2099-01-02T00:00:00Z")
+    changed = changed.replace("admins: [teacher]", "admins: [teacher, ta]")
+    changed = changed.replace("mem_limit: 512M", "mem_limit: 640M")
+    assert changed.count("2099-01-02") == 1 and "[teacher, ta]" in changed and "640M" in changed
+    vm.config.write_text(changed)
+    write_folder(vm.dir / "env", update_env_files())
+    lock_path(vm.config).write_bytes((LOCKS / "systemd-update.lock.json").read_bytes())
+    write_folder(
+        vm.dir / "course", {"03-after-the-break.ipynb": "{}\n", "data/table.csv": "a,b\n9,9\n"}
+    )
+
+    with kernel(vm, s, user) as kernel_id:
+        ws = connect(vm, s, user, kernel_id)
+        try:
+            assert execute(ws, user, "x = 42\nprint('set')") == "set\n"
+            before = _vm_digests(vm)
+            dry = update(config_path=vm.config, dry_run=True, **_day_args(vm))
+            text = "\n".join(dry.plan.lines())
+            for words in PLANNED:
+                assert words in text, text
+            assert _vm_digests(vm) == before, "the dry run changed the VM"
+            start = time.monotonic()
+            result = update(config_path=vm.config, **_day_args(vm))
+            record(
+                "update (hub restart, a package, a course file, an account)",
+                time.monotonic() - start,
+            )
+            assert not result.errors, result.errors
+            # The trainee's kernel lived through it all: same websocket, same variable.
+            assert execute(ws, user, "print(x)") == "42\n"
+        finally:
+            ws.close()
+    # The running server got the new memory limit in place; its course copy the new file, and
+    # the trainee's own edit stays.
+    limit = root_sh(vm, f"systemctl show -p MemoryMax --value {server_unit(user)}").strip()
+    assert limit == str(640 * 2**20), limit
+    assert root_sh(vm, f"cat /home/{user}/course/data/table.csv") == mine
+    assert root_sh(vm, f"cat /home/{user}/course/03-after-the-break.ipynb") == "{}\n"
+    assert "2099-01-02" in root_sh(vm, "cat /etc/bakery/expiry.json")
+    # The new admin logs in (the sheet has the password) and reaches the admin page.
+    sheet = {
+        a.username: a.password
+        for a in ensure_credentials(load_config(vm.config), credentials_path(vm.config))
+    }
+    sa, resp = login(vm, "ta", sheet["ta"])
+    assert resp.status_code == 302, resp.status_code
+    assert sa.get(f"{base(vm)}/hub/admin", timeout=60).status_code == 200
+    # A new server imports the forgotten package and runs under the new limit.
+    so, resp = login(vm, other, vm.passwords[other])
+    assert resp.status_code == 302
+    open_server(vm, so, other)
+    name, version = UPDATE_PACKAGE
+    got = run_cell(vm, so, other, f"import importlib.metadata as m; m.version({name!r})")
+    assert got == repr(version), got
+    assert root_sh(vm, f"systemctl show -p MemoryMax --value {server_unit(other)}").strip() == str(
+        640 * 2**20
+    )
+    stop_server(vm, other)
+    # Nothing left to do; a change the image holds is refused (exit 2, the field, the way).
+    again = update(config_path=vm.config, **_day_args(vm))
+    assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
+    vm.config.write_text(changed.replace("os: debian-12", "os: ubuntu-24.04"))
+    try:
+        host = _day_args(vm)["hosts"][0]
+        refused = CliRunner().invoke(
+            app, ["update", str(vm.config), "--host", host, "-i", str(vm.ssh_key)]
+        )
+        assert refused.exit_code == 2, refused.output
+        assert "os: the server has debian-12, the file says ubuntu-24.04" in refused.output
+        assert "nothing was changed" in refused.output and "Traceback" not in refused.output
+    finally:
+        vm.config.write_text(changed)
+
+
 def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
     """Last of the VM's tests: the dates move close, the VM enforces them and powers off."""
     from bakery.providers.local import qemu

@@ -201,6 +201,24 @@ def test_manager_and_a_worker_one_url_a_trainee_on_the_worker_and_back(
     assert trainee not in nodes[f"{NAME}-manager"]["trainees"], nodes
     assert root_sh(w, f"cat /home/{trainee}/on-worker.txt").strip() == "42"
 
-    # 4. destroy leaves nothing of the workshop.
+    # 4. `bakery update` (issue 29) reaches both: the manager by its floating IP, the worker
+    # through it; the class gets an end, which both keep (each powers itself off after it).
+    workshop.config.write_text(workshop.config.read_text() + "ends: 2099-01-01T00:00:00Z\n")
+    plan = bakery("update", str(workshop.config), "--dry-run")
+    assert plan.returncode == 0
+    for name in (f"{NAME}-manager", f"{NAME}-worker-1"):
+        assert f"{name}:\n" in plan.stdout and "new /etc/bakery/expiry.json" in plan.stdout
+    start = time.monotonic()
+    done = bakery("update", str(workshop.config))
+    assert done.returncode == 0
+    record("testcloud cluster: update (manager and worker)", time.monotonic() - start)
+    assert "2099-01-01" in root_sh(w, "cat /etc/bakery/expiry.json")
+    again = bakery("update", str(workshop.config))
+    assert again.returncode == 0
+    for name in (f"{NAME}-manager", f"{NAME}-worker-1"):
+        assert f"{name}: matches the workshop file; nothing to do" in again.stdout
+    assert run_cell(w, s, trainee, "6 * 7", 600) == "42"  # the trainee's server lived on
+
+    # 5. destroy leaves nothing of the workshop.
     assert bakery("destroy", str(workshop.config), "--yes").returncode == 0
     assert counts(demo, NAME) == NOTHING

@@ -34,6 +34,7 @@ class ServerInfo:
     hub: str = "unknown"
     cloud_init: str = "unknown"
     fault: str | None = None
+    config: str | None = None  # matches the workshop file? (`status`, over ssh; None: not asked)
 
     @property
     def ip(self) -> str | None:

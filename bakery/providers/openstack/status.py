@@ -38,10 +38,23 @@ class WorkshopStatus:
         for s in self.servers:
             where = s.floating_ip or ", ".join(s.addresses) or "-"
             fault = f"  fault: {s.fault}" if s.fault else ""
+            config = f"  config: {s.config}" if s.config else ""
             out.append(
-                f"{s.name}  {s.status}  {where}  hub: {s.hub}  cloud-init: {s.cloud_init}{fault}"
+                f"{s.name}  {s.status}  {where}  hub: {s.hub}  cloud-init: {s.cloud_init}"
+                f"{config}{fault}"
             )
         return out + (self.swarm.lines() if self.swarm else [])
+
+    def show_config(self, states: dict[str, str]) -> None:
+        """Each server that is up: whether it matches the workshop file (``states``, by name;
+        ``"*"`` for all: bakery.day.update.config_states)."""
+        for info in self.servers:
+            if info.status == "ACTIVE" and info.cloud_init == "done":
+                info.config = states.get(info.name) or states.get("*")
+
+    @property
+    def any_up(self) -> bool:
+        return any(i.hub == "ok" for i in self.servers)
 
     def as_json(self) -> str:
         """`bakery status --json`: the workshop, its servers, its expiry (`expiry.state`) and a

@@ -1,0 +1,434 @@
+"""What a running server has against its workshop file: the plan `bakery update` applies.
+
+What a server runs is recorded on the server itself: the image's bake record
+(``/etc/bakery/image.json``: what was installed, from which locks) and the boot stage's files (the
+hub's config, the expiry times, the quotas, sshd's and nginx's config: every value the boot stage
+set); after an update also ``/etc/bakery/applied.json`` (the workshop file's digest, when, and
+any step left to finish). The server's answer (bakery.day.update asks it) against the boot stage
+rendered again, as `launch` would, gives a plan per server in three groups:
+
+- **live**: applied now; trainees' servers and kernels keep running (the hub restarts when its
+  config changed, and ``cleanup_servers = False`` keeps every server through that);
+- **restart**: reaches running servers when they restart (``--restart-servers`` restarts them
+  through the hub, one at a time; their files stay);
+- **relaunch**: refused, with why and the command (the image or the machines would change).
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bakery.config.workshop import Workshop
+from bakery.layout import (
+    CONFIG_DIR,
+    COURSE_DIR,
+    EXPIRY_FILE,
+    EXPIRY_UNITS,
+    HOMES_FILE,
+    NGINX_SITE,
+    SCRIPT_DIR,
+    SHARED_DATA_DIR,
+    SHARED_DATA_SOURCE,
+    SSHD_DROPIN,
+    UNIT_DIR,
+    WORKSHOP_REQUIREMENTS,
+)
+from bakery.ssh import Target
+from bakery.topology import Machine, machine_config
+from bakery.version import __version__
+from bakery.vm import image
+from bakery.vm.files import VmFile
+from bakery.vm.userdata import build_cloud_config
+from bakery.workshop import content, software
+from bakery.workshop.accounts import (
+    preview_accounts,
+)
+from bakery.workshop.sizing import mem_limit_bytes
+
+Group = Literal["live", "restart", "relaunch"]
+GROUP_TITLES: dict[Group, str] = {
+    "live": "applied live (trainees' servers and kernels keep running)",
+    "restart": "reaches running servers when they restart (--restart-servers)",
+    "relaunch": "needs a relaunch (refused)",
+}
+HUB_CONFIG = f"{CONFIG_DIR}/jupyterhub_config.py"
+TRAINEE_LOCK = f"{SCRIPT_DIR}/{WORKSHOP_REQUIREMENTS}"
+EXPIRY_PATHS = (EXPIRY_FILE, f"{SCRIPT_DIR}/expiry.py", *(f"{UNIT_DIR}/{u}" for u in EXPIRY_UNITS))
+# Boot-stage files a workshop file may have or not: asked for even when the new render has none,
+# so that one the file no longer sets is removed.
+OPTIONAL_PATHS = (*EXPIRY_PATHS, HOMES_FILE, SHARED_DATA_SOURCE)
+# What each of bakery's boot-stage files holds, and the step that makes its change count.
+KNOWN: dict[str, tuple[str, str]] = {
+    HUB_CONFIG: ("the hub's config (admins, limits, idle culling, spawn limits)", "hub"),
+    **{p: ("the workshop's end (ends, grace) and its timer", "expiry") for p in EXPIRY_PATHS},
+    NGINX_SITE: ("nginx's site (tls.domain)", "nginx"),
+    SSHD_DROPIN: ("sshd's policy (ssh.*)", "sshd"),
+    HOMES_FILE: ("the homes' quota (spawner.disk_limit)", "homes"),
+    SHARED_DATA_SOURCE: ("shared_data.url", "data"),
+}
+WHOM = {
+    "hub": "the hub restarts; servers and kernels keep running; new servers get the new settings",
+    "expiry": "the hub and the expiry timer read it at each use",
+    "nginx": "nginx reloads",
+    "sshd": "sshd reloads",
+    "homes": "every home's quota, now",
+    "data": "fetched and unpacked now",
+    "daemon-reload": "systemd reads its units again",
+}
+# Shown as a before/after diff in the plan: small, bakery's own, nothing secret.
+SHOWN = (HUB_CONFIG, EXPIRY_FILE, HOMES_FILE, SSHD_DROPIN)
+# The image's parts an update cannot change: the hub's software and how it was installed.
+BAKED_COMPONENTS = (
+    "jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "dockerspawner",
+    "jupyterhub-systemdspawner", "jupyterlab", "hub-lock", "miniforge", "user-image",
+)  # fmt: skip
+RELAUNCH = "relaunch: `bakery collect`, `bakery destroy`, `bakery bake`, `bakery launch`"
+MAX_PUSH = 64 * 10**6  # bytes of `from:` folder files one update sends (in its JSON request)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of a plan: its group, what changes, for whom, and the lines that changed."""
+
+    group: Group
+    what: str
+    whom: str = ""
+    detail: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        whom = f" ({self.whom})" if self.whom else ""
+        return [f"    {self.what}{whom}", *(f"        {d}" for d in self.detail)]
+
+
+@dataclass
+class ServerPlan:
+    """What one server gets: the plan's items, and what the apply request carries."""
+
+    target: Target
+    machine: Machine
+    items: list[Item] = field(default_factory=list)
+    files: list[VmFile] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    steps: set[str] = field(default_factory=set)
+    accounts: list[str] = field(default_factory=list)  # to make, with the sheet's passwords
+    admins: dict[str, list[str]] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    applied: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, dict[str, str]] = field(default_factory=dict)  # root -> name -> base64
+    expiry: bool = False  # the workshop has an end: the expiry timer runs
+
+    def add(self, group: Group, what: str, whom: str = "", detail: tuple[str, ...] = ()) -> None:
+        self.items.append(Item(group, what, whom, detail))
+
+    @property
+    def refused(self) -> list[Item]:
+        return [i for i in self.items if i.group == "relaunch"]
+
+    @property
+    def changes(self) -> bool:
+        """Whether the live part writes or runs anything."""
+        return bool(self.files or self.remove or self.steps or self.accounts)
+
+    def lines(self) -> list[str]:
+        if not self.items:
+            return [f"{self.target.name}: matches the workshop file; nothing to do"]
+        out = [f"{self.target.name}:"]
+        for group, title in GROUP_TITLES.items():
+            mine = [i for i in self.items if i.group == group]
+            if mine:
+                out.append(f"  {title}:")
+                for item in mine:
+                    out += item.lines()
+        return out
+
+
+@dataclass
+class UpdatePlan:
+    """Every server's plan, the servers not reached, and what no server can take."""
+
+    servers: list[ServerPlan] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    refused: list[Item] = field(default_factory=list)  # the workshop's machines
+
+    def lines(self) -> list[str]:
+        out = []
+        for plan in self.servers:
+            out += plan.lines()
+        for name, why in sorted(self.unreachable.items()):
+            out.append(f"{name}: not reached ({why}); run update again once it answers")
+        if self.refused:
+            out.append(f"workshop: {GROUP_TITLES['relaunch']}:")
+            for item in self.refused:
+                out += item.lines()
+        return out
+
+    def refusals(self) -> list[Item]:
+        return self.refused + [i for p in self.servers for i in p.refused]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_digest(cfg: Workshop) -> str:
+    """The whole workshop file's settings, as a server records what it was updated to."""
+    data = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def expected_files(cfg: Workshop, machine: Machine) -> list[VmFile]:
+    """``machine``'s boot-stage files as `launch` renders them. No file holds a password hash:
+    throwaway accounts stand in, and no sheet is written."""
+    mine = machine_config(cfg, machine)
+    accounts = preview_accounts(mine) if machine.serves_hub else None
+    doc = build_cloud_config(mine, stage="boot", accounts=accounts, role=machine.role)
+    return [
+        VmFile(f["path"], f["content"], f["permissions"], f["owner"]) for f in doc["write_files"]
+    ]
+
+
+def local_content(cfg: Workshop, config_dir: Path) -> dict[str, dict[str, Path]]:
+    """The `from:` folders' files by where they go on a hub (shared_data.path, the course's
+    folder): relative name -> local file. Symlinks are not pushed (a bake copies them)."""
+    out: dict[str, dict[str, Path]] = {}
+    for folder in content.folders(cfg, config_dir):
+        if not folder.source.is_dir():
+            continue  # launched from an image baked elsewhere: nothing here to push
+        root = COURSE_DIR if folder.key == "course.from" else _shared_path(cfg)
+        out[root] = {e.name: e.path for e in content.scan(folder) if e.kind == "file"}
+    return out
+
+
+def _shared_path(cfg: Workshop) -> str:
+    return cfg.shared_data.path if cfg.shared_data is not None else SHARED_DATA_DIR
+
+
+def state_request(cfg: Workshop, machine: Machine, config_dir: Path) -> dict[str, Any]:
+    """What to ask ``machine`` for: its boot files' digests, the small ones' text, its accounts,
+    the digests of the `from:` folders' files where they were unpacked."""
+    paths = [f.path for f in expected_files(cfg, machine)]
+    paths += [p for p in (*OPTIONAL_PATHS, TRAINEE_LOCK) if p not in paths]
+    folders = local_content(cfg, config_dir) if machine.serves_hub else {}
+    return {
+        "action": "state",
+        "paths": paths,
+        "show": [p for p in SHOWN if p in paths],
+        "accounts": list(machine.accounts),
+        "content": {root: sorted(files) for root, files in folders.items()},
+    }
+
+
+def _diff(old: str | None, new: str) -> tuple[str, ...]:
+    """The changed lines of a small config file, before (-) and after (+); comments left out."""
+    if old is None:
+        return ()
+    out = []
+    for line in difflib.unified_diff(old.splitlines(), new.splitlines(), n=0, lineterm=""):
+        if line.startswith(("---", "+++", "@@")) or line[1:].lstrip().startswith("#"):
+            continue
+        if line[1:].strip():
+            out.append(line if len(line) <= 150 else line[:147] + "...")
+    return tuple(out[:16])
+
+
+def _refusals(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
+    """What the server's image or machine holds that the workshop file now says otherwise."""
+    record = state.get("record") or {}
+    have: dict[str, Any] = record.get("components") or {}
+
+    def refuse(key: str, was: object, now: object) -> None:
+        plan.add("relaunch", f"{key}: the server has {was}, the file says {now}", RELAUNCH)
+
+    if record.get("os") not in (None, cfg.os):
+        refuse("os", record["os"], cfg.os)
+    if have:
+        kind = "docker" if "dockerspawner" in have else "systemd"
+        if kind != cfg.spawner.kind:
+            refuse("spawner.kind", kind, cfg.spawner.kind)
+        install = "conda" if "miniforge" in have else "venv"
+        if install != cfg.hub.install:
+            refuse("hub.install", install, cfg.hub.install)
+    role = state.get("role")
+    swarm = plan.machine.part != "hub"
+    if (role is not None) != swarm:
+        refuse("cluster.engine", "swarm" if role else "none", "swarm" if swarm else "none")
+    if have and not plan.refused:
+        want = image.record(cfg)["components"]
+        for name in BAKED_COMPONENTS:
+            if have.get(name) != want.get(name) and not (
+                name == "user-image" and cfg.spawner.kind == "docker"
+            ):
+                key = "hub.versions" if name != "user-image" else "spawner.image"
+                refuse(f"{key} ({name})", have.get(name), want.get(name))
+
+
+def plan_server(
+    cfg: Workshop,
+    machine: Machine,
+    target: Target,
+    state: dict[str, Any],
+    config_dir: Path | None = None,
+) -> ServerPlan:
+    """Compare what ``target`` runs (``state``, its answer) with the workshop file (and its
+    `from:` folders, beside it in ``config_dir``)."""
+    plan = ServerPlan(target, machine)
+    _refusals(cfg, state, plan)
+    if plan.refused:
+        return plan  # nothing is applied beside a refusal: this file no longer describes it
+    files = _files(cfg, machine, state, plan)
+    if machine.serves_hub:
+        _accounts(cfg, machine, state, plan)
+        _limits(cfg, state, plan)
+        _environment(cfg, state, plan)
+        if config_dir is not None:
+            _content(cfg, config_dir, state, plan)
+    for step in (state.get("applied") or {}).get("pending") or []:
+        if step not in plan.steps:
+            plan.steps.add(step)
+            plan.add("live", f"{step}: left unfinished by the last update", "run again")
+    plan.expiry = cfg.ends is not None
+    plan.applied = {
+        "config_sha256": config_digest(cfg),
+        "files": {f.path: _sha(f.content) for f in files},
+        "bakery_version": __version__,
+    }
+    return plan
+
+
+def _files(
+    cfg: Workshop, machine: Machine, state: dict[str, Any], plan: ServerPlan
+) -> list[VmFile]:
+    """The boot stage's files that differ (written, and the step that makes each count), and
+    those the workshop file no longer sets (removed); every boot file, for the record."""
+    have: dict[str, str | None] = state.get("files") or {}
+    shown: dict[str, str | None] = state.get("shown") or {}
+    files = expected_files(cfg, machine)
+    for f in files:
+        if have.get(f.path) == _sha(f.content):
+            continue
+        plan.files.append(f)
+        what, step = KNOWN.get(f.path, (f"files: {f.path}", ""))
+        if f.path.startswith(UNIT_DIR + "/"):
+            plan.steps.add("daemon-reload")
+        if step:
+            plan.steps.add(step)
+        verb = "new" if have.get(f.path) is None else "changed"
+        detail = _diff(shown.get(f.path), f.content) if f.path in SHOWN else ()
+        plan.add("live", f"{what}: {verb} {f.path}", WHOM.get(step, "written now"), detail)
+    written = {f.path for f in files}
+    for path in OPTIONAL_PATHS:
+        if path not in written and have.get(path) is not None:
+            plan.remove.append(path)
+            what, step = KNOWN[path]
+            plan.steps.add(step)
+            if path.startswith(UNIT_DIR + "/"):
+                plan.steps.add("daemon-reload")
+            plan.add("live", f"{what}: removed {path}", WHOM.get(step, ""))
+    return files
+
+
+def _accounts(cfg: Workshop, machine: Machine, state: dict[str, Any], plan: ServerPlan) -> None:
+    """Accounts the file adds (made with the sheet's passwords) and admins it takes away."""
+    exists: dict[str, bool] = state.get("accounts") or {}
+    admins = set(cfg.users.admins)
+    missing = [n for n in machine.accounts if not exists.get(n, True)]
+    if missing:
+        plan.accounts = missing
+        names = ", ".join(f"{n} (admin)" if n in admins else n for n in missing)
+        plan.add(
+            "live", f"accounts made: {names}", "passwords from the sheet; slips: `bakery slips`"
+        )
+    hub_admins = state.get("hub_admins")
+    revoke = sorted(set(hub_admins or ()) - admins)
+    if revoke:
+        # JupyterHub keeps a removed admin's rights in its database: bakery takes them back.
+        plan.admins = {"revoke": revoke}
+        plan.steps.add("admins")
+        plan.add("live", f"admin rights taken back: {', '.join(revoke)}", "account and home stay")
+    allowed = set(machine.accounts)
+    gone = sorted(n for n, there in exists.items() if there and n not in allowed)
+    if gone:
+        plan.add("live", f"no longer let in: {', '.join(gone)}", "account and home stay")
+
+
+def _limits(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
+    """New memory/CPU limits reach running servers in place (not on a swarm: a service update
+    restarts its task)."""
+    new = next((f.content for f in plan.files if f.path == HUB_CONFIG), None)
+    old = (state.get("shown") or {}).get(HUB_CONFIG)
+    if new is None or old is None:
+        return
+    changed = [d for d in _diff(old, new) if "mem_limit" in d or "cpu_limit" in d]
+    running = state.get("servers") or {}
+    count = len(running.get("units") or []) + len(running.get("containers") or [])
+    if not changed or not count:
+        return
+    limits = f"{cfg.spawner.mem_limit}, {cfg.spawner.cpu_limit:g} CPU"
+    if plan.machine.part == "manager":  # a swarm's: a service update restarts its task
+        plan.add("restart", f"memory/CPU limits ({limits}) of the {count} running server(s)")
+        return
+    plan.limits = {
+        "mem_bytes": mem_limit_bytes(cfg.spawner.mem_limit),
+        "cpu": cfg.spawner.cpu_limit,
+    }
+    plan.steps.add("limits")
+    plan.add("live", f"memory/CPU limits ({limits}): the {count} running server(s) too", "in place")
+
+
+def _environment(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
+    """systemd: the trainees' environment installs the workshop's lock again (pip adds what
+    changed); new servers use it, running ones after a restart. docker: a new image."""
+    if cfg.spawner.kind != "systemd":
+        return
+    lock = software.trainee_lock(cfg)
+    if lock is None:
+        return
+    text = lock.requirements()
+    if (state.get("files") or {}).get(TRAINEE_LOCK) == _sha(text):
+        return
+    plan.files.append(VmFile(TRAINEE_LOCK, text))
+    plan.steps.add("environment")
+    plan.add("live", "environment: the course's packages (the workshop's lock)", "new servers")
+    plan.add("restart", "environment: running servers import the new packages after a restart")
+
+
+def _content(cfg: Workshop, config_dir: Path, state: dict[str, Any], plan: ServerPlan) -> None:
+    """The `from:` folders' new and changed files, pushed; the course's reach each running
+    server's trainee where their ~/course lacks them (never over a file they have)."""
+    have: dict[str, dict[str, str | None]] = state.get("content") or {}
+    push: dict[str, dict[str, str]] = {}
+    size = 0
+    for root, files in local_content(cfg, config_dir).items():
+        there = have.get(root) or {}
+        for name, path in files.items():
+            data = path.read_bytes()
+            if there.get(name) != hashlib.sha256(data).hexdigest():
+                push.setdefault(root, {})[name] = base64.b64encode(data).decode()
+                size += len(data)
+    if not push:
+        return
+    if size > MAX_PUSH:
+        plan.add(
+            "relaunch",
+            f"content: {size / 1e6:.0f} MB of new or changed files in the `from:` folders, over "
+            f"the {MAX_PUSH / 1e6:.0f} MB an update sends",
+            "bake the folders into a new image (`bakery bake`), or give shared_data a url",
+        )
+        return
+    plan.content = push
+    plan.steps.add("content")
+    for root, sent in push.items():
+        key = "course.from" if root == COURSE_DIR else "shared_data.from"
+        names = ", ".join(sorted(sent)[:5]) + (", ..." if len(sent) > 5 else "")
+        whom = (
+            "new servers; running ones: copied where ~/course lacks it"
+            if key == "course.from"
+            else "everyone, now"
+        )
+        plan.add("live", f"{key}: {len(sent)} new or changed file(s) to {root}: {names}", whom)

@@ -1,0 +1,401 @@
+"""`bakery update`: the plan's three groups, the live apply, refusals, dry runs and reruns.
+
+The server side (cloudinit/bakery-update.py.j2) runs for real here, over a folder standing in
+for a server's root: its boot files as `launch` wrote them, its image's bake record, a stand-in
+hub API (admins) and stand-in ``systemctl``/``nginx`` that log what they were asked. The e2e
+tier proves it on a VM (tests/e2e/test_try.py's update test: a kernel's variable through it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import send_json
+from typer.testing import CliRunner
+
+from bakery.cli.main import app
+from bakery.config.workshop import load_config
+from bakery.day import drift
+from bakery.day import update as upd
+from bakery.layout import API_TOKEN_FILE, EXPIRY_FILE, RECORD_PATH
+from bakery.ssh import Target
+from bakery.templates import render
+from bakery.topology import topology
+from bakery.vm import image
+from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
+
+BASE = """\
+name: upd
+os: debian-12
+users: {count: 2, admins: [teacher]}
+spawner: {kind: systemd, mem_limit: 1G, idle_cull_minutes: 60}
+ends: 2026-12-07 18:00 Europe/Berlin
+"""
+
+
+class Hub:
+    """The stand-in hub's API: its users (admin or not) and what it was asked."""
+
+    def __init__(self) -> None:
+        self.admins = {"teacher"}
+        self.names = {"teacher", "training01", "training02"}
+        self.asked: list[str] = []
+
+
+@pytest.fixture
+def hub() -> Iterator[tuple[Hub, str]]:
+    state = Hub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.asked.append(f"GET {self.path}")
+            if self.path.startswith("/hub/api/users?"):
+                users = [
+                    {"name": n, "admin": n in state.admins, "servers": {}}
+                    for n in sorted(state.names)
+                ]
+                send_json(self, 200, users if "offset=0" in self.path else [])
+                return
+            send_json(self, 200, {"version": "5"})
+
+        def do_PATCH(self) -> None:
+            state.asked.append(f"PATCH {self.path}")
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            name = self.path.rsplit("/", 1)[1]
+            if body.get("admin") is False:
+                state.admins.discard(name)
+            send_json(self, 200, {"name": name})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+    server.shutdown()
+
+
+class Server:
+    """A folder standing in for one server's root, reached through a stand-in ssh."""
+
+    def __init__(self, root: Path, api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        self.log = tmp_path / "commands.log"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for tool in ("systemctl", "nginx", "docker-none"):
+            script = bin_dir / tool
+            script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {self.log}\n')
+            script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+        token = root / API_TOKEN_FILE.lstrip("/")
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text("t0ken\n")
+        program = render(
+            "cloudinit/bakery-update.py.j2",
+            bakery_version="t",
+            root=str(root),
+            record_path=RECORD_PATH,
+            role_file="/etc/bakery/cluster-{role}",
+            applied_file="/etc/bakery/applied.json",
+            homes_script="/usr/local/lib/bakery/homes.py",
+            fetch_data="/usr/local/lib/bakery/fetch-data.py",
+            workshop_env_script="/usr/local/lib/bakery/workshop-env.sh",
+            hub_api=api,
+            api_token_file=API_TOKEN_FILE,
+            python=sys.executable,
+            content_hook="/usr/local/lib/bakery/bakery_content.py",
+            course_dir="/srv/course",
+            course_home="course",
+        )
+        self.program = program
+        self.calls: list[dict[str, Any]] = []
+        self.users_added: list[list[str]] = []
+        monkeypatch.setattr(upd, "call", self.call)
+        monkeypatch.setattr(upd, "run_remote", self.run_remote)
+
+    def call(self, ssh: Any, target: Target, request: dict[str, Any], timeout: float = 0) -> Any:
+        self.calls.append(request)
+        done = subprocess.run(
+            [sys.executable, "-c", self.program],
+            input=json.dumps(request).encode(), capture_output=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+        return json.loads(done.stdout)
+
+    def run_remote(self, ssh: Any, target: Target, request: dict[str, Any]) -> Any:
+        names = [a["name"] for a in request["accounts"]]
+        self.users_added.append(names)
+        passwd = self.root / "etc/passwd"
+        passwd.write_text(
+            passwd.read_text() + "".join(f"{n}:x:1001:1001::/home/{n}:/bin/bash\n" for n in names)
+        )
+        return {n: "account created; added to the hub" for n in names}
+
+    def launch(self, config: Path) -> None:
+        """The server as `launch` left it: its boot files and its image's bake record."""
+        cfg = load_config(config)
+        ensure_credentials(cfg, credentials_path(config))
+        machine = topology(cfg, sheet_order(credentials_path(config)), trial=True).hubs[0]
+        for f in drift.expected_files(cfg, machine):
+            self.put(f.path, f.content)
+        self.put(RECORD_PATH, image.record_json(image.record(cfg)))
+        self.put(
+            "/etc/passwd",
+            "".join(f"{n}:x:1000:1000::/home/{n}:/bin/bash\n" for n in machine.accounts),
+        )
+
+    def put(self, path: str, text: str) -> None:
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def read(self, path: str) -> str:
+        return (self.root / path.lstrip("/")).read_text()
+
+    def commands(self) -> list[str]:
+        """What changed something (reading the running servers' units changes nothing)."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [line for line in lines if "list-units" not in line]
+
+
+@pytest.fixture
+def server(hub: tuple[Hub, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Server:
+    return Server(tmp_path / "root", hub[1], tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str) -> Path:
+        path = tmp_path / "workshop.yaml"
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    return write
+
+
+def run_update(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["update", str(config), "--host", "127.0.0.1:2222", *args])
+
+
+def test_a_server_as_launched_matches_its_file(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    result = run_update(path)
+    assert result.exit_code == 0, result.output
+    assert "127.0.0.1:2222: matches the workshop file; nothing to do" in result.output
+    assert server.commands() == []
+
+
+def test_live_changes_are_planned_applied_and_a_rerun_changes_nothing(
+    server: Server, hub: tuple[Hub, str], config: Callable[[str], Path]
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    changed = BASE.replace("18:00", "18:30").replace("[teacher]", "[teacher, ta]")
+    changed = changed.replace("mem_limit: 1G", "mem_limit: 2G")
+    path = config(changed)
+    before = server.read(EXPIRY_FILE)
+
+    dry = run_update(path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    out = dry.output
+    assert "applied live (trainees' servers and kernels keep running):" in out
+    assert "the workshop's end (ends, grace) and its timer: changed /etc/bakery/expiry.json" in out
+    assert "accounts made: ta (admin)" in out
+    assert "c.SystemdSpawner.mem_limit = '2G'" in out  # the hub config's changed lines
+    assert "-c.SystemdSpawner.mem_limit = '1G'" in out
+    assert "dry run: nothing was changed" in out
+    assert server.read(EXPIRY_FILE) == before and server.commands() == []
+    assert server.users_added == []
+
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert server.users_added == [["ta"]]  # before the hub restarts with ta among its users
+    assert "2026-12-07 18:30 +0100 (17:30 UTC)" in server.read(EXPIRY_FILE)
+    assert "'ta'" in server.read("/etc/jupyterhub/jupyterhub_config.py")
+    steps = server.commands()
+    assert steps[0] == "systemctl enable --now bakery-expiry.timer"
+    assert steps[-1] == "systemctl restart jupyterhub"  # last: it reads the others' files
+    applied = json.loads(server.read("/etc/bakery/applied.json"))
+    assert applied["pending"] == [] and applied["config_sha256"] == drift.config_digest(
+        load_config(path)
+    )
+
+    again = run_update(path)
+    assert again.exit_code == 0, again.output
+    assert "matches the workshop file; nothing to do" in again.output
+    assert server.commands() == steps  # nothing ran the second time
+
+
+def test_a_removed_admin_loses_the_hubs_admin_rights(
+    server: Server, hub: tuple[Hub, str], config: Callable[[str], Path]
+) -> None:
+    """JupyterHub never takes admin rights back when a name leaves admin_users: update does."""
+    path = config(BASE.replace("[teacher]", "[teacher, ta]"))
+    server.launch(path)
+    hub[0].admins.add("ta")
+    hub[0].names.add("ta")
+    path = config(BASE)
+    result = run_update(path)
+    assert result.exit_code == 0, result.output
+    assert "admin rights taken back: ta (account and home stay)" in result.output
+    assert "PATCH /hub/api/users/ta" in hub[0].asked
+    assert hub[0].admins == {"teacher"}
+
+
+def test_ends_removed_stops_the_timer_and_removes_the_times(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    path = config(BASE.replace("ends: 2026-12-07 18:00 Europe/Berlin\n", ""))
+    result = run_update(path)
+    assert result.exit_code == 0, result.output
+    assert f"removed {EXPIRY_FILE}" in result.output
+    assert not (server.root / EXPIRY_FILE.lstrip("/")).exists()
+    assert "systemctl disable --now bakery-expiry.timer" in server.commands()
+    assert "systemctl daemon-reload" in server.commands()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("os: debian-12", "os: ubuntu-24.04"), "os: the server has debian-12"),
+        (("kind: systemd", "kind: docker"), "spawner.kind: the server has systemd"),
+        (
+            ("spawner: {kind: systemd", "cluster: {engine: swarm}\nspawner: {kind: docker"),
+            "cluster.engine: the server",
+        ),
+        (("name: upd\n", "name: upd\nhub: {install: conda}\n"), "hub.install"),
+    ],
+)
+def test_what_the_image_holds_is_refused_with_the_field_and_the_way(
+    server: Server, config: Callable[[str], Path], change: tuple[str, str], field: str
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
+    path = config(BASE.replace(*change).replace("mem_limit: 1G", "mem_limit: 2G"))
+    result = run_update(path)
+    assert result.exit_code == 2, result.output
+    assert field in result.output
+    assert "nothing was changed" in result.output and "bakery launch" in result.output
+    assert "Traceback" not in result.output
+    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before  # nothing applied
+    assert server.commands() == []
+
+
+def test_a_step_that_fails_is_left_pending_and_the_next_run_finishes_it(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    path = config(BASE.replace("idle_cull_minutes: 60", "idle_cull_minutes: 90"))
+    failing = tmp_path / "bin" / "systemctl"
+    failing.write_text(f'#!/bin/sh\necho "systemctl $*" >> {server.log}\nexit 1\n')
+    result = run_update(path)
+    assert result.exit_code == 1, result.output
+    assert "hub failed" in result.output and "run `bakery update` again" in result.output
+    assert json.loads(server.read("/etc/bakery/applied.json"))["pending"] == ["hub"]
+    failing.write_text(f'#!/bin/sh\necho "systemctl $*" >> {server.log}\n')
+    again = run_update(path)
+    assert again.exit_code == 0, again.output
+    assert "hub: left unfinished by the last update" in again.output
+    assert server.commands()[-1] == "systemctl restart jupyterhub"
+    assert json.loads(server.read("/etc/bakery/applied.json"))["pending"] == []
+
+
+def test_the_remote_program_writes_files_atomically_with_their_mode(
+    server: Server, tmp_path: Path
+) -> None:
+    entry = {
+        "path": "/etc/bakery/x.json",
+        "content": base64.b64encode(b"{}\n").decode(),
+        "permissions": "0600",
+    }
+    answer = server.call(None, Target("s", "h"), {"action": "apply", "files": [entry], "steps": []})
+    assert answer["written"] == ["/etc/bakery/x.json"]
+    written = server.root / "etc/bakery/x.json"
+    assert written.read_text() == "{}\n" and written.stat().st_mode & 0o777 == 0o600
+    assert not list(written.parent.glob("*.bakery-new"))
+
+
+def test_status_says_whether_each_server_matches(
+    server: Server, config: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bakery status`'s config column: the same plan, in a few words per server."""
+    from bakery.day.targets import Servers
+
+    path = config(BASE)
+    server.launch(path)
+    cloud = Servers([Target("upd-1", "203.0.113.9")], {"upd-2": "SHUTOFF"}, ["upd-1", "upd-2"])
+    monkeypatch.setattr(upd, "every_server", lambda cfg, hosts: cloud)
+    cfg = load_config(path)
+    assert upd.config_states(cfg, path, None) == {
+        "upd-1": "matches the workshop file",
+        "upd-2": "not checked (SHUTOFF)",
+    }
+    path = config(BASE.replace("idle_cull_minutes: 60", "idle_cull_minutes: 90"))
+    states = upd.config_states(load_config(path), path, None)
+    assert states["upd-1"] == "differs, 1 change(s) (`bakery update --dry-run`)"
+    path = config(BASE.replace("os: debian-12", "os: ubuntu-24.04"))
+    states = upd.config_states(load_config(path), path, None)
+    assert states["upd-1"] == "needs a relaunch (`bakery update --dry-run` says why)"
+
+
+def test_course_files_new_or_changed_are_pushed_once(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    course = tmp_path / "course"
+    (course / "data").mkdir(parents=True)
+    (course / "01-intro.ipynb").write_text("{}\n")
+    (course / "data" / "t.csv").write_text("a\n1\n")
+    path = config(BASE + "course: {from: ./course}\n")
+    server.launch(path)
+    for f in ("01-intro.ipynb", "data/t.csv"):  # as the bake unpacked them
+        server.put(f"/srv/course/{f}", (course / f).read_text())
+    assert "matches the workshop file" in run_update(path).output
+
+    (course / "02-after-the-break.ipynb").write_text('{"cells": []}\n')
+    (course / "data" / "t.csv").write_text("a\n1\n2\n")
+    dry = run_update(path, "--dry-run")
+    assert (
+        "course.from: 2 new or changed file(s) to /srv/course: 02-after-the-break.ipynb, data/t.csv"
+        in dry.output
+    )
+    assert not (server.root / "srv/course/02-after-the-break.ipynb").exists()
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert server.read("/srv/course/02-after-the-break.ipynb") == '{"cells": []}\n'
+    assert server.read("/srv/course/data/t.csv") == "a\n1\n2\n"
+    assert (server.root / "srv/course/data/t.csv").stat().st_mode & 0o777 == 0o644
+    assert "matches the workshop file" in run_update(path).output
+
+
+def test_the_remote_program_refuses_a_content_name_that_leaves_its_folder(
+    server: Server,
+) -> None:
+    request = {
+        "action": "apply",
+        "steps": ["content"],
+        "content": {"/srv/course": {"../../etc/cron.d/x": base64.b64encode(b"x").decode()}},
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", server.program],
+        input=json.dumps(request).encode(), capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and b"refused name" in done.stderr
+    assert not (server.root / "etc/cron.d/x").exists()
