@@ -92,7 +92,7 @@ class Server:
         self.log = tmp_path / "commands.log"
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
-        for tool in ("systemctl", "nginx", "docker-none"):
+        for tool in ("systemctl", "nginx"):
             script = bin_dir / tool
             script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {self.log}\n')
             script.chmod(0o755)
@@ -399,3 +399,40 @@ def test_the_remote_program_refuses_a_content_name_that_leaves_its_folder(
     )  # fmt: skip
     assert done.returncode != 0 and b"refused name" in done.stderr
     assert not (server.root / "etc/cron.d/x").exists()
+
+
+@pytest.mark.parametrize("spawner", ["systemd", "docker"])
+def test_a_higher_memory_limit_reaches_the_running_servers_in_place(
+    server: Server, config: Callable[[str], Path], tmp_path: Path, spawner: str
+) -> None:
+    """systemd: the running units' MemoryMax/CPUQuota at runtime; docker: `docker update`. No
+    server restarts (the hub's own restart keeps them)."""
+    base = BASE.replace("kind: systemd", f"kind: {spawner}")
+    path = config(base)
+    server.launch(path)
+    bin_dir = tmp_path / "bin"
+    if spawner == "systemd":
+        (bin_dir / "systemctl").write_text(
+            f'#!/bin/sh\necho "systemctl $*" >> {server.log}\n'
+            'case "$*" in list-units*)\n'
+            '  echo "jupyter-training01-singleuser.service loaded active running x";;\nesac\n'
+        )
+    else:
+        docker = bin_dir / "docker"
+        docker.write_text(
+            '#!/bin/sh\ncase "$1" in ps) echo jupyter-training01;;\n'
+            f'  *) echo "docker $*" >> {server.log};;\nesac\n'
+        )
+        docker.chmod(0o755)
+    path = config(base.replace("mem_limit: 1G", "mem_limit: 2G"))
+    result = run_update(path)
+    assert result.exit_code == 0, result.output
+    assert "memory/CPU limits (2G, 1 CPU): the 1 running server(s) too (in place)" in result.output
+    want = {
+        "systemd": "systemctl set-property --runtime jupyter-training01-singleuser.service "
+        f"MemoryMax={2 * 2**30} CPUQuota=100%",
+        "docker": f"docker update --memory {2 * 2**30} --memory-swap {2 * 2**30} --cpus 1.0 "
+        "jupyter-training01",
+    }[spawner]
+    assert want in server.commands()
+    assert "limits set on 1 running server(s)" in result.output

@@ -617,6 +617,50 @@ def test_4b_docker_restart_keeps_the_container_and_the_firewall(
     assert hub[0] == 200, hub
 
 
+def test_4d_update_reaches_the_running_container_in_place(
+    dvm: Workshop, t1: tuple[str, Any]
+) -> None:
+    """`bakery update` (issue 29), docker spawner: a higher memory limit reaches the trainee's
+    running container in place (`docker update`), a second admin gets in, and the kernel keeps
+    its variable through the hub's restart; a second run has nothing to do."""
+    from bakery.config.workshop import load_config
+    from bakery.day.update import update
+    from bakery.workshop.accounts import credentials_path, ensure_credentials
+
+    user, s = t1
+    name = f"jupyter-{user}"
+    text = dvm.config.read_text()
+    changed = text.replace("mem_limit: 256M", "mem_limit: 384M")
+    changed = changed.replace("admins: [teacher]", "admins: [teacher, ta]")
+    assert "384M" in changed and "[teacher, ta]" in changed
+    dvm.config.write_text(changed)
+    where = {"hosts": [f"127.0.0.1:{dvm.ssh_port}"], "identity": dvm.ssh_key}
+    memory = "docker inspect -f '{{.HostConfig.Memory}}' " + name
+    assert root_sh(dvm, memory).strip() == str(256 * 2**20)
+    with kernel(dvm, s, user) as kernel_id:
+        ws = connect(dvm, s, user, kernel_id)
+        try:
+            assert printed(ws, user, "x = 42\nprint('set')") == "set\n"
+            start = time.monotonic()
+            result = update(config_path=dvm.config, **where)
+            record(
+                "docker: update (hub restart, limits in place, an account)",
+                time.monotonic() - start,
+            )
+            assert not result.errors, result.errors
+            assert printed(ws, user, "print(x)") == "42\n"
+        finally:
+            ws.close()
+    assert root_sh(dvm, memory).strip() == str(384 * 2**20)
+    sheet = ensure_credentials(load_config(dvm.config), credentials_path(dvm.config))
+    password = next(a.password for a in sheet if a.username == "ta")
+    sa, resp = login(dvm, "ta", password)
+    assert resp.status_code == 302, resp.status_code
+    assert sa.get(f"{base(dvm)}/hub/admin", timeout=60).status_code == 200
+    again = update(config_path=dvm.config, **where)
+    assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
+
+
 def test_5_stopped_server_removes_its_container_not_the_files(
     dvm: Workshop, t1: tuple[str, Any]
 ) -> None:
