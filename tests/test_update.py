@@ -305,10 +305,14 @@ def test_a_step_that_fails_is_left_pending_and_the_next_run_finishes_it(
     server.launch(path)
     path = config(BASE.replace("idle_cull_minutes: 60", "idle_cull_minutes: 90"))
     failing = tmp_path / "bin" / "systemctl"
-    failing.write_text(f'#!/bin/sh\necho "systemctl $*" >> {server.log}\nexit 1\n')
+    failing.write_text(
+        f'#!/bin/sh\necho "systemctl $*" >> {server.log}\n'
+        'echo "Job failed: see journalctl"\nexit 1\n'
+    )
     result = run_update(path)
     assert result.exit_code == 1, result.output
-    assert "hub failed" in result.output and "run `bakery update` again" in result.output
+    assert "hub failed: systemctl restart jupyterhub: Job failed: see journalctl" in result.output
+    assert "run `bakery update` again" in result.output
     assert json.loads(server.read("/etc/bakery/applied.json"))["pending"] == ["hub"]
     failing.write_text(f'#!/bin/sh\necho "systemctl $*" >> {server.log}\n')
     again = run_update(path)
@@ -431,8 +435,8 @@ def test_a_higher_memory_limit_reaches_the_running_servers_in_place(
     want = {
         "systemd": "systemctl set-property --runtime jupyter-training01-singleuser.service "
         f"MemoryMax={2 * 2**30} CPUQuota=100%",
-        "docker": f"docker update --memory {2 * 2**30} --memory-swap {2 * 2**30} --cpus 1.0 "
-        "jupyter-training01",
+        "docker": f"docker update --memory {2 * 2**30} --memory-swap {2 * 2**30} "
+        "--cpu-period 100000 --cpu-quota 100000 jupyter-training01",
     }[spawner]
     assert want in server.commands()
     assert "limits set on 1 running server(s)" in result.output

@@ -223,11 +223,12 @@ def update(
         except BakeryError as exc:
             result.errors.append(str(exc))
             continue
+        said = answer.get("said") or {}
         for step, how in answer.get("steps", {}).items():
             if how != "done":
+                why = f": {said[step]}" if said.get(step) else ""
                 result.errors.append(
-                    f"{server.target.name}: {step} failed (its journal says why); "
-                    "`bakery update` again finishes it"
+                    f"{server.target.name}: {step} failed{why}; `bakery update` again finishes it"
                 )
     return result
 
