@@ -440,3 +440,25 @@ def test_a_higher_memory_limit_reaches_the_running_servers_in_place(
     }[spawner]
     assert want in server.commands()
     assert "limits set on 1 running server(s)" in result.output
+
+
+def test_a_docker_layer_of_other_packages_is_refused_not_half_applied(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    """docker: the course's packages are a layer the bake builds, and the hub's config names its
+    tag; an update that wrote the new name would start servers from an image the VM has not."""
+    base = BASE.replace("kind: systemd", "kind: docker, image: e2e/nb:1")
+    path = config(base)
+    server.launch(path)
+    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
+    # The e2e docker workshop's environment (e2e_harness.DOCKER_ENVIRONMENT), with its lock.
+    from bakery.config.lockfile import lock_path
+
+    env = 'environment:\n  pip: [tabulate==0.9.0]\n  r: [jsonlite]\n  python: "3.11"\n'
+    path = config(base + env)
+    locks = Path(__file__).parent / "e2e" / "locks"
+    lock_path(path).write_bytes((locks / "docker.lock.json").read_bytes())
+    result = run_update(path)
+    assert result.exit_code == 2, result.output
+    assert "spawner.image/environment (user-image)" in result.output
+    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before

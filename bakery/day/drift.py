@@ -261,10 +261,10 @@ def _refusals(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     if have and not plan.refused:
         want = image.record(cfg)["components"]
         for name in BAKED_COMPONENTS:
-            if have.get(name) != want.get(name) and not (
-                name == "user-image" and cfg.spawner.kind == "docker"
-            ):
-                key = "hub.versions" if name != "user-image" else "spawner.image"
+            if have.get(name) != want.get(name):
+                # docker: the trainees' image, or its layer of the course's packages
+                # (environment:), which the bake builds; the hub's config names it.
+                key = "hub.versions" if name != "user-image" else "spawner.image/environment"
                 refuse(f"{key} ({name})", have.get(name), want.get(name))
 
 
