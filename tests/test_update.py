@@ -149,6 +149,7 @@ class Server:
         for f in drift.expected_files(cfg, machine):
             self.put(f.path, f.content)
         self.put(RECORD_PATH, image.record_json(image.record(cfg)))
+        self.put("/var/lib/bakery-test/installed", " ".join(drift.bake_packages(cfg)))
         self.put(
             "/etc/passwd",
             "".join(f"{n}:x:1000:1000::/home/{n}:/bin/bash\n" for n in machine.accounts),
@@ -280,6 +281,8 @@ def test_ends_removed_stops_the_timer_and_removes_the_times(
             "cluster.engine: the server",
         ),
         (("name: upd\n", "name: upd\nhub: {install: conda}\n"), "hub.install"),
+        (("name: upd\n", "name: upd\npackages: [htop]\n"), "packages/kernels: htop not installed"),
+        (("name: upd\n", "name: upd\nkernels: [r]\n"), "r-base-core, r-cran-irkernel not"),
     ],
 )
 def test_what_the_image_holds_is_refused_with_the_field_and_the_way(

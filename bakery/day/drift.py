@@ -209,6 +209,12 @@ def _shared_path(cfg: Workshop) -> str:
     return cfg.shared_data.path if cfg.shared_data is not None else SHARED_DATA_DIR
 
 
+def bake_packages(cfg: Workshop) -> list[str]:
+    """The apt packages the bake installs (`packages:`, the kernels', bakery's own)."""
+    packages = build_cloud_config(cfg, stage="bake").get("packages") or []
+    return sorted({p if isinstance(p, str) else str(p[0]) for p in packages})
+
+
 def state_request(cfg: Workshop, machine: Machine, config_dir: Path) -> dict[str, Any]:
     """What to ask ``machine`` for: its boot files' digests, the small ones' text, its accounts,
     the digests of the `from:` folders' files where they were unpacked."""
@@ -217,6 +223,7 @@ def state_request(cfg: Workshop, machine: Machine, config_dir: Path) -> dict[str
     folders = local_content(cfg, config_dir) if machine.serves_hub else {}
     return {
         "action": "state",
+        "apt": bake_packages(cfg),
         "paths": paths,
         "show": [p for p in SHOWN if p in paths],
         "accounts": list(machine.accounts),
@@ -258,6 +265,15 @@ def _refusals(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     swarm = plan.machine.part != "hub"
     if (role is not None) != swarm:
         refuse("cluster.engine", "swarm" if role else "none", "swarm" if swarm else "none")
+    apt: dict[str, bool] = state.get("apt") or {}
+    missing = sorted(name for name, there in apt.items() if not there)
+    if missing:
+        plan.add(
+            "relaunch",
+            f"packages/kernels: {', '.join(missing)} not installed on the server (apt packages "
+            "are the image's)",
+            RELAUNCH,
+        )
     if have and not plan.refused:
         want = image.record(cfg)["components"]
         for name in BAKED_COMPONENTS:
