@@ -465,3 +465,23 @@ def test_a_docker_layer_of_other_packages_is_refused_not_half_applied(
     assert result.exit_code == 2, result.output
     assert "spawner.image/environment (user-image)" in result.output
     assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
+
+
+def test_a_host_that_is_a_swarm_worker_gets_nothing(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    """--host names no part: a worker (its role file says so) is left alone, said why."""
+    base = BASE.replace(
+        "spawner: {kind: systemd", "cluster: {engine: swarm}\nspawner: {kind: docker"
+    )
+    path = config(base)
+    server.launch(path)
+    (server.root / "etc/bakery/cluster-manager").unlink()  # as on a worker: its own role only
+    server.put("/etc/bakery/cluster-worker", "worker\n")
+    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
+    path = config(base.replace("idle_cull_minutes: 60", "idle_cull_minutes: 90"))
+    result = run_update(path)
+    assert result.exit_code == 1, result.output
+    assert "a swarm worker: leave out --host" in result.output
+    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
+    assert server.users_added == []

@@ -137,6 +137,10 @@ def make_plan(
         except BakeryError as exc:
             plan.unreachable[target.name] = str(exc).removeprefix(f"{target.name}: ")
             continue
+        if hosts and state.get("role") == "worker":
+            # --host names no part: a worker must never get a hub's files and accounts.
+            plan.unreachable[target.name] = "a swarm worker: leave out --host (the cloud's names)"
+            continue
         plan.servers.append(plan_server(cfg, machine, target, state, config_path.parent))
     return plan
 
