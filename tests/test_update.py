@@ -485,3 +485,33 @@ def test_a_host_that_is_a_swarm_worker_gets_nothing(
     assert "a swarm worker: leave out --host" in result.output
     assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
     assert server.users_added == []
+
+
+def test_content_is_never_written_through_a_planted_symlink(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Admins may write the shared folder: a folder there that is a symlink (to /etc, say) does
+    not lead the update, which runs as root, anywhere."""
+    shared = tmp_path / "shared"
+    (shared / "data").mkdir(parents=True)
+    (shared / "data" / "numbers.csv").write_text("n\n1\n")
+    path = config(BASE + "shared_data: {from: ./shared}\n")
+    server.launch(path)
+    elsewhere = server.root / "etc" / "cron.d"
+    elsewhere.mkdir(parents=True)
+    (server.root / "srv" / "shared").mkdir(parents=True)
+    (server.root / "srv" / "shared" / "data").symlink_to(elsewhere)
+    answer = server.call(
+        None, Target("s", "h"), upd.apply_request(_content_plan(server, path), False)
+    )
+    assert answer["skipped"] == ["/srv/shared/data/numbers.csv"]
+    assert not (elsewhere / "numbers.csv").exists()
+
+
+def _content_plan(server: Server, path: Path) -> Any:
+    from bakery.day.drift import plan_server
+
+    cfg = load_config(path)
+    machine = topology(cfg, sheet_order(credentials_path(path)), trial=True).hubs[0]
+    state = server.call(None, Target("s", "h"), drift.state_request(cfg, machine, path.parent))
+    return plan_server(cfg, machine, Target("s", "h"), state, path.parent)
