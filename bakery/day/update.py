@@ -227,6 +227,11 @@ def update(
         except BakeryError as exc:
             result.errors.append(str(exc))
             continue
+        for path in answer.get("skipped", []):
+            result.errors.append(
+                f"{server.target.name}: {path} not written: a folder on its way is a symlink "
+                "(someone planted it: look before you remove it)"
+            )
         said = answer.get("said") or {}
         for step, how in answer.get("steps", {}).items():
             if how != "done":
