@@ -515,3 +515,15 @@ def _content_plan(server: Server, path: Path) -> Any:
     machine = topology(cfg, sheet_order(credentials_path(path)), trial=True).hubs[0]
     state = server.call(None, Target("s", "h"), drift.state_request(cfg, machine, path.parent))
     return plan_server(cfg, machine, Target("s", "h"), state, path.parent)
+
+
+def test_a_trainee_taken_out_of_the_file_is_no_longer_let_in_and_keeps_the_home(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE.replace("{count: 2,", "{names: [maria], count: 2,"))
+    server.launch(path)
+    path = config(BASE)
+    result = run_update(path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "no longer let in: maria (account and home stay)" in result.output
+    assert "-c.Authenticator.allowed_users" in result.output

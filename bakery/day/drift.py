@@ -20,6 +20,7 @@ import base64
 import difflib
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,9 +219,12 @@ def bake_packages(cfg: Workshop) -> list[str]:
     return sorted({p if isinstance(p, str) else str(p[0]) for p in packages})
 
 
-def state_request(cfg: Workshop, machine: Machine, config_dir: Path) -> dict[str, Any]:
-    """What to ask ``machine`` for: its boot files' digests, the small ones' text, its accounts,
-    the digests of the `from:` folders' files where they were unpacked."""
+def state_request(
+    cfg: Workshop, machine: Machine, config_dir: Path, known: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What to ask ``machine`` for: its boot files' digests, the small ones' text, its accounts
+    (``known``: the sheet's too, to tell whom the file no longer lets in), the digests of the
+    `from:` folders' files where they were unpacked."""
     paths = [f.path for f in expected_files(cfg, machine)]
     paths += [p for p in (*OPTIONAL_PATHS, TRAINEE_LOCK) if p not in paths]
     folders = local_content(cfg, config_dir) if machine.serves_hub else {}
@@ -229,7 +233,7 @@ def state_request(cfg: Workshop, machine: Machine, config_dir: Path) -> dict[str
         "apt": bake_packages(cfg),
         "paths": paths,
         "show": [p for p in SHOWN if p in paths],
-        "accounts": list(machine.accounts),
+        "accounts": list(dict.fromkeys([*machine.accounts, *known])) if machine.serves_hub else [],
         "content": {root: sorted(files) for root, files in folders.items()},
     }
 

@@ -133,7 +133,8 @@ def make_plan(
             continue
         progress(f"{target.name}: reading what it runs")
         try:
-            state = call(ssh, target, state_request(cfg, machine, config_path.parent))
+            request = state_request(cfg, machine, config_path.parent, order)
+            state = call(ssh, target, request)
         except BakeryError as exc:
             plan.unreachable[target.name] = str(exc).removeprefix(f"{target.name}: ")
             continue
