@@ -14,6 +14,14 @@ from bakery.workshop.names import worker_number
 
 
 @dataclass
+class Hubs:
+    """The workshop's hubs as ssh finds them: the ones it can reach, and the others with why."""
+
+    reachable: list[Target] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # server name -> why
+
+
+@dataclass
 class Servers:
     """Every server of a workshop (hubs and a swarm's workers) as ssh reaches them, the others
     with why, and every name the cloud has (for counting)."""
@@ -21,6 +29,31 @@ class Servers:
     reachable: list[Target] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
     all_names: list[str] = field(default_factory=list)
+
+
+def _cloud_scan(cfg: Workshop) -> tuple[Hubs, Hubs, list[str]]:
+    """The workshop's servers in the cloud, each ACTIVE one with an address or else why not: its
+    hubs (by the floating IP when there is one), a swarm's workers (by their own address), and
+    every server's name."""
+    conn = connect(cfg)
+    fips = {
+        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
+        for ip in workshop_floating_ips(conn, cfg)
+    }
+    hubs, workers, names = Hubs(), Hubs(), []
+    for server in workshop_servers(conn, cfg):
+        names.append(server.name)
+        own = next(iter(addresses(server)), None)
+        worker = worker_number(cfg, server.name) is not None
+        ip = own if worker else fips.get(server.id) or own
+        part = workers if worker else hubs
+        if server.status == "ACTIVE" and ip:
+            part.reachable.append(Target(server.name, ip))
+        else:
+            part.unreachable[server.name] = (
+                f"{server.status}" if server.status != "ACTIVE" else "ACTIVE without an address"
+            )
+    return hubs, workers, names
 
 
 def every_server(cfg: Workshop, hosts: list[str] | None = None) -> Servers:
@@ -32,28 +65,10 @@ def every_server(cfg: Workshop, hosts: list[str] | None = None) -> Servers:
     """
     if hosts:
         return Servers([parse_host(h) for h in hosts], {}, list(hosts))
-    conn = connect(cfg)
-    fips = {
-        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
-        for ip in workshop_floating_ips(conn, cfg)
-    }
-    found = Servers()
-    workers = []
-    for server in workshop_servers(conn, cfg):
-        found.all_names.append(server.name)
-        own = next(iter(addresses(server)), None)
-        worker = worker_number(cfg, server.name) is not None
-        ip = own if worker else fips.get(server.id) or own
-        if server.status != "ACTIVE" or not ip:
-            found.unreachable[server.name] = (
-                f"{server.status}" if server.status != "ACTIVE" else "ACTIVE without an address"
-            )
-        elif worker:
-            workers.append(Target(server.name, ip))
-        else:
-            found.reachable.append(Target(server.name, ip))
-    manager = next(iter(found.reachable), None)
-    for w in workers:
+    hubs, workers, names = _cloud_scan(cfg)
+    found = Servers(list(hubs.reachable), {**hubs.unreachable, **workers.unreachable}, names)
+    manager = next(iter(hubs.reachable), None)
+    for w in workers.reachable:
         if manager is None:
             found.unreachable[w.name] = "reached through the manager, which is not running"
         else:
@@ -66,14 +81,6 @@ def every_server(cfg: Workshop, hosts: list[str] | None = None) -> Servers:
     return found
 
 
-@dataclass
-class Hubs:
-    """The workshop's hubs as ssh finds them: the ones it can reach, and the others with why."""
-
-    reachable: list[Target] = field(default_factory=list)
-    unreachable: dict[str, str] = field(default_factory=dict)  # server name -> why
-
-
 def cloud_hubs(cfg: Workshop) -> Hubs:
     """The workshop's servers that hold accounts (the hubs; a swarm's workers hold none): the
     ACTIVE ones with an address (the floating IP when there is one), and the others.
@@ -81,23 +88,7 @@ def cloud_hubs(cfg: Workshop) -> Hubs:
     Every hub the cloud has counts, also one a smaller ``openstack.count`` no longer names: its
     trainees' homes are still there.
     """
-    conn = connect(cfg)
-    fips = {
-        (ip.port_details or {}).get("device_id"): str(ip.floating_ip_address)
-        for ip in workshop_floating_ips(conn, cfg)
-    }
-    hubs = Hubs()
-    for server in workshop_servers(conn, cfg):
-        if worker_number(cfg, server.name) is not None:
-            continue
-        ip = fips.get(server.id) or next(iter(addresses(server)), None)
-        if server.status == "ACTIVE" and ip:
-            hubs.reachable.append(Target(server.name, ip))
-        else:
-            hubs.unreachable[server.name] = (
-                f"{server.status}" if server.status != "ACTIVE" else "ACTIVE without an address"
-            )
-    return hubs
+    return _cloud_scan(cfg)[0]
 
 
 def cloud_targets(cfg: Workshop) -> list[Target]:

@@ -108,7 +108,7 @@ def make_plan(
     topo = topology(cfg, order, trial=bool(hosts))
     found = every_server(cfg, hosts)
     plan = UpdatePlan(unreachable=dict(found.unreachable))
-    hubs_running = [t for t in found.reachable if topo.machine(t.name) is not None or hosts]
+    ours = [t for t in found.reachable if topo.machine(t.name) is not None or hosts]
     if not hosts and topo.kind == "swarm":
         have = sum(1 for n in found.all_names if worker_number(cfg, n) is not None)
         want = len(topo.workers)
@@ -126,7 +126,7 @@ def make_plan(
                      "`bakery launch` adds servers (running ones are kept); fewer: collect, "
                      "then destroy and launch")
             )  # fmt: skip
-    for target in hubs_running:
+    for target in ours:
         machine = _machine_for(topo, target, bool(hosts))
         if machine is None:
             plan.unreachable[target.name] = "not a server of this workshop file"
