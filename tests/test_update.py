@@ -467,6 +467,50 @@ def test_a_docker_layer_of_other_packages_is_refused_not_half_applied(
     assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
 
 
+def test_a_refused_change_is_said_even_when_the_lock_no_longer_fits(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`hub.install: conda` makes the venv lock stale; the refusal (the field, the way) is what
+    the instructor needs to read, not "the server was not reached"."""
+    from bakery.config.lockfile import lock_path
+
+    sys.path.insert(0, str(Path(__file__).parent / "e2e"))
+    from e2e_harness import LOCKS, update_env_files, write_folder
+
+    write_folder(tmp_path / "env", update_env_files())
+    env = "environment:\n  from: ./env\n"
+    path = config(BASE + env)
+    lock_path(path).write_bytes((LOCKS / "systemd-update.lock.json").read_bytes())
+    server.launch(path)
+    path = config(BASE.replace("name: upd\n", "name: upd\nhub: {install: conda}\n") + env)
+    result = run_update(path)
+    assert result.exit_code == 2, result.output
+    assert "hub.install: the server has venv, the file says conda" in result.output
+    assert "not reached" not in result.output and "Traceback" not in result.output
+
+
+def test_a_lock_left_stale_is_a_clear_error_before_anything_changes(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from bakery.config.lockfile import lock_path
+
+    sys.path.insert(0, str(Path(__file__).parent / "e2e"))
+    from e2e_harness import LOCKS, update_env_files, write_folder
+
+    write_folder(tmp_path / "env", update_env_files())
+    path = config(BASE + "environment:\n  from: ./env\n")
+    lock_path(path).write_bytes((LOCKS / "systemd-update.lock.json").read_bytes())
+    server.launch(path)
+    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
+    (tmp_path / "env" / "requirements.txt").write_text("tabulate==0.9.0\n")  # not locked again
+    result = run_update(path)
+    assert result.exit_code == 2, result.output
+    assert "run `bakery lock" in result.output and "not reached" not in result.output
+    assert "Traceback" not in result.output
+    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
+    assert server.commands() == []
+
+
 def test_a_host_that_is_a_swarm_worker_gets_nothing(
     server: Server, config: Callable[[str], Path]
 ) -> None:

@@ -43,7 +43,7 @@ from bakery.layout import (
 from bakery.ssh import Target
 from bakery.topology import Machine, machine_config
 from bakery.version import __version__
-from bakery.vm import image
+from bakery.vm import image, userdata
 from bakery.vm.files import VmFile
 from bakery.vm.userdata import build_cloud_config
 from bakery.workshop import content, software
@@ -215,8 +215,8 @@ def _shared_path(cfg: Workshop) -> str:
 
 def bake_packages(cfg: Workshop) -> list[str]:
     """The apt packages the bake installs (`packages:`, the kernels', bakery's own)."""
-    packages = build_cloud_config(cfg, stage="bake").get("packages") or []
-    return sorted({p if isinstance(p, str) else str(p[0]) for p in packages})
+    # Not the whole bake stage: that reads the lock, which a refused change (hub.install) breaks.
+    return sorted(set(userdata.packages(cfg)))
 
 
 def state_request(
