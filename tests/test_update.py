@@ -26,11 +26,19 @@ from bakery.cli.main import app
 from bakery.config.workshop import load_config
 from bakery.day import drift
 from bakery.day import update as upd
-from bakery.layout import API_TOKEN_FILE, EXPIRY_FILE, RECORD_PATH
+from bakery.layout import (
+    API_TOKEN_FILE,
+    EXPIRY_FILE,
+    IMAGE_DIR,
+    RECORD_PATH,
+    TLS_DIR,
+    WORKSHOP_REQUIREMENTS,
+)
 from bakery.ssh import Target
-from bakery.templates import render
 from bakery.topology import topology
 from bakery.vm import image
+from bakery.vm.context import context
+from bakery.vm.files import tls_files
 from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
 
 BASE = """\
@@ -84,6 +92,24 @@ def hub() -> Iterator[tuple[Hub, str]]:
     server.shutdown()
 
 
+DOCKER_STUB = """#!{python}
+import os, sys
+args, images = sys.argv[1:], {images!r}
+have = open(images).read().split() if os.path.exists(images) else []
+if args[:2] == ["image", "inspect"]:
+    sys.exit(0 if args[-1] in have else 1)
+if args[:1] == ["ps"]:
+    sys.exit(0)
+with open({log!r}, "a") as log:
+    log.write("docker " + " ".join(args) + "\\n")
+if args[:1] == ["build"]:
+    if os.path.exists(images + ".fail"):
+        sys.exit("E: Unable to locate package r-cran-jsonlite")
+    with open(images, "a") as fh:
+        fh.write(args[args.index("--tag") + 1] + "\\n")
+"""
+
+
 class Server:
     """A folder standing in for one server's root, reached through a stand-in ssh."""
 
@@ -92,30 +118,23 @@ class Server:
         self.log = tmp_path / "commands.log"
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
-        for tool in ("systemctl", "nginx"):
+        for tool in ("systemctl", "nginx", "certbot"):
             script = bin_dir / tool
             script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {self.log}\n')
             script.chmod(0o755)
+        # docker: the images it holds in a file; a build adds its tag (or fails, on request).
+        self.images = tmp_path / "docker-images"
+        docker = bin_dir / "docker"
+        docker.write_text(
+            DOCKER_STUB.format(python=sys.executable, images=str(self.images), log=str(self.log))
+        )
+        docker.chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
         token = root / API_TOKEN_FILE.lstrip("/")
         token.parent.mkdir(parents=True, exist_ok=True)
         token.write_text("t0ken\n")
-        program = render(
-            "cloudinit/bakery-update.py.j2",
-            bakery_version="t",
-            root=str(root),
-            record_path=RECORD_PATH,
-            role_file="/etc/bakery/cluster-{role}",
-            applied_file="/etc/bakery/applied.json",
-            homes_script="/usr/local/lib/bakery/homes.py",
-            fetch_data="/usr/local/lib/bakery/fetch-data.py",
-            workshop_env_script="/usr/local/lib/bakery/workshop-env.sh",
-            hub_api=api,
-            api_token_file=API_TOKEN_FILE,
-            python=sys.executable,
-            content_hook="/usr/local/lib/bakery/bakery_content.py",
-            course_dir="/srv/course",
-            course_home="course",
+        program = upd.remote_program(
+            bakery_version="t", root=str(root), hub_api=api, python=sys.executable
         )
         self.program = program
         self.calls: list[dict[str, Any]] = []
@@ -149,11 +168,31 @@ class Server:
         for f in drift.expected_files(cfg, machine):
             self.put(f.path, f.content)
         self.put(RECORD_PATH, image.record_json(image.record(cfg)))
+        for f in tls_files(cfg, context(cfg)):  # the bake's
+            self.put(f.path, f.content)
+        self.certificate(cfg.tls.domain or machine.name)
         self.put("/var/lib/bakery-test/installed", " ".join(drift.bake_packages(cfg)))
         self.put(
             "/etc/passwd",
             "".join(f"{n}:x:1000:1000::/home/{n}:/bin/bash\n" for n in machine.accounts),
         )
+
+    def certificate(self, name: str) -> None:
+        """nginx's certificate, for ``name`` (tls.sh's self-signed one, or certbot's)."""
+        tls = self.root / TLS_DIR.lstrip("/")
+        tls.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name}",
+             "-keyout", tls / "key.pem", "-out", tls / "cert.pem"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def names(self) -> str:
+        cert = self.root / TLS_DIR.lstrip("/") / "cert.pem"
+        ask = ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", cert]
+        return subprocess.run(ask, check=True, capture_output=True, text=True).stdout
 
     def put(self, path: str, text: str) -> None:
         target = self.root / path.lstrip("/")
@@ -445,26 +484,81 @@ def test_a_higher_memory_limit_reaches_the_running_servers_in_place(
     assert "limits set on 1 running server(s)" in result.output
 
 
-def test_a_docker_layer_of_other_packages_is_refused_not_half_applied(
-    server: Server, config: Callable[[str], Path]
-) -> None:
-    """docker: the course's packages are a layer the bake builds, and the hub's config names its
-    tag; an update that wrote the new name would start servers from an image the VM has not."""
-    base = BASE.replace("kind: systemd", "kind: docker, image: e2e/nb:1")
-    path = config(base)
-    server.launch(path)
-    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
-    # The e2e docker workshop's environment (e2e_harness.DOCKER_ENVIRONMENT), with its lock.
-    from bakery.config.lockfile import lock_path
+DOCKER = BASE.replace("kind: systemd", "kind: docker, image: e2e/nb:1")
+# The e2e docker workshop's environment (e2e_harness.DOCKER_ENVIRONMENT), with its lock.
+DOCKER_ENV = 'environment:\n  pip: [tabulate==0.9.0]\n  r: [jsonlite]\n  python: "3.11"\n'
 
-    env = 'environment:\n  pip: [tabulate==0.9.0]\n  r: [jsonlite]\n  python: "3.11"\n'
-    path = config(base + env)
+
+def docker_layer(server: Server, config: Callable[[str], Path]) -> tuple[Path, str]:
+    """A docker workshop launched with the image as it is, its file then given environment:
+    (and its lock); the layer's tag."""
+    from bakery.config.lockfile import lock_path
+    from bakery.workshop import software
+
+    server.launch(config(DOCKER))
+    server.images.write_text("e2e/nb:1\n")
+    path = config(DOCKER + DOCKER_ENV)
     locks = Path(__file__).parent / "e2e" / "locks"
     lock_path(path).write_bytes((locks / "docker.lock.json").read_bytes())
+    layer = software.image_layer(load_config(path))
+    assert layer is not None
+    return path, layer.tag
+
+
+def test_a_docker_layer_is_built_on_the_server_before_the_hub_names_it(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    """docker: the course's packages are a layer on the trainees' image; update builds it on
+    the server from the image it has, then the hub's config names it (new servers use it)."""
+    path, tag = docker_layer(server, config)
+    dry = run_update(path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"the trainees' image (environment:): {tag}, built on the server" in dry.output
+    assert "running servers start from it after a restart" in dry.output
+    assert server.commands() == []
+
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    steps = server.commands()
+    assert steps[0].startswith("docker build --build-arg BASE_USER=") and f"--tag {tag}" in steps[0]
+    assert steps[-1] == "systemctl restart jupyterhub"
+    layer = server.root / IMAGE_DIR.lstrip("/")
+    assert "tabulate==0.9.0" in (layer / WORKSHOP_REQUIREMENTS).read_text()
+    assert "FROM e2e/nb:1" in (layer / "Dockerfile").read_text()
+    assert tag in server.read("/etc/jupyterhub/jupyterhub_config.py")
+    assert json.loads(server.read(RECORD_PATH))["components"]["user-image"] == tag
+    again = run_update(path)
+    assert "matches the workshop file; nothing to do" in again.output, again.output
+
+
+def test_a_layer_that_fails_to_build_leaves_the_hub_as_it_was_and_a_rerun_finishes(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path, tag = docker_layer(server, config)
+    before = server.read("/etc/jupyterhub/jupyterhub_config.py")
+    Path(f"{server.images}.fail").write_text("")
+    failed = run_update(path)
+    assert failed.exit_code != 0, failed.output
+    assert "Unable to locate package" in failed.output and "Traceback" not in failed.output
+    # Nothing written, nothing restarted: the hub still names an image the server has.
+    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
+    assert not any(c.startswith("systemctl") for c in server.commands())
+    Path(f"{server.images}.fail").unlink()
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert tag in server.read("/etc/jupyterhub/jupyterhub_config.py")
+    assert server.commands()[-1] == "systemctl restart jupyterhub"
+
+
+def test_a_layer_on_an_image_the_server_lacks_is_refused(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path, _ = docker_layer(server, config)
+    server.images.write_text("")  # e.g. spawner.image changed to one the bake never loaded
     result = run_update(path)
     assert result.exit_code == 2, result.output
-    assert "spawner.image/environment (user-image)" in result.output
-    assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
+    assert "spawner.image: e2e/nb:1 is not on the server" in result.output
+    assert server.commands() == []
 
 
 def test_a_refused_change_is_said_even_when_the_lock_no_longer_fits(
@@ -571,3 +665,73 @@ def test_a_trainee_taken_out_of_the_file_is_no_longer_let_in_and_keeps_the_home(
     assert result.exit_code == 0, result.output
     assert "no longer let in: maria (account and home stay)" in result.output
     assert "-c.Authenticator.allowed_users" in result.output
+
+
+def test_a_new_domain_gets_a_new_self_signed_certificate(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE)
+    server.launch(path)
+    path = config(BASE + "tls: {domain: class.example.org}\n")
+    dry = run_update(path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "the certificate (tls.mode self-signed): a new one for class.example.org" in dry.output
+    assert "nginx's site (tls.domain): changed /etc/nginx/conf.d/jupyterhub.conf" in dry.output
+    assert "DNS:class.example.org" not in server.names()
+
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert "DNS:class.example.org" in server.names()
+    key = server.root / TLS_DIR.lstrip("/") / "key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert server.commands() == [
+        "nginx -t",
+        "systemctl reload nginx",  # the new server_name first, then its certificate
+        "systemctl reload nginx",
+    ]
+    again = run_update(path)
+    assert "matches the workshop file; nothing to do" in again.output, again.output
+
+
+LETSENCRYPT = "tls: {mode: letsencrypt, domain: hub.example.org, email: ops@example.org}\n"
+
+
+def test_leaving_lets_encrypt_stops_its_renewals_and_makes_a_self_signed_one(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE + LETSENCRYPT)
+    server.launch(path)
+    server.put("/etc/letsencrypt/renewal/hub.example.org.conf", "renew_hook = ...\n")
+    wants = server.root / "etc/systemd/system/timers.target.wants/bakery-tls-retry.timer"
+    wants.parent.mkdir(parents=True)
+    wants.symlink_to("/etc/systemd/system/bakery-tls-retry.timer")
+    path = config(BASE + "tls: {domain: hub.example.org}\n")
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert "removed /usr/local/lib/bakery/tls-deploy.sh" in done.output
+    assert "removed /etc/systemd/system/bakery-tls-retry.timer" in done.output
+    steps = server.commands()
+    assert "systemctl daemon-reload" in steps
+    assert "systemctl stop bakery-tls-retry.timer" in steps and not wants.is_symlink()
+    assert "certbot delete --non-interactive --cert-name hub.example.org" in steps
+    assert "Issuer: CN" not in server.names() and "DNS:hub.example.org" in server.names()
+    again = run_update(path)
+    assert "matches the workshop file; nothing to do" in again.output, again.output
+
+
+def test_lets_encrypt_for_a_new_domain_is_planned_and_without_certbot_refused(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    path = config(BASE + LETSENCRYPT)
+    server.launch(path)
+    path = config(BASE + LETSENCRYPT.replace("hub.example.org", "class.example.org"))
+    dry = run_update(path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "a new one for class.example.org, by ACME (certbot)" in dry.output
+    assert "changed /usr/local/lib/bakery/tls.sh" not in dry.output  # said once, as the item
+    # A server baked self-signed has no certbot: Let's Encrypt needs a relaunch.
+    path = config(BASE)
+    server.launch(path)
+    result = run_update(config(BASE + LETSENCRYPT), "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "certbot not installed on the server" in result.output

@@ -21,11 +21,11 @@ import difflib
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from bakery.config.workshop import Workshop
+from bakery.day.plan import RELAUNCH, ServerPlan
 from bakery.layout import (
     CONFIG_DIR,
     COURSE_DIR,
@@ -37,6 +37,7 @@ from bakery.layout import (
     SHARED_DATA_DIR,
     SHARED_DATA_SOURCE,
     SSHD_DROPIN,
+    TLS_DIR,
     UNIT_DIR,
     WORKSHOP_REQUIREMENTS,
 )
@@ -44,18 +45,13 @@ from bakery.ssh import Target
 from bakery.topology import Machine, machine_config
 from bakery.version import __version__
 from bakery.vm import image, userdata
-from bakery.vm.files import VmFile
+from bakery.vm.context import context
+from bakery.vm.files import TLS_PATHS, VmFile, tls_files
 from bakery.vm.userdata import build_cloud_config
 from bakery.workshop import content, software
 from bakery.workshop.accounts import Account
 from bakery.workshop.sizing import mem_limit_bytes
 
-Group = Literal["live", "restart", "relaunch"]
-GROUP_TITLES: dict[Group, str] = {
-    "live": "applied live (trainees' servers and kernels keep running)",
-    "restart": "reaches running servers when they restart (--restart-servers)",
-    "relaunch": "needs a relaunch (refused)",
-}
 HUB_CONFIG = f"{CONFIG_DIR}/jupyterhub_config.py"
 TRAINEE_LOCK = f"{SCRIPT_DIR}/{WORKSHOP_REQUIREMENTS}"
 EXPIRY_PATHS = (EXPIRY_FILE, f"{SCRIPT_DIR}/expiry.py", *(f"{UNIT_DIR}/{u}" for u in EXPIRY_UNITS))
@@ -87,90 +83,9 @@ BAKED_COMPONENTS = (
     "jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "dockerspawner",
     "jupyterhub-systemdspawner", "jupyterlab", "hub-lock", "miniforge", "user-image",
 )  # fmt: skip
-RELAUNCH = "relaunch: `bakery collect`, `bakery destroy`, `bakery bake`, `bakery launch`"
 # Stands in for each account's password hash: no file of the boot stage holds one.
 _THROWAWAY_HASH = "$6$bakeryupdate$" + "x" * 86
 MAX_PUSH = 64 * 10**6  # bytes of `from:` folder files one update sends (in its JSON request)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One line of a plan: its group, what changes, for whom, and the lines that changed."""
-
-    group: Group
-    what: str
-    whom: str = ""
-    detail: tuple[str, ...] = ()
-
-    def lines(self) -> list[str]:
-        whom = f" ({self.whom})" if self.whom else ""
-        return [f"    {self.what}{whom}", *(f"        {d}" for d in self.detail)]
-
-
-@dataclass
-class ServerPlan:
-    """What one server gets: the plan's items, and what the apply request carries."""
-
-    target: Target
-    machine: Machine
-    items: list[Item] = field(default_factory=list)
-    files: list[VmFile] = field(default_factory=list)
-    remove: list[str] = field(default_factory=list)
-    steps: set[str] = field(default_factory=set)
-    accounts: list[str] = field(default_factory=list)  # to make, with the sheet's passwords
-    admins: dict[str, list[str]] = field(default_factory=dict)
-    limits: dict[str, Any] = field(default_factory=dict)
-    applied: dict[str, Any] = field(default_factory=dict)
-    content: dict[str, dict[str, str]] = field(default_factory=dict)  # root -> name -> base64
-    expiry: bool = False  # the workshop has an end: the expiry timer runs
-
-    def add(self, group: Group, what: str, whom: str = "", detail: tuple[str, ...] = ()) -> None:
-        self.items.append(Item(group, what, whom, detail))
-
-    @property
-    def refused(self) -> list[Item]:
-        return [i for i in self.items if i.group == "relaunch"]
-
-    @property
-    def changes(self) -> bool:
-        """Whether the live part writes or runs anything."""
-        return bool(self.files or self.remove or self.steps or self.accounts)
-
-    def lines(self) -> list[str]:
-        if not self.items:
-            return [f"{self.target.name}: matches the workshop file; nothing to do"]
-        out = [f"{self.target.name}:"]
-        for group, title in GROUP_TITLES.items():
-            mine = [i for i in self.items if i.group == group]
-            if mine:
-                out.append(f"  {title}:")
-                for item in mine:
-                    out += item.lines()
-        return out
-
-
-@dataclass
-class UpdatePlan:
-    """Every server's plan, the servers not reached, and what no server can take."""
-
-    servers: list[ServerPlan] = field(default_factory=list)
-    unreachable: dict[str, str] = field(default_factory=dict)
-    refused: list[Item] = field(default_factory=list)  # the workshop's machines
-
-    def lines(self) -> list[str]:
-        out = []
-        for plan in self.servers:
-            out += plan.lines()
-        for name, why in sorted(self.unreachable.items()):
-            out.append(f"{name}: not reached ({why}); run update again once it answers")
-        if self.refused:
-            out.append(f"workshop: {GROUP_TITLES['relaunch']}:")
-            for item in self.refused:
-                out += item.lines()
-        return out
-
-    def refusals(self) -> list[Item]:
-        return self.refused + [i for p in self.servers for i in p.refused]
 
 
 def _sha(text: str) -> str:
@@ -226,7 +141,8 @@ def state_request(
     (``known``: the sheet's too, to tell whom the file no longer lets in), the digests of the
     `from:` folders' files where they were unpacked."""
     paths = [f.path for f in expected_files(cfg, machine)]
-    paths += [p for p in (*OPTIONAL_PATHS, TRAINEE_LOCK) if p not in paths]
+    more = (*OPTIONAL_PATHS, TRAINEE_LOCK, *(TLS_PATHS if machine.serves_hub else ()))
+    paths += [p for p in more if p not in paths]
     folders = local_content(cfg, config_dir) if machine.serves_hub else {}
     return {
         "action": "state",
@@ -235,6 +151,8 @@ def state_request(
         "show": [p for p in SHOWN if p in paths],
         "accounts": list(dict.fromkeys([*machine.accounts, *known])) if machine.serves_hub else [],
         "content": {root: sorted(files) for root, files in folders.items()},
+        "docker_images": [cfg.spawner.image] if cfg.spawner.kind == "docker" else [],
+        "certificate": f"{TLS_DIR}/cert.pem" if machine.serves_hub else None,
     }
 
 
@@ -284,11 +202,38 @@ def _refusals(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     if have and not plan.refused:
         want = image.record(cfg)["components"]
         for name in BAKED_COMPONENTS:
-            if have.get(name) != want.get(name):
-                # docker: the trainees' image, or its layer of the course's packages
-                # (environment:), which the bake builds; the hub's config names it.
+            if have.get(name) != want.get(name) and not (name == "user-image" and not swarm):
+                # A swarm's image is on every node: each would build it (a relaunch).
                 key = "hub.versions" if name != "user-image" else "spawner.image/environment"
                 refuse(f"{key} ({name})", have.get(name), want.get(name))
+
+
+def _user_image(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
+    """docker on one VM: the trainees' image (its layer of environment:'s packages) is built on
+    the server from the image it has loaded, before the hub's config names it."""
+    have = ((state.get("record") or {}).get("components") or {}).get("user-image")
+    want = image.record(cfg)["components"]["user-image"]
+    if have is None or have == want:
+        return
+    if not (state.get("docker_images") or {}).get(cfg.spawner.image):
+        plan.add(
+            "relaunch",
+            f"spawner.image: {cfg.spawner.image} is not on the server (the bake loads it; "
+            "no registry is asked)",
+            RELAUNCH,
+        )
+        return
+    layer = software.image_layer(cfg)
+    plan.image = {
+        "base": cfg.spawner.image,
+        "tag": want,
+        "dockerfile": layer.dockerfile if layer is not None else None,
+        "requirements": layer.requirements if layer is not None else None,
+    }
+    plan.steps.add("image")
+    how = f"built on the server from {cfg.spawner.image}" if layer is not None else "as it is"
+    plan.add("live", f"the trainees' image (environment:): {want}, {how}", "new servers")
+    plan.add("restart", "the trainees' image: running servers start from it after a restart")
 
 
 def plan_server(
@@ -302,17 +247,21 @@ def plan_server(
     `from:` folders, beside it in ``config_dir``)."""
     plan = ServerPlan(target, machine)
     _refusals(cfg, state, plan)
+    if not plan.refused and machine.part == "hub" and cfg.spawner.kind == "docker":
+        _user_image(cfg, state, plan)
     if plan.refused:
         return plan  # nothing is applied beside a refusal: this file no longer describes it
     files = _files(cfg, machine, state, plan)
     if machine.serves_hub:
         _accounts(cfg, machine, state, plan)
         _limits(cfg, state, plan)
+        _tls(cfg, state, plan)
         _environment(cfg, state, plan)
         if config_dir is not None:
             _content(cfg, config_dir, state, plan)
     for step in (state.get("applied") or {}).get("pending") or []:
-        if step not in plan.steps:
+        # The image is asked again each time (the record says what the server holds).
+        if step not in plan.steps and step != "image":
             plan.steps.add(step)
             plan.add("live", f"{step}: left unfinished by the last update", "run again")
     plan.expiry = cfg.ends is not None
@@ -378,6 +327,29 @@ def _accounts(cfg: Workshop, machine: Machine, state: dict[str, Any], plan: Serv
     gone = sorted(n for n, there in exists.items() if there and n not in allowed)
     if gone:
         plan.add("live", f"no longer let in: {', '.join(gone)}", "account and home stay")
+
+
+def _tls(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
+    """The certificate's scripts (the bake's: tls.mode and tls.domain are in them) and the
+    certificate: a new one when they changed or it lacks the file's domain."""
+    have: dict[str, str | None] = state.get("files") or {}
+    want = tls_files(cfg, context(cfg))
+    changed = [f for f in want if have.get(f.path) != _sha(f.content)]
+    gone = [p for p in TLS_PATHS if p not in {f.path for f in want} and have.get(p) is not None]
+    names = state.get("certificate")  # its DNS names (None: no certificate read)
+    domain = cfg.tls.domain
+    if not (changed or gone or (domain and names is not None and domain not in names)):
+        return
+    plan.files += changed
+    plan.remove += gone
+    if any(p.startswith(UNIT_DIR + "/") for p in [*(f.path for f in changed), *gone]):
+        plan.steps.add("daemon-reload")
+    plan.steps.add("tls")
+    plan.tls = {"mode": cfg.tls.mode, "domain": domain or ""}
+    how = "by ACME (certbot)" if cfg.tls.mode == "letsencrypt" else "self-signed, made there"
+    name = f" for {domain}" if domain else ""
+    plan.add("live", f"the certificate (tls.mode {cfg.tls.mode}): a new one{name}, {how}",
+             "nginx reloads with it; a failed ACME order keeps the one it has")  # fmt: skip
 
 
 def _limits(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bakery.config.workshop import Workshop, load_config
-from bakery.day.drift import Item, ServerPlan, UpdatePlan, plan_server, state_request
+from bakery.day.drift import plan_server, state_request
+from bakery.day.plan import STEP_ORDER, Item, ServerPlan, UpdatePlan
 from bakery.day.targets import every_server
 from bakery.day.users import REMOTE_PYTHON, run_json, run_remote
 from bakery.errors import BakeryError
@@ -27,8 +28,12 @@ from bakery.layout import (
     COURSE_HOME_DIR,
     HUB_API_LOCAL,
     HUB_PREFIX,
+    IMAGE_DIR,
     RECORD_PATH,
     SCRIPT_DIR,
+    TLS_DIR,
+    TLS_RETRY_UNITS,
+    WORKSHOP_REQUIREMENTS,
 )
 from bakery.progress import Reporter, quiet
 from bakery.ssh import Ssh, Target
@@ -62,10 +67,10 @@ class UpdateResult:
         return out
 
 
-def remote_program() -> str:
-    """The program run as root on each server (cloudinit/bakery-update.py.j2)."""
-    return render(
-        "cloudinit/bakery-update.py.j2",
+def remote_program(**overrides: str) -> str:
+    """The program run as root on each server (cloudinit/bakery-update.py.j2); ``overrides``:
+    bakery's tests run it over a stand-in root, against a stand-in hub."""
+    values = dict(
         bakery_version=__version__,
         root="/",
         record_path=RECORD_PATH,
@@ -80,7 +85,14 @@ def remote_program() -> str:
         content_hook=f"{SCRIPT_DIR}/bakery_content.py",
         course_dir=COURSE_DIR,
         course_home=COURSE_HOME_DIR,
+        image_dir=IMAGE_DIR,
+        image_requirements=WORKSHOP_REQUIREMENTS,
+        tls_dir=TLS_DIR,
+        tls_script=f"{SCRIPT_DIR}/tls.sh",
+        retry_timer=TLS_RETRY_UNITS[1],
+        step_order=STEP_ORDER,
     )
+    return render("cloudinit/bakery-update.py.j2", **(values | overrides))
 
 
 def call(ssh: Ssh, target: Target, request: dict[str, Any], timeout: float = 300) -> Any:
@@ -186,6 +198,8 @@ def apply_request(plan: ServerPlan, restart_servers: bool) -> dict[str, Any]:
         "limits": plan.limits,
         "admins": plan.admins,
         "content": plan.content,
+        "image": plan.image,
+        "tls": plan.tls,
         "applied": plan.applied,
     }
 
@@ -237,6 +251,8 @@ def update(
         for step, how in answer.get("steps", {}).items():
             if how != "done":
                 why = f": {said[step]}" if said.get(step) else ""
+                if step == "image":
+                    why += "; no file was written (the hub still names the image it has)"
                 result.errors.append(
                     f"{server.target.name}: {step} failed{why}; `bakery update` again finishes it"
                 )
@@ -261,7 +277,7 @@ def _apply(
         }
         answer = run_remote(ssh, server.target, request)
         did += [f"{name}: {what}" for name, what in sorted(answer.items())]
-    steps = ", ".join(sorted(server.steps)) or "none"
+    steps = ", ".join(s for s in STEP_ORDER if s in server.steps) or "none"
     progress(f"{server.target.name}: applying {len(server.files)} file(s), steps: {steps}")
     answer = call(ssh, server.target, apply_request(server, restart_servers), APPLY_TIMEOUT)
     did += [f"wrote {p}" for p in answer.get("written", [])]
@@ -270,6 +286,10 @@ def _apply(
     limits = answer.get("limits") or {}
     if limits.get("changed"):
         did.append(f"limits set on {len(limits['changed'])} running server(s)")
+    if answer.get("image"):
+        did.append(f"the trainees' image: {answer['image']}")
+    if answer.get("certificate"):
+        did.append(f"the certificate: for {answer['certificate']}")
     restarted = answer.get("restarted") or {}
     if restarted.get("done"):
         did.append(f"restarted: {', '.join(restarted['done'])}")

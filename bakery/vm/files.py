@@ -121,7 +121,8 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
     files.append(_script("bakery_warm.py", ctx))  # the hub imports it, and runs it
     files.append(VmFile(f"{HUB_TEMPLATES}/error.html", read_text("cloudinit/hub-error.html")))
-    files += [_script("firewall.sh", ctx), _script("tls.sh", ctx)]
+    tls = tls_files(cfg, ctx)
+    files += [_script("firewall.sh", ctx), tls[0]]
     if ctx["content"]:
         # Unpacks the baked folders; the hub imports the other (its pre-spawn hook).
         files.append(_script("content.sh", ctx))
@@ -129,9 +130,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
             files.append(_script("fetch-data.py", ctx))  # shared_data.url, at first boot
         hook = render("cloudinit/bakery_content.py.j2", **ctx)
         files.append(VmFile(f"{SCRIPT_DIR}/bakery_content.py", hook))
-    if cfg.tls.mode == "letsencrypt":
-        files.append(_script("tls-deploy.sh", ctx))
-        files += [_unit(name, ctx) for name in TLS_RETRY_UNITS]
+    files += tls[1:]  # (after the content's: the images' byte order)
     if cfg.cluster.swarm:
         files += _cluster_bake_files(ctx)
     if cfg.spawner.kind == "docker":
@@ -153,6 +152,23 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     files.append(VmFile(LAB_PAGE_CONFIG, json.dumps(LAB_PAGE_CONFIG_DATA) + "\n"))
     files.append(VmFile(SERVER_CONFIG, render("cloudinit/jupyter_server_config.py.j2", **ctx)))
     files += [_unit(name, ctx) for name in units(cfg)]
+    return files
+
+
+# Every file tls_files may write (`bakery update` removes those a new tls.mode has not).
+TLS_PATHS = (
+    f"{SCRIPT_DIR}/tls.sh", f"{SCRIPT_DIR}/tls-deploy.sh",
+    *(f"{UNIT_DIR}/{u}" for u in TLS_RETRY_UNITS),
+)  # fmt: skip
+
+
+def tls_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+    """The certificate's script (first), and with Let's Encrypt certbot's deploy hook and
+    retry timer."""
+    files = [_script("tls.sh", ctx)]
+    if cfg.tls.mode == "letsencrypt":
+        files.append(_script("tls-deploy.sh", ctx))
+        files += [_unit(name, ctx) for name in TLS_RETRY_UNITS]
     return files
 
 

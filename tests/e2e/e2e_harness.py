@@ -124,6 +124,8 @@ environment:
   r: [jsonlite]
   python: "3.11"
 """
+# The docker workshop `make lock` resolves (test_docker's CONFIG has the same environment).
+DOCKER_WORKSHOP = "name: e2e-docker\nos: debian-12\nspawner: {kind: docker, image: e2e/nb:1}\n"
 # The e2e workshops' locks (`make lock` writes them: `python tests/e2e/e2e_harness.py --lock`),
 # copied beside each config: the same lock, the same golden image, run after run.
 LOCKS = Path(__file__).resolve().parent / "locks"
@@ -209,24 +211,26 @@ def refresh_locks() -> None:
         write_folder(systemd.parent / "env", ENV_FILES)
         docker = Path(tmp) / "docker" / "workshop.yaml"
         docker.parent.mkdir()
-        docker.write_text(
-            "name: e2e-docker\nos: debian-12\nspawner: {kind: docker, image: e2e/nb:1}\n"
-            + DOCKER_ENVIRONMENT
-        )
+        docker.write_text(DOCKER_WORKSHOP + DOCKER_ENVIRONMENT)
         for kind, config in (("systemd", systemd), ("docker", docker)):
             lock_workshop(config_path=config)
             (LOCKS / f"{kind}.lock.json").write_bytes(lock_path(config).read_bytes())
-    write_update_lock()
+    write_update_lock("systemd")
+    write_update_lock("docker")
 
 
 # test_l (`bakery update`): a package the course forgot, added during the class: the systemd
 # workshop's lock with this one pin more (the others as they are: the update installs only it).
 UPDATE_PACKAGE = ("termcolor", "2.5.0")
+# The same package added to the docker workshop's (test_4d: update builds the layer again).
+DOCKER_UPDATE_ENVIRONMENT = DOCKER_ENVIRONMENT.replace(
+    "pip: [tabulate==0.9.0]", f"pip: [tabulate==0.9.0, {'=='.join(UPDATE_PACKAGE)}]"
+)
 
 
-def write_update_lock() -> Path:
-    """`make lock`: LOCKS' systemd lock plus UPDATE_PACKAGE, resolved from the index (its
-    files' hashes), as `bakery lock` would write it for ENV_FILES with that line added."""
+def write_update_lock(kind: str = "systemd") -> Path:
+    """`make lock`: LOCKS' ``kind`` lock plus UPDATE_PACKAGE, resolved from the index (its files'
+    hashes), as `bakery lock` would write it for that workshop's environment with it added."""
     import dataclasses
     import tempfile
 
@@ -235,14 +239,19 @@ def write_update_lock() -> Path:
     from bakery.config.workshop import load_config
     from bakery.workshop import software
 
-    lock = read_lock(LOCKS / "systemd.lock.json")
+    lock = read_lock(LOCKS / f"{kind}.lock.json")
     assert lock is not None and lock.trainees is not None
     name, version = UPDATE_PACKAGE
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "workshop.yaml"
-        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3RlcmJha2VyeWV4YW1wbGVrZXlvbmx5Zm9yZG9jcw x"
-        config.write_text(CONFIG.format(name="e2e-workshop", key=key))
-        write_folder(config.parent / "env", update_env_files())
+        if kind == "systemd":
+            key = (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3RlcmJha2VyeWV4YW1wbGVrZXlvbmx5Zm9yZG9jcw"
+            )
+            config.write_text(CONFIG.format(name="e2e-workshop", key=key))
+            write_folder(config.parent / "env", update_env_files())
+        else:
+            config.write_text(DOCKER_WORKSHOP + DOCKER_UPDATE_ENVIRONMENT)
         cfg = load_config(config)
         requested = software.trainee_requested(cfg)
         python = lock.trainees.python
@@ -256,7 +265,7 @@ def write_update_lock() -> Path:
         requested=tuple(sorted(requested)),
         pins=pins,
     )
-    out = LOCKS / "systemd-update.lock.json"
+    out = LOCKS / f"{kind}-update.lock.json"
     out.write_text(format_lock(dataclasses.replace(lock, trainees=trainees)))
     return out
 

@@ -27,6 +27,8 @@ import pytest
 import userimage
 from e2e_harness import (
     DOCKER_ENVIRONMENT,
+    DOCKER_UPDATE_ENVIRONMENT,
+    UPDATE_PACKAGE,
     Workshop,
     build_golden,
     copy_lock,
@@ -56,6 +58,7 @@ from test_try import (
     servers,
     session,
     ssh,
+    stop_server,
     token,
     unit_run,
     wait_healthy,
@@ -620,9 +623,11 @@ def test_4b_docker_restart_keeps_the_container_and_the_firewall(
 def test_4d_update_reaches_the_running_container_in_place(
     dvm: Workshop, t1: tuple[str, Any]
 ) -> None:
-    """`bakery update` (issue 29), docker spawner: a higher memory limit reaches the trainee's
-    running container in place (`docker update`), a second admin gets in, and the kernel keeps
-    its variable through the hub's restart; a second run has nothing to do."""
+    """`bakery update` (issue 29), docker spawner: a package the course forgot is built into the
+    trainees' image on the VM (its layer again, from the loaded image), a higher memory limit
+    reaches the trainee's running container in place (`docker update`), a second admin gets in,
+    and the kernel keeps its variable through the hub's restart; the admin's new server has the
+    package and the new limit; a second run has nothing to do."""
     from bakery.config.workshop import load_config
     from bakery.day.update import update
     from bakery.workshop.accounts import credentials_path, ensure_credentials
@@ -632,11 +637,15 @@ def test_4d_update_reaches_the_running_container_in_place(
     text = dvm.config.read_text()
     changed = text.replace("mem_limit: 256M", "mem_limit: 384M")
     changed = changed.replace("admins: [teacher]", "admins: [teacher, ta]")
-    assert "384M" in changed and "[teacher, ta]" in changed
+    changed = changed.replace(DOCKER_ENVIRONMENT, DOCKER_UPDATE_ENVIRONMENT)
+    assert "384M" in changed and "[teacher, ta]" in changed and "termcolor" in changed
     dvm.config.write_text(changed)
+    copy_lock(dvm.config, "docker-update")
     where = {"hosts": [f"127.0.0.1:{dvm.ssh_port}"], "identity": dvm.ssh_key}
-    memory = "docker inspect -f '{{.HostConfig.Memory}}' " + name
-    assert root_sh(dvm, memory).strip() == str(256 * 2**20)
+    memory = "docker inspect -f '{{.HostConfig.Memory}}' "
+    assert root_sh(dvm, memory + name).strip() == str(256 * 2**20)
+    image_of = "docker inspect -f '{{.Config.Image}}' "
+    running_image = root_sh(dvm, image_of + name).strip()
     with kernel(dvm, s, user) as kernel_id:
         ws = connect(dvm, s, user, kernel_id)
         try:
@@ -644,19 +653,32 @@ def test_4d_update_reaches_the_running_container_in_place(
             start = time.monotonic()
             result = update(config_path=dvm.config, **where)
             record(
-                "docker: update (hub restart, limits in place, an account)",
+                "docker: update (image layer built, hub restart, limits in place, an account)",
                 time.monotonic() - start,
             )
             assert not result.errors, result.errors
             assert printed(ws, user, "print(x)") == "42\n"
         finally:
             ws.close()
-    assert root_sh(dvm, memory).strip() == str(384 * 2**20)
+    assert root_sh(dvm, memory + name).strip() == str(384 * 2**20)
+    # The running container keeps its image until it restarts; new servers start from the new.
+    assert (
+        root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' {name}").strip() == running_image
+    )
     sheet = ensure_credentials(load_config(dvm.config), credentials_path(dvm.config))
     password = next(a.password for a in sheet if a.username == "ta")
     sa, resp = login(dvm, "ta", password)
     assert resp.status_code == 302, resp.status_code
     assert sa.get(f"{base(dvm)}/hub/admin", timeout=60).status_code == 200
+    open_server(dvm, sa, "ta")
+    try:
+        package, version = UPDATE_PACKAGE
+        got = run_cell(dvm, sa, "ta", f"import importlib.metadata as m; m.version({package!r})")
+        assert got == repr(version), got
+        assert run_cell(dvm, sa, "ta", "import tabulate; tabulate.__version__") == "'0.9.0'"
+        assert root_sh(dvm, memory + "jupyter-ta").strip() == str(384 * 2**20)
+    finally:
+        stop_server(dvm, "ta")
     again = update(config_path=dvm.config, **where)
     assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
 

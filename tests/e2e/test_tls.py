@@ -171,3 +171,41 @@ def test_c_renewal_runs_the_deploy_hook_and_nginx_reloads(
     assert root_sh(vm, "cat /run/nginx.pid").strip() == pid
     # The renewal did not restart the retry timer.
     assert unit_state(vm, RETRY_TIMER) == ("disabled", "inactive")
+
+
+def test_d_update_moves_the_hub_to_a_new_domain_and_back(
+    vm: Workshop, pebble: pebble_server.Pebble
+) -> None:
+    """`bakery update` (issue 29) with a new ``tls.domain``: nginx answers to the new name, certbot
+    gets its certificate (http-01 through the same webroot) and nginx serves it; the old name's
+    renewal is forgotten (its deploy hook would put the old certificate back). Then back to the
+    first name, the same way; a third run has nothing to do."""
+    from bakery.day.update import update
+
+    original = vm.config.read_text()
+    day = {"hosts": [f"127.0.0.1:{vm.ssh_port}"], "identity": vm.ssh_key}
+    intermediate = pebble_server.cert_fields(pebble.get("/intermediates/0"))["subject"]
+    try:
+        for domain in ("class.bakery.test", pebble_server.DOMAIN):
+            vm.config.write_text(
+                original.replace(f"domain: {pebble_server.DOMAIN}", f"domain: {domain}")
+            )
+            start = time.monotonic()
+            result = update(config_path=vm.config, **day)
+            assert not result.errors, result.errors
+            said = "\n".join(result.lines())
+            assert f"the certificate: for {domain}" in said, said
+            cert = wait_served(vm, f"CN={domain}", "subject", time.monotonic() + 60)
+            record(
+                f"update: tls.domain to {domain} (ACME order, nginx reload)",
+                time.monotonic() - start,
+            )
+            assert cert["issuer"] == intermediate, cert
+            site = root_sh(vm, "cat /etc/nginx/conf.d/jupyterhub.conf")
+            assert f"server_name {domain};" in site, site
+            renewals = root_sh(vm, "ls /etc/letsencrypt/renewal").split()
+            assert renewals == [f"{domain}.conf"], renewals
+        again = update(config_path=vm.config, **day)
+        assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
+    finally:
+        vm.config.write_text(original)
