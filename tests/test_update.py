@@ -26,6 +26,7 @@ from bakery.cli.main import app
 from bakery.config.workshop import load_config
 from bakery.day import drift
 from bakery.day import update as upd
+from bakery.errors import BakeryError
 from bakery.layout import (
     API_TOKEN_FILE,
     EXPIRY_FILE,
@@ -138,11 +139,14 @@ class Server:
         )
         self.program = program
         self.calls: list[dict[str, Any]] = []
+        self.login = "debian"
         self.users_added: list[list[str]] = []
         monkeypatch.setattr(upd, "call", self.call)
         monkeypatch.setattr(upd, "run_remote", self.run_remote)
 
     def call(self, ssh: Any, target: Target, request: dict[str, Any], timeout: float = 0) -> Any:
+        if ssh is not None and ssh.user != self.login:  # only its image's login user gets in
+            raise BakeryError(f"{target.name}: ssh {ssh.user}@...: Permission denied (publickey).")
         self.calls.append(request)
         done = subprocess.run(
             [sys.executable, "-c", self.program],
@@ -163,6 +167,7 @@ class Server:
     def launch(self, config: Path) -> None:
         """The server as `launch` left it: its boot files and its image's bake record."""
         cfg = load_config(config)
+        self.login = cfg.login_user
         ensure_credentials(cfg, credentials_path(config))
         machine = topology(cfg, sheet_order(credentials_path(config)), trial=True).hubs[0]
         for f in drift.expected_files(cfg, machine):

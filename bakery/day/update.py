@@ -9,12 +9,13 @@ run again by the next update). docs/commands.md describes the plan's groups.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bakery.config.workshop import Workshop, load_config
+from bakery.config.workshop import DEFAULT_LOGIN_USER, Workshop, load_config
 from bakery.day.drift import plan_server, state_request
 from bakery.day.plan import STEP_ORDER, Item, ServerPlan, UpdatePlan
 from bakery.day.targets import every_server
@@ -101,6 +102,22 @@ def call(ssh: Ssh, target: Target, request: dict[str, Any], timeout: float = 300
     return run_json(ssh, target, command, stdin=json.dumps(request).encode(), timeout=timeout)
 
 
+def _ask(cfg: Workshop, ssh: Ssh, target: Target, request: dict[str, Any]) -> Any:
+    """``target``'s state. A server of another `os` has another login user: when the file's is
+    refused, the others are tried, so that the answer can say the os changed (a relaunch)."""
+    try:
+        return call(ssh, target, request)
+    except BakeryError as exc:
+        if "Permission denied" not in str(exc) or cfg.ssh.login_user is not None:
+            raise
+        for user in sorted(set(DEFAULT_LOGIN_USER.values()) - {ssh.user}):
+            try:
+                return call(dataclasses.replace(ssh, user=user), target, request)
+            except BakeryError:
+                continue
+        raise
+
+
 def _machine_for(topo: Topology, target: Target, by_host: bool) -> Machine | None:
     if by_host:
         return topo.hubs[0]
@@ -146,7 +163,7 @@ def make_plan(
         progress(f"{target.name}: reading what it runs")
         try:
             request = state_request(cfg, machine, config_path.parent, order)
-            state = call(ssh, target, request)
+            state = _ask(cfg, ssh, target, request)
         except BakeryError as exc:
             plan.unreachable[target.name] = str(exc).removeprefix(f"{target.name}: ")
             continue

@@ -666,8 +666,8 @@ def test_4d_update_reaches_the_running_container_in_place(
         root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' {name}").strip() == running_image
     )
     sheet = ensure_credentials(load_config(dvm.config), credentials_path(dvm.config))
-    password = next(a.password for a in sheet if a.username == "ta")
-    sa, resp = login(dvm, "ta", password)
+    dvm.passwords["ta"] = next(a.password for a in sheet if a.username == "ta")
+    sa, resp = login(dvm, "ta", dvm.passwords["ta"])
     assert resp.status_code == 302, resp.status_code
     assert sa.get(f"{base(dvm)}/hub/admin", timeout=60).status_code == 200
     open_server(dvm, sa, "ta")

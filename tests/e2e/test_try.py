@@ -1272,18 +1272,24 @@ def test_l_update_changes_the_running_class_and_a_kernel_lives_on(vm: Workshop) 
     # Nothing left to do; a change the image holds is refused (exit 2, the field, the way).
     again = update(config_path=vm.config, **_day_args(vm))
     assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
-    # (Not `os`: another OS has another login user, and ssh would not get in to ask.)
-    vm.config.write_text(changed.replace("users:\n", "hub:\n  install: conda\nusers:\n", 1))
-    try:
-        host = _day_args(vm)["hosts"][0]
-        refused = CliRunner().invoke(
-            app, ["update", str(vm.config), "--host", host, "-i", str(vm.ssh_key)]
-        )
-        assert refused.exit_code == 2, refused.output
-        assert "hub.install: the server has venv, the file says conda" in refused.output
-        assert "nothing was changed" in refused.output and "Traceback" not in refused.output
-    finally:
-        vm.config.write_text(changed)
+    # `os`: another OS has another login user; update asks as the image's own to say so.
+    host = _day_args(vm)["hosts"][0]
+    for change, said in (
+        (("users:\n", "hub:\n  install: conda\nusers:\n"), "hub.install: the server has venv, "
+         "the file says conda"),
+        (("os: debian-12", "os: ubuntu-24.04"), "os: the server has debian-12, the file says "
+         "ubuntu-24.04"),
+    ):  # fmt: skip
+        vm.config.write_text(changed.replace(*change, 1))
+        try:
+            refused = CliRunner().invoke(
+                app, ["update", str(vm.config), "--host", host, "-i", str(vm.ssh_key)]
+            )
+            assert refused.exit_code == 2, refused.output
+            assert said in refused.output
+            assert "nothing was changed" in refused.output and "Traceback" not in refused.output
+        finally:
+            vm.config.write_text(changed)
 
 
 def test_z_expiry_banner_refused_logins_and_power_off(vm: Workshop) -> None:
