@@ -369,6 +369,33 @@ def test_a_step_that_fails_is_left_pending_and_the_next_run_finishes_it(
     assert json.loads(server.read("/etc/bakery/applied.json"))["pending"] == []
 
 
+def test_a_pending_step_runs_again_with_what_it_needs(
+    server: Server, config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A step left unfinished runs again with its values, not an empty request: the limits
+    with the file's, the certificate as the file's tls asks (never self-signed by default)."""
+    path = config(BASE + LETSENCRYPT)
+    server.launch(path)
+    pending = {"config_sha256": "x", "files": {}, "pending": ["limits", "tls"]}
+    server.put("/etc/bakery/applied.json", json.dumps(pending))
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $*" >> {server.log}\n'
+        'case "$*" in list-units*)\n'
+        '  echo "jupyter-training01-singleuser.service loaded active running x";;\nesac\n'
+    )
+    dry = run_update(path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "limits: left unfinished by the last update" in dry.output
+    assert "the certificate (tls.mode letsencrypt): a new one for hub.example.org, by ACME" in (
+        dry.output
+    )
+    request = upd.apply_request(upd.make_plan(
+        load_config(path), path, None, ["127.0.0.1:2222"]).servers[0], False)  # fmt: skip
+    assert request["limits"] == {"mem_bytes": 2**30, "cpu": 1.0}
+    assert request["tls"] == {"mode": "letsencrypt", "domain": "hub.example.org"}
+
+
 def test_the_remote_program_writes_files_atomically_with_their_mode(
     server: Server, tmp_path: Path
 ) -> None:

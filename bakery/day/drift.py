@@ -259,10 +259,12 @@ def plan_server(
         _environment(cfg, state, plan)
         if config_dir is not None:
             _content(cfg, config_dir, state, plan)
-    for step in (state.get("applied") or {}).get("pending") or []:
-        # The image is asked again each time (the record says what the server holds).
-        if step not in plan.steps and step != "image":
+    for step in _pending(state):
+        # The image and the certificate are asked again each time (_user_image, _tls).
+        if step not in plan.steps and step not in ("image", "tls"):
             plan.steps.add(step)
+            if step == "limits":
+                plan.limits = _limit_values(cfg)
             plan.add("live", f"{step}: left unfinished by the last update", "run again")
     plan.expiry = cfg.ends is not None
     plan.applied = {
@@ -338,7 +340,8 @@ def _tls(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     gone = [p for p in TLS_PATHS if p not in {f.path for f in want} and have.get(p) is not None]
     names = state.get("certificate")  # its DNS names (None: no certificate read)
     domain = cfg.tls.domain
-    if not (changed or gone or (domain and names is not None and domain not in names)):
+    lacking = bool(domain) and names is not None and domain not in names
+    if not (changed or gone or lacking or "tls" in _pending(state)):
         return
     plan.files += changed
     plan.remove += gone
@@ -350,6 +353,15 @@ def _tls(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     name = f" for {domain}" if domain else ""
     plan.add("live", f"the certificate (tls.mode {cfg.tls.mode}): a new one{name}, {how}",
              "nginx reloads with it; a failed ACME order keeps the one it has")  # fmt: skip
+
+
+def _pending(state: dict[str, Any]) -> list[str]:
+    """The steps the last update left unfinished on the server."""
+    return list((state.get("applied") or {}).get("pending") or [])
+
+
+def _limit_values(cfg: Workshop) -> dict[str, Any]:
+    return {"mem_bytes": mem_limit_bytes(cfg.spawner.mem_limit), "cpu": cfg.spawner.cpu_limit}
 
 
 def _limits(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
@@ -368,10 +380,7 @@ def _limits(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
     if plan.machine.part == "manager":  # a swarm's: a service update restarts its task
         plan.add("restart", f"memory/CPU limits ({limits}) of the {count} running server(s)")
         return
-    plan.limits = {
-        "mem_bytes": mem_limit_bytes(cfg.spawner.mem_limit),
-        "cpu": cfg.spawner.cpu_limit,
-    }
+    plan.limits = _limit_values(cfg)
     plan.steps.add("limits")
     plan.add("live", f"memory/CPU limits ({limits}): the {count} running server(s) too", "in place")
 
