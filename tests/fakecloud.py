@@ -253,6 +253,10 @@ class FakeCloud:
     since: int = 0  # calls() looks at the requests from this one on
     uploaded: dict[str, bytes] = field(default_factory=dict)  # image ID -> the data Glance got
     corrupt_uploads: bool = False  # Glance stores other bytes than it was sent (checksum test)
+    # Glance's image_format.disk_formats (its default list; a Ceph site may allow raw only).
+    disk_formats: list[str] = field(
+        default_factory=lambda: ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2"]
+    )
     # Nova's absolute limits and Neutron's quota: (limit, used); -1 is no limit.
     limits: dict[str, tuple[int, int]] = field(
         default_factory=lambda: {"instances": (10, 2), "cores": (20, 4), "ram": (51200, 8192)}
@@ -311,6 +315,7 @@ class FakeCloud:
             ("POST", re.compile(r":9292/v2/images$"), self._create_image),
             ("PUT", re.compile(r":9292/v2/images/([^/]+)/file$"), self._upload_image),
             ("DELETE", re.compile(r":9292/v2/images/([^/]+)$"), self._delete_image),
+            ("GET", re.compile(r":9292/v2/schemas/image$"), self._image_schema),
         ]
         for method, url, body, status in _discovery():
             self.mock.register_uri(method, url, json=body, status_code=status, headers=JSON)
@@ -521,6 +526,11 @@ class FakeCloud:
             body,
         )
         return 201, self.images[image_id]
+
+    def _image_schema(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        # Glance lists its configured disk_formats (image_format.disk_formats) in the schema.
+        prop = {"type": ["null", "string"], "enum": [None, *self.disk_formats]}
+        return 200, {"name": "image", "properties": {"disk_format": prop}}
 
     def _upload_image(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
         image = self.images.get(ident)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,64 @@ def test_a_sidecar_whose_record_is_not_an_object_is_bad_input(golden: Path) -> N
     with pytest.raises(SidecarError, match="record and properties as objects") as exc:
         image.read_sidecar(golden)
     assert exc.value.exit_code == 2
+
+
+@pytest.fixture
+def real_qcow2(tmp_path: Path, config: Path) -> Path:
+    """A real (small) qcow2 with data at its start and its end, and its sidecar."""
+    path = tmp_path / "real.qcow2"
+    raw = tmp_path / "made.raw"
+    with raw.open("wb") as fh:
+        fh.write(b"bakery-start")
+        fh.seek(8 * 2**20 - 10)
+        fh.write(b"bakery-end")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, path], check=True)
+    raw.unlink()
+    cfg = load_config(config)
+    image.write_sidecar(path, image.sidecar(cfg, image.record(cfg), image.image_name(cfg), "qcow2"))
+    return path
+
+
+def test_a_raw_only_glance_gets_the_image_converted_to_raw(
+    fake: FakeCloud, config: Path, real_qcow2: Path
+) -> None:
+    """A Ceph-backed Glance allowed raw only: the qcow2 is converted (qemu-img) and sent as raw,
+    its whole virtual size; the copy is kept for the next upload."""
+    fake.disk_formats = ["raw"]
+    said = Collector()
+    result = upload.upload(config_path=config, image_file=real_qcow2, progress=said)
+    (stored,) = glance(fake, result.image_name)
+    assert stored["disk_format"] == "raw"
+    data = fake.uploaded[stored["id"]]
+    assert len(data) == 8 * 2**20 and data.startswith(b"bakery-start")
+    assert data.endswith(b"bakery-end")
+    assert any("converted to raw" in m for m in said.messages), said.messages
+    assert any("uploaded 8 MiB (raw)" in m for m in said.messages), said.messages
+    again = upload.upload(config_path=config, image_file=real_qcow2, progress=said)
+    assert again.image_id == result.image_id  # the same bytes: not sent twice
+    assert any("raw copy real.qcow2.raw is up to date" in m for m in said.messages)
+
+
+def test_disk_format_asked_for_and_refused(fake: FakeCloud, config: Path, real_qcow2: Path) -> None:
+    result = CliRunner().invoke(
+        cli.app, ["image", "upload", str(config), str(real_qcow2), "--disk-format", "raw"]
+    )
+    assert result.exit_code == 0, result.output
+    (stored,) = glance(fake, image.image_name(load_config(config)))
+    assert stored["disk_format"] == "raw"  # Glance takes qcow2 too, but raw was asked for
+    fake.disk_formats = ["raw", "vmdk"]
+    refused = CliRunner().invoke(
+        cli.app, ["image", "upload", str(config), str(real_qcow2), "--disk-format", "qcow2"]
+    )
+    assert refused.exit_code == 2, refused.output
+    assert "--disk-format qcow2: this cloud's Glance takes raw, vmdk" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_a_glance_that_takes_qcow2_gets_the_file_as_it_is(
+    fake: FakeCloud, config: Path, golden: Path
+) -> None:
+    result = upload.upload(config_path=config, image_file=golden)
+    (stored,) = glance(fake, result.image_name)
+    assert stored["disk_format"] == "qcow2" and fake.uploaded[stored["id"]] == DATA
+    assert not golden.with_name(golden.name + ".raw").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,18 +144,96 @@ def _send(conn: Connection, img: Any, path: Path, size: int, progress: Reporter)
         raise CloudError(f"upload {path.name}: HTTP {resp.status_code}: {resp.text[:300]}")
 
 
+# The formats a bake writes or converts to, in bakery's order of preference: qcow2 sends only
+# the blocks in use; raw is what a Ceph-backed Glance boots copy-on-write.
+DISK_FORMATS = ("qcow2", "raw")
+
+
+def glance_formats(conn: Connection) -> list[str] | None:
+    """The disk formats this Glance takes (its image schema's list; None: it does not say)."""
+    resp = api("read Glance's image schema", conn.image.get, "/schemas/image")
+    if resp.status_code != 200:
+        return None
+    prop = (resp.json().get("properties") or {}).get("disk_format") or {}
+    formats = [f for f in prop.get("enum") or [] if isinstance(f, str)]
+    return formats or None
+
+
+def choose_format(have: str, allowed: list[str] | None, asked: str | None) -> str:
+    """The format to upload ``have`` (the file's) as: ``asked`` (--disk-format), else the file's
+    own where Glance takes it, else the first of DISK_FORMATS it takes.
+
+    Raises:
+        UsageError: --disk-format names one this Glance refuses, or none of DISK_FORMATS is.
+    """
+    takes = ", ".join(allowed or [])
+    if asked is not None:
+        if allowed is not None and asked not in allowed:
+            raise UsageError(f"--disk-format {asked}: this cloud's Glance takes {takes}")
+        return asked
+    if allowed is None or have in allowed:
+        return have
+    for fmt in DISK_FORMATS:
+        if fmt in allowed:
+            return fmt
+    raise UsageError(
+        f"this cloud's Glance takes {takes}: none of bakery's ({', '.join(DISK_FORMATS)})"
+    )
+
+
+def convert(image_file: Path, have: str, want: str, progress: Reporter = quiet) -> Path:
+    """``image_file`` as ``want`` beside it (``FILE.raw``), made by qemu-img once and kept while
+    it is newer than the file.
+
+    Raises:
+        BuildError: qemu-img is missing or fails.
+    """
+    out = image_file.with_name(f"{image_file.name}.{want}")
+    if out.is_file() and out.stat().st_mtime >= image_file.stat().st_mtime:
+        progress(f"{image_file.name}: {want} copy {out.name} is up to date")
+        return out
+    part = out.with_name(out.name + ".part")
+    start = time.monotonic()
+    argv = ["qemu-img", "convert", "-f", have, "-O", want, str(image_file), str(part)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise BuildError("qemu-img not found: install qemu-utils (it converts the image)") from None
+    if done.returncode != 0:
+        part.unlink(missing_ok=True)
+        raise BuildError(f"qemu-img convert to {want}: {done.stderr.strip()[-400:]}")
+    os.replace(part, out)
+    progress(
+        f"{image_file.name}: converted to {want} in {time.monotonic() - start:.0f} s "
+        f"({image_file.stat().st_size / 2**20:.0f} MiB {have} -> "
+        f"{out.stat().st_size / 2**20:.0f} MiB {want})"
+    )
+    return out
+
+
 def upload_file(
-    conn: Connection, image_file: Path, data: dict[str, Any], progress: Reporter = quiet
+    conn: Connection,
+    image_file: Path,
+    data: dict[str, Any],
+    progress: Reporter = quiet,
+    disk_format: str | None = None,
 ) -> image.BakeResult:
-    """Upload ``image_file`` as its sidecar ``data`` says; reuse an identical image of its name.
+    """Upload ``image_file`` as its sidecar ``data`` says, in a format this Glance takes
+    (``disk_format``: the one asked for; converted when it is not the file's); reuse an identical
+    image of its name.
 
     Returns:
         The image, with ``timings["upload"]`` (0 when it was there already).
 
     Raises:
         CloudError: the cloud refused, the checksum differs, or the name holds other content.
+        UsageError: a format this Glance refuses.
     """
     name, rec = str(data["image_name"]), dict(data["record"])
+    have = str(data.get("disk_format", "qcow2"))
+    fmt = choose_format(have, glance_formats(conn), disk_format)
+    if fmt != have:
+        image_file = convert(image_file, have, fmt, progress)
     sums = file_checksums(image_file, progress)
     found = _existing(conn, name, sums, progress)
     if found is not None:
@@ -167,7 +247,7 @@ def upload_file(
         conn.image,
         lambda: conn.image.create_image(
             name=name,
-            disk_format=data.get("disk_format", "qcow2"),
+            disk_format=fmt,
             container_format="bare",
             visibility=data.get("visibility", "private"),
             allow_duplicates=True,
@@ -188,8 +268,8 @@ def upload_file(
         raise
     seconds = time.monotonic() - start
     progress(
-        f"image {name}: uploaded {sums.size / 2**20:.0f} MiB in {seconds:.0f} s ({stored.id}), "
-        "checksum verified"
+        f"image {name}: uploaded {sums.size / 2**20:.0f} MiB ({fmt}) in {seconds:.0f} s "
+        f"({stored.id}), checksum verified"
     )
     return image.BakeResult(
         "upload", name, rec, image_id=str(stored.id), path=image_file, timings={"upload": seconds}
@@ -230,7 +310,13 @@ def check_format(image_file: Path, disk_format: str) -> None:
         )
 
 
-def upload(*, config_path: Path, image_file: Path, progress: Reporter = quiet) -> image.BakeResult:
+def upload(
+    *,
+    config_path: Path,
+    image_file: Path,
+    progress: Reporter = quiet,
+    disk_format: str | None = None,
+) -> image.BakeResult:
     """Put a chroot- or qemu-baked ``image_file`` into the config's cloud as a golden image.
 
     Name, record and ``bakery_*`` properties come from its sidecar (``FILE.bakery.json``), so
@@ -242,7 +328,7 @@ def upload(*, config_path: Path, image_file: Path, progress: Reporter = quiet) -
     data = image.read_sidecar(image_file)
     check_format(image_file, str(data.get("disk_format", "qcow2")))
     _check_workshop(cfg, dict(data["record"]), image_file, progress)
-    return upload_file(connect(cfg), image_file, data, progress)
+    return upload_file(connect(cfg), image_file, data, progress, disk_format)
 
 
 def upload_results(

@@ -135,6 +135,13 @@ def lock(config: ConfigArg) -> None:
     _err(f"bakery: {'wrote' if changed else 'unchanged:'} {path}")
 
 
+class DiskFormat(str, Enum):
+    """The disk formats `image upload` sends (bakery.bake.upload.DISK_FORMATS)."""
+
+    qcow2 = "qcow2"
+    raw = "raw"
+
+
 @command("upload", group=image_app)
 def image_upload(
     config: ConfigArg,
@@ -147,6 +154,15 @@ def image_upload(
             metavar="FILE",
         ),
     ],
+    disk_format: Annotated[
+        DiskFormat | None,
+        typer.Option(
+            "--disk-format",
+            help="Upload as this format (converted with qemu-img). Default: the file's where "
+            "Glance takes it, else one it takes. A Ceph-backed cloud boots raw copy-on-write.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Upload a baked image file into Glance as the golden image (same name, record, properties).
 
@@ -154,7 +170,12 @@ def image_upload(
     """
     from bakery.bake.upload import upload as do_upload
 
-    result = do_upload(config_path=config, image_file=image_file, progress=progress())
+    result = do_upload(
+        config_path=config,
+        image_file=image_file,
+        progress=progress(),
+        disk_format=disk_format.value if disk_format is not None else None,
+    )
     typer.echo(f"{result.image_name} {result.image_id}")
     _err(f"bakery: launch it: bakery launch {config} --image {result.image_name}")
 
