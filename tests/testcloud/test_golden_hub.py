@@ -265,6 +265,77 @@ def test_golden_image_to_a_working_hub_and_back(
     assert demo.image.find_image(image_id) is None
 
 
+GLANCE_CONF = Path("/etc/glance/glance-api.conf")
+
+
+def restart_glance() -> None:
+    subprocess.run(["/etc/init.d/glance-api", "restart"], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while subprocess.run(["curl", "-fs", "-o", "/dev/null", "http://127.0.0.1:9292/"]).returncode:
+        assert time.monotonic() < deadline, "glance-api did not come back"
+        time.sleep(2)
+
+
+@pytest.fixture
+def raw_only_glance(clouds: tuple[Any, Any]) -> Iterator[None]:
+    """Glance taking raw images only, as a Ceph-backed site sets it (image_format.disk_formats);
+    the test cloud's own setting comes back afterwards."""
+    require(GLANCE_CONF.is_file(), f"{GLANCE_CONF} missing: the test cloud's Glance is not here")
+    before = GLANCE_CONF.read_text()
+    setting = ["crudini", "--set", str(GLANCE_CONF), "image_format", "disk_formats", "raw"]
+    subprocess.run(setting, check=True)
+    restart_glance()
+    try:
+        enum = clouds[0].image.get("/schemas/image").json()["properties"]["disk_format"]["enum"]
+        assert enum == [None, "raw"], enum
+        yield
+    finally:
+        GLANCE_CONF.write_text(before)
+        restart_glance()
+
+
+@pytest.mark.slow
+def test_a_raw_only_glance_gets_a_raw_image_that_boots_a_working_hub(
+    clouds: tuple[Any, Any],
+    workshop: Workshop,
+    golden: Path,
+    cleanup: list[str],
+    raw_only_glance: None,
+) -> None:
+    """Issue 30, on demand (`make test-cloud-raw`): `image upload` converts the qcow2 for a Glance
+    that takes raw only, Nova boots it, a trainee runs a cell, destroy leaves nothing."""
+    demo, _ = clouds
+    assert counts(demo, NAME) == NOTHING, "leftovers of an earlier run"
+    converted = golden.with_name(golden.name + ".raw")
+    try:
+        start = time.monotonic()
+        up = bakery("image", "upload", str(workshop.config), str(golden))
+        assert up.returncode == 0
+        name, image_id = up.stdout.split()
+        cleanup.append(image_id)
+        record("testcloud raw: convert + upload", time.monotonic() - start)
+        stored = demo.image.get_image(image_id)
+        assert stored.status == "active" and stored.disk_format == "raw"
+        print(f"raw: {stored.size / 2**20:.0f} MiB; qcow2: {golden.stat().st_size / 2**20:.0f} MiB")
+        start = time.monotonic()
+        out = bakery("launch", str(workshop.config), "--image", name)
+        assert out.returncode == 0
+        record("testcloud raw: launch -> hub health through the FIP", time.monotonic() - start)
+        fip = out.stdout.splitlines()[0].split("https://", 1)[1].split("/", 1)[0]
+        w = dataclasses.replace(workshop, host=fip, http_port=80)
+        trainee = w.trainees[0]
+        start = time.monotonic()
+        s, resp = login(w, trainee, w.passwords[trainee])
+        assert resp.status_code == 302, f"login: {resp.status_code} {resp.text[:300]}"
+        open_server(w, s, trainee, timeout=900)
+        assert run_cell(w, s, trainee, "6 * 7", 300) == "42"
+        record("testcloud raw: login -> cell answer", time.monotonic() - start)
+        assert bakery("destroy", str(w.config), "--yes").returncode == 0
+        assert counts(demo, NAME) == NOTHING
+    finally:
+        converted.unlink(missing_ok=True)  # 6 GiB (sparse) beside the cached golden image
+
+
 def test_config_drive_and_metadata_service_both_carry_the_boot_stage(
     clouds: tuple[Any, Any], tmp_path: Path
 ) -> None:
