@@ -39,6 +39,7 @@ from e2e_harness import (
     tagged,
     with_stop,
     workshop_for,
+    write_folder,
 )
 from test_try import (
     ANNOUNCEMENTS,
@@ -620,10 +621,14 @@ def test_4b_docker_restart_keeps_the_container_and_the_firewall(
     assert hub[0] == 200, hub
 
 
+HANDOUT = "pushed by bakery update during the class\n"
+
+
 def test_4d_update_reaches_the_running_container_in_place(
     dvm: Workshop, t1: tuple[str, Any]
 ) -> None:
-    """`bakery update` (issue 29), docker spawner: a package the course forgot is built into the
+    """`bakery update` (issue 29), docker spawner: the class gets an end (the expiry timer
+    starts) and a handout in the shared folder, a package the course forgot is built into the
     trainees' image on the VM (its layer again, from the loaded image), a higher memory limit
     reaches the trainee's running container in place (`docker update`), a second admin gets in,
     and the kernel keeps its variable through the hub's restart; the admin's new server has the
@@ -638,8 +643,13 @@ def test_4d_update_reaches_the_running_container_in_place(
     changed = text.replace("mem_limit: 256M", "mem_limit: 384M")
     changed = changed.replace("admins: [teacher]", "admins: [teacher, ta]")
     changed = changed.replace(DOCKER_ENVIRONMENT, DOCKER_UPDATE_ENVIRONMENT)
+    # The class gets an end, and a handout in the shared folder (its course is git's: test_2c).
+    changed = changed.replace("shared_data: {}\n", "shared_data:\n  from: ./shared\n")
+    changed += "ends: 2099-01-01T00:00:00Z\n"
     assert "384M" in changed and "[teacher, ta]" in changed and "termcolor" in changed
+    assert "from: ./shared" in changed
     dvm.config.write_text(changed)
+    write_folder(dvm.dir / "shared", {"handout.txt": HANDOUT})
     copy_lock(dvm.config, "docker-update")
     where = {"hosts": [f"127.0.0.1:{dvm.ssh_port}"], "identity": dvm.ssh_key}
     memory = "docker inspect -f '{{.HostConfig.Memory}}' "
@@ -658,9 +668,14 @@ def test_4d_update_reaches_the_running_container_in_place(
             )
             assert not result.errors, result.errors
             assert printed(ws, user, "print(x)") == "42\n"
+            # The running container sees the new handout at once (the shared folder's mount).
+            code = "print(open('/srv/shared/handout.txt').read(), end='')"
+            assert printed(ws, user, code) == HANDOUT
         finally:
             ws.close()
     assert root_sh(dvm, memory + name).strip() == str(384 * 2**20)
+    assert "2099-01-01" in root_sh(dvm, "cat /etc/bakery/expiry.json")
+    assert root_sh(dvm, "systemctl is-active bakery-expiry.timer").strip() == "active"
     # The running container keeps its image until it restarts; new servers start from the new.
     assert (
         root_sh(dvm, f"docker inspect -f '{{{{.Config.Image}}}}' {name}").strip() == running_image
