@@ -211,6 +211,19 @@ def convert(image_file: Path, have: str, want: str, progress: Reporter = quiet) 
     return out
 
 
+def _in_glance_format(
+    conn: Connection,
+    image_file: Path,
+    data: dict[str, Any],
+    asked: str | None,
+    progress: Reporter,
+) -> tuple[Path, str]:
+    """The file to send and its format: ``image_file``, or its copy in a format Glance takes."""
+    have = str(data.get("disk_format", "qcow2"))
+    fmt = choose_format(have, glance_formats(conn), asked)
+    return (convert(image_file, have, fmt, progress) if fmt != have else image_file), fmt
+
+
 def upload_file(
     conn: Connection,
     image_file: Path,
@@ -230,10 +243,7 @@ def upload_file(
         UsageError: a format this Glance refuses.
     """
     name, rec = str(data["image_name"]), dict(data["record"])
-    have = str(data.get("disk_format", "qcow2"))
-    fmt = choose_format(have, glance_formats(conn), disk_format)
-    if fmt != have:
-        image_file = convert(image_file, have, fmt, progress)
+    image_file, fmt = _in_glance_format(conn, image_file, data, disk_format, progress)
     sums = file_checksums(image_file, progress)
     found = _existing(conn, name, sums, progress)
     if found is not None:
