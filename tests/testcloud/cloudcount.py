@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import textwrap
+from pathlib import Path
 from typing import Any
 
 # name, MiB, vCPUs, GB
@@ -36,3 +39,28 @@ def counts(conn: Any, name: str) -> dict[str, int]:
         ),
         "keypairs": sum(1 for k in conn.compute.keypairs() if k.name == f"bakery-{name}"),
     }
+
+
+def tinyguest_workshop(folder: Path, name: str, cloud: str) -> Path:
+    """A workshop on ``cloud`` booting the test cloud's tinyguest (no hub: launch with
+    ``wait=False``), with a key pair of its own in ``folder``."""
+    key = folder / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = folder / "workshop.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            name: {name}
+            users: {{count: 2}}
+            openstack:
+              cloud: {cloud}
+              image: tinyguest
+              flavor: m1.tiny
+              networks: [private]
+              floating_ip_network: public
+              public_key: {key}.pub
+              hub_timeout: 1m
+            """
+        )
+    )
+    return config

@@ -9,16 +9,14 @@ other credential or trust) and writes a clouds.yaml entry of its own with
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cloudcount import counts
+from cloudcount import counts, tinyguest_workshop
 
 from bakery.errors import BakeryError
 from bakery.progress import ConsoleReporter
@@ -73,25 +71,7 @@ def test_launch_status_destroy_with_an_application_credential(
     appcred_cloud: tuple[str, Any], tmp_path: Path
 ) -> None:
     cloud, demo = appcred_cloud
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    config = tmp_path / "workshop.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            name: {NAME}
-            users: {{count: 2}}
-            openstack:
-              cloud: {cloud}
-              image: tinyguest
-              flavor: m1.tiny
-              networks: [private]
-              floating_ip_network: public
-              public_key: {key}.pub
-              hub_timeout: 1m
-            """
-        )
-    )
+    config = tinyguest_workshop(tmp_path, NAME, cloud)
     assert counts(demo, NAME) == NOTHING
     report = bakery_check.check(config_path=config)
     # All but the flavor, which is tinyguest's (far below a hub's estimate) on purpose.

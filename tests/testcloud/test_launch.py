@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from cloudcount import counts
+from cloudcount import counts, tinyguest_workshop
 
 from bakery.config.workshop import load_config
 from bakery.day.collect import collect_before_destroy
@@ -46,25 +45,7 @@ def conn(cloud_connect: Callable[[str], Any]) -> Any:
 
 @pytest.fixture
 def workshop(tmp_path: Path, conn: Any) -> Iterator[Path]:
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    config = tmp_path / "workshop.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            name: {NAME}
-            users: {{count: 2}}
-            openstack:
-              cloud: testcloud
-              image: tinyguest
-              flavor: m1.tiny
-              networks: [private]
-              floating_ip_network: public
-              public_key: {key}.pub
-              hub_timeout: 1m
-            """
-        )
-    )
+    config = tinyguest_workshop(tmp_path, NAME, "testcloud")
     yield config
     # Whatever a test left behind goes, so the next run starts clean.
     try:
