@@ -6,6 +6,7 @@ certificate's CA goes into the e2e workshop's ``ca_certificates``: it is made on
 beside the golden images, since a new CA per run would change the bake document (a rebake).
 ``pebble-challtestsrv`` answers every DNS A query with 127.0.0.1: pebble then validates http-01
 on 127.0.0.1:<httpPort>, the VM's forwarded port 80.
+The same certificate also names ``oidc.bakery.test``: oidc_server.py's provider serves with it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ CACHE = Path(os.environ.get("BAKERY_PEBBLE_CACHE", "/var/cache/bakery/pebble"))
 ACME_PORT, MANAGEMENT_PORT = 14000, 15000
 ACME_SERVER = f"https://10.0.2.2:{ACME_PORT}/dir"
 DOMAIN = "hub.bakery.test"
+# The test OpenID Connect provider's host name (oidc_server.py), also in the certificate.
+OIDC_HOST = "oidc.bakery.test"
 
 
 def ca_dir() -> Path:
     """The cached CA and pebble's server certificate (made once, with openssl)."""
     d = CACHE / "tls"
-    if (d / "cert.pem").is_file():
+    if (d / "cert.pem").is_file() and _names(d / "cert.pem", f"DNS:{OIDC_HOST}"):
         return d
     work = d.with_name("tls.tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -51,7 +54,7 @@ def ca_dir() -> Path:
         "-subj", "/CN=pebble", "-keyout", "key.pem", "-out", "cert.csr",
     )  # fmt: skip
     (work / "ext.cnf").write_text(
-        "subjectAltName=IP:10.0.2.2,IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName=IP:10.0.2.2,IP:127.0.0.1,DNS:localhost,DNS:{OIDC_HOST}\n"
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
@@ -64,6 +67,15 @@ def ca_dir() -> Path:
     shutil.rmtree(d, ignore_errors=True)
     work.rename(d)
     return d
+
+
+def _names(cert: Path, name: str) -> bool:
+    """Whether ``cert``'s subjectAltName has ``name`` (a cache made before it was added: not)."""
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return name in [part.strip() for part in out.replace("\n", ",").split(",")]
 
 
 def ca_pem() -> str:
