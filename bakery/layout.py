@@ -119,6 +119,15 @@ META_STAGE = "bakery_stage"
 META_ROLE = "bakery_role"
 CLUSTER_META_SECRET = "bakery_cluster_secret"  # noqa: S105 (a key's name)
 CLUSTER_META_MANAGER = "bakery_manager"
+# auth.kind oidc or github: the hub's module for them (boot stage); the OAuth client secret (from
+# client_secret_file, never user-data), read as root by make-secrets.sh into AUTH_SECRET_FILE;
+# the hub's record of which provider identity owns which Linux name (made at first login); the
+# issuer's discovery document, kept for a hub restarted while the provider cannot be reached.
+AUTH_META_SECRET = "bakery_auth_secret"  # noqa: S105 (a key's name)
+AUTH_MODULE = f"{SCRIPT_DIR}/bakery_auth.py"
+AUTH_SECRET_FILE = f"{STATE_DIR}/oauth-client-secret"
+IDENTITIES_FILE = f"{STATE_DIR}/identities.json"
+OIDC_DISCOVERY_CACHE = f"{STATE_DIR}/oidc-discovery.json"
 # The manager's join-token service (swarm-token.py), for cluster members only.
 SWARM_TOKEN_PORT = 2378
 # It rotates the worker join token once this long has passed without a worker asking for it.

@@ -17,6 +17,9 @@ from __future__ import annotations
 JUPYTERHUB = "5.5.4"
 DOCKERSPAWNER = "14.0.0"
 JUPYTERHUB_IDLE_CULLER = "1.4.0"
+# auth.kind oidc or github: the hub's logins through a provider. In every hub's environment (a
+# few small packages), so switching auth.kind needs no new image.
+OAUTHENTICATOR = "17.4.0"
 # Only for `spawner.kind: systemd` (servers run on the host, not in containers): JupyterLab and
 # its server beside the hub, both past their advisories (JupyterLab GHSA-pppj-hq3g-57pj and four
 # more fixed in 4.6.2; jupyter-server GHSA-c3mw-737p-c7g2 fixed in 2.21.0).

@@ -53,23 +53,25 @@ def test_image_name_with_version_suffix(write_config: Callable[[str], Path]) -> 
     assert image.image_name(cfg, now=NOW) == f"bakery-demo-0.1.0-{digest}"
 
 
+HUB_PARTS = {
+    "jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "oauthenticator", "hub-lock"
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("config", "components"),
     [
         (
             "name: dk\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
-            | {"dockerspawner", "user-image"},
+            HUB_PARTS | {"dockerspawner", "user-image"},
         ),
         (
             "name: dk\nspawner: {image_archive: {path: nb.tar}}\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
-            | {"dockerspawner", "user-image", "user-image-archive"},
+            HUB_PARTS | {"dockerspawner", "user-image", "user-image-archive"},
         ),
         (
             "name: sy\nos: debian-12\nhub: {install: conda}\nspawner: {kind: systemd}\n",
-            {"jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "hub-lock"}
-            | {"miniforge", "jupyterhub-systemdspawner", "jupyterlab"},
+            HUB_PARTS | {"miniforge", "jupyterhub-systemdspawner", "jupyterlab"},
         ),
     ],
 )

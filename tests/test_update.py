@@ -767,3 +767,38 @@ def test_lets_encrypt_for_a_new_domain_is_planned_and_without_certbot_refused(
     result = run_update(config(BASE + LETSENCRYPT), "--dry-run")
     assert result.exit_code == 2, result.output
     assert "certbot not installed on the server" in result.output
+
+
+def test_switching_to_a_providers_logins_sends_the_secret_and_never_shows_it(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    """auth.kind oidc on a running class: the hub's module and config are written, the client
+    secret goes over ssh into a root-only file (never into the plan's text), the hub restarts;
+    back to accounts, both are removed."""
+    path = config(BASE)
+    server.launch(path)
+    secret = "oidc-secret-7f3a9c1e"  # a test value, looked for in every line printed
+    (path.parent / "client.secret").write_text(secret + "\n")
+    (path.parent / "client.secret").chmod(0o600)
+    oidc = BASE.replace("users: {count: 2, admins: [teacher]}", "users: {count: 2}") + (
+        "auth:\n  kind: oidc\n  issuer: https://login.uni.example\n  client_id: hub\n"
+        "  client_secret_file: client.secret\n  allowed_groups: [students]\n"
+        "  admin_users: [prof@uni.example]\n"
+    )
+    path = config(oidc)
+    done = run_update(path)
+    assert done.exit_code == 0, done.output
+    assert "the OAuth client secret (auth.client_secret_file): new" in done.output
+    assert "the hub's logins through a provider (auth): new" in done.output
+    assert secret not in done.output
+    assert server.read("/srv/jupyterhub/oauth-client-secret") == secret + "\n"
+    mode = (server.root / "srv/jupyterhub/oauth-client-secret").stat().st_mode & 0o777
+    assert mode == 0o600
+    assert "bakery_auth.configure(c, " in server.read("/etc/jupyterhub/jupyterhub_config.py")
+    assert server.commands()[-1] == "systemctl restart jupyterhub"
+    assert "nothing to do" in run_update(path).output
+
+    back = run_update(config(BASE))
+    assert back.exit_code == 0, back.output
+    assert not (server.root / "srv/jupyterhub/oauth-client-secret").exists()
+    assert not (server.root / "usr/local/lib/bakery/bakery_auth.py").exists()

@@ -475,3 +475,23 @@ NetworkId = pattern_str(
 MetadataKey = pattern_str(
     r"[A-Za-z0-9_.:-]{1,200}", "use 1-200 letters, digits, '_', '.', ':' or '-'"
 )
+
+# --- auth (bakery.config.auth) -------------------------------------------------------------------
+
+# A provider's username or an e-mail address, as the allow and admin lists name people.
+Identity = pattern_str(
+    r"[A-Za-z0-9._%+@-]{1,254}",
+    "write a username or an e-mail address (letters, digits and . _ % + @ -)",
+)
+# A group as a provider's claim names it (Keycloak's /staff, GitHub's org or org:team).
+GroupName = pattern_str(
+    r"[A-Za-z0-9._:/@+ -]{1,200}",
+    "write a group name (letters, digits, spaces and . _ : / @ + -)",
+)
+ClaimName = pattern_str(
+    r"[A-Za-z_][A-Za-z0-9_.:-]{0,99}", "write a claim's name, e.g. groups or preferred_username"
+)
+ClientId = pattern_str(
+    r"[A-Za-z0-9._~:/@+=-]{1,200}", "write the client ID the provider gave (no spaces)"
+)
+ServiceLabel = pattern_str(r"[A-Za-z0-9 .,'()&_-]{1,60}", "at most 60 letters, digits, spaces")

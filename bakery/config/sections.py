@@ -78,6 +78,9 @@ class Versions(StrictModel):
     idle_culler: Version = Field(
         versions.JUPYTERHUB_IDLE_CULLER, description="jupyterhub-idle-culler (pip)."
     )
+    oauthenticator: Version = Field(
+        versions.OAUTHENTICATOR, description="oauthenticator (pip), for auth.kind oidc, github."
+    )
     systemdspawner: Version = Field(
         versions.JUPYTERHUB_SYSTEMDSPAWNER,
         description="jupyterhub-systemdspawner (pip), with spawner.kind systemd.",

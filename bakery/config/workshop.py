@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from bakery import layout
+from bakery.config.auth import Auth
 from bakery.config.certificates import PemCertificate
 from bakery.config.content import Course, SharedData
 from bakery.config.environment import Environment
@@ -41,6 +42,11 @@ class Workshop(StrictModel):
     )
     hub: Hub = Field(Hub(), description="How the hub is installed.")
     users: Users = Field(Users(), description="Trainee and admin accounts.")
+    auth: Auth = Field(
+        Auth(),
+        description="Who logs in: bakery's accounts (default), an OpenID Connect provider or "
+        "GitHub.",
+    )
     spawner: Spawner = Field(Spawner(), description="Where trainees' servers run.")
     tls: Tls = Field(Tls(), description="HTTPS certificate.")
     ssh: Ssh = Field(Ssh(), description="Admin ssh access.")
@@ -110,6 +116,7 @@ class Workshop(StrictModel):
         self._check_cluster()
         self._check_ends()
         self._check_warm()
+        self._check_auth()
         if self.tls.mode == "letsencrypt" and self.openstack.count > 1:
             raise FieldError(
                 ("openstack", "count"),
@@ -133,6 +140,32 @@ class Workshop(StrictModel):
                 f"cluster.engine swarm is one hub over {self.cluster.workers} workers; "
                 f"openstack.count {self.openstack.count} is several separate hubs: use one or "
                 "the other (count: 1 with the cluster)",
+            )
+
+    def _check_auth(self) -> None:
+        if not self.auth.oauth:
+            return
+        kind = self.auth.kind
+        for field in ("names", "admins", "password", "password_length", "prefix"):
+            if field in self.users.model_fields_set:
+                raise FieldError(
+                    ("users", field),
+                    f"with auth.kind {kind} people log in with the provider's accounts, made on "
+                    "the VM at their first login: remove users."
+                    f"{field} (admins go in auth.admin_users; users.count is the class's size, "
+                    "for sizing)",
+                )
+        if self.openstack.count > 1:
+            raise FieldError(
+                ("openstack", "count"),
+                f"auth.kind {kind} registers one hub (its redirect URL) with the provider: use "
+                "count: 1, or a swarm cluster for a large class",
+            )
+        if self.warm != "none":
+            raise FieldError(
+                ("warm",),
+                f"with auth.kind {kind} nobody has an account before they log in, so no server "
+                "can be started for them ahead: remove warm",
             )
 
     def _check_warm(self) -> None:

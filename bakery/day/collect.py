@@ -191,6 +191,8 @@ def collect(
     found = hubs(cfg, hosts)
     _out_dir(out_dir)
     run = _Run(Ssh.for_workshop(cfg, config_path, identity), out_dir, max_bytes, fresh, progress)
+    if cfg.auth.oauth:
+        return _collect_everyone(run, cfg, found)
     wanted = cfg.users.trainees()
     for target in found.reachable:
         present = homes(run.ssh, target)
@@ -198,6 +200,21 @@ def collect(
             if name not in run.result.collected and name in present:
                 _collect_one(run, target, name)
     _unaccounted(run.result, wanted, cfg, config_path, found)
+    return run.result
+
+
+def _collect_everyone(run: _Run, cfg: Workshop, found: Hubs) -> CollectResult:
+    """A provider's logins (auth.kind oidc, github): nobody is known before they log in, so every
+    home on the hub is collected (admins' too), the login user's aside."""
+    for target in found.reachable:
+        for name in sorted(homes(run.ssh, target) - {cfg.login_user}):
+            if name not in run.result.collected:
+                _collect_one(run, target, name)
+    for server, why in found.unreachable.items():
+        run.result.errors[server] = (
+            f"not collected: {server} is {why}, and the homes there are not known from here; "
+            "start it (`openstack server start NAME`, then `bakery status`) and collect again"
+        )
     return run.result
 
 

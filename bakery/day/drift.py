@@ -27,6 +27,8 @@ from typing import Any
 from bakery.config.workshop import Workshop
 from bakery.day.plan import RELAUNCH, ServerPlan
 from bakery.layout import (
+    AUTH_MODULE,
+    AUTH_SECRET_FILE,
     CONFIG_DIR,
     COURSE_DIR,
     EXPIRY_FILE,
@@ -49,7 +51,8 @@ from bakery.vm.context import context
 from bakery.vm.files import TLS_PATHS, VmFile, tls_files
 from bakery.vm.userdata import build_cloud_config
 from bakery.workshop import content, software
-from bakery.workshop.accounts import Account
+from bakery.workshop.accounts import Account, account_names
+from bakery.workshop.login import client_secret
 from bakery.workshop.sizing import mem_limit_bytes
 
 HUB_CONFIG = f"{CONFIG_DIR}/jupyterhub_config.py"
@@ -57,7 +60,7 @@ TRAINEE_LOCK = f"{SCRIPT_DIR}/{WORKSHOP_REQUIREMENTS}"
 EXPIRY_PATHS = (EXPIRY_FILE, f"{SCRIPT_DIR}/expiry.py", *(f"{UNIT_DIR}/{u}" for u in EXPIRY_UNITS))
 # Boot-stage files a workshop file may have or not: asked for even when the new render has none,
 # so that one the file no longer sets is removed.
-OPTIONAL_PATHS = (*EXPIRY_PATHS, HOMES_FILE, SHARED_DATA_SOURCE)
+OPTIONAL_PATHS = (*EXPIRY_PATHS, HOMES_FILE, SHARED_DATA_SOURCE, AUTH_MODULE, AUTH_SECRET_FILE)
 # What each of bakery's boot-stage files holds, and the step that makes its change count.
 KNOWN: dict[str, tuple[str, str]] = {
     HUB_CONFIG: ("the hub's config (admins, limits, idle culling, spawn limits)", "hub"),
@@ -66,6 +69,9 @@ KNOWN: dict[str, tuple[str, str]] = {
     SSHD_DROPIN: ("sshd's policy (ssh.*)", "sshd"),
     HOMES_FILE: ("the homes' quota (spawner.disk_limit)", "homes"),
     SHARED_DATA_SOURCE: ("shared_data.url", "data"),
+    AUTH_MODULE: ("the hub's logins through a provider (auth)", "hub"),
+    # Never shown: the plan says only that it changed.
+    AUTH_SECRET_FILE: ("the OAuth client secret (auth.client_secret_file)", "hub"),
 }
 WHOM = {
     "hub": "the hub restarts; servers and kernels keep running; new servers get the new settings",
@@ -80,7 +86,8 @@ WHOM = {
 SHOWN = (HUB_CONFIG, EXPIRY_FILE, HOMES_FILE, SSHD_DROPIN)
 # The image's parts an update cannot change: the hub's software and how it was installed.
 BAKED_COMPONENTS = (
-    "jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "dockerspawner",
+    "jupyterhub", "configurable-http-proxy", "jupyterhub-idle-culler", "oauthenticator",
+    "dockerspawner",
     "jupyterhub-systemdspawner", "jupyterlab", "hub-lock", "miniforge", "user-image",
 )  # fmt: skip
 # Stands in for each account's password hash: no file of the boot stage holds one.
@@ -105,7 +112,7 @@ def expected_files(cfg: Workshop, machine: Machine) -> list[VmFile]:
     accounts = None
     if machine.serves_hub:
         # One throwaway hash for all: a class of 200 would otherwise hash 200 passwords here.
-        accounts = [Account(n, "", _THROWAWAY_HASH) for n in mine.users.all_names()]
+        accounts = [Account(n, "", _THROWAWAY_HASH) for n in account_names(mine)]
     doc = build_cloud_config(mine, stage="boot", accounts=accounts, role=machine.role)
     return [
         VmFile(f["path"], f["content"], f["permissions"], f["owner"]) for f in doc["write_files"]
@@ -283,6 +290,10 @@ def _files(
     have: dict[str, str | None] = state.get("files") or {}
     shown: dict[str, str | None] = state.get("shown") or {}
     files = expected_files(cfg, machine)
+    secret = client_secret(cfg) if machine.serves_hub else None
+    if secret is not None:
+        # Launch put it in the server's metadata; an update sends it over ssh (root only).
+        files.append(VmFile(AUTH_SECRET_FILE, secret + "\n", "0600"))
     for f in files:
         if have.get(f.path) == _sha(f.content):
             continue
@@ -308,7 +319,10 @@ def _files(
 
 
 def _accounts(cfg: Workshop, machine: Machine, state: dict[str, Any], plan: ServerPlan) -> None:
-    """Accounts the file adds (made with the sheet's passwords) and admins it takes away."""
+    """Accounts the file adds (made with the sheet's passwords) and admins it takes away (a
+    provider's logins: the hub makes accounts and sets admins at each login)."""
+    if cfg.auth.oauth:
+        return
     exists: dict[str, bool] = state.get("accounts") or {}
     admins = set(cfg.users.admins)
     missing = [n for n in machine.accounts if not exists.get(n, True)]

@@ -36,6 +36,8 @@ class Slip:
     index: int
     url: str | None
     qr: str | None
+    # auth.kind oidc or github: what trainees log in with (no username or password on the slip).
+    service: str | None = None
 
 
 def _check_url(url: str) -> str:
@@ -92,6 +94,13 @@ def make_slips(
     hubs = topology(cfg, order).hubs
     addresses = hub_urls(cfg, [hub.name for hub in hubs], urls)
     qr_codes = {u: _qr(u) for u in dict.fromkeys(addresses) if u is not None}
+    if cfg.auth.oauth:  # one hub; users.count slips, each the address and how to log in
+        (url,) = addresses
+        qr = qr_codes[url] if url is not None else None
+        return [
+            Slip(f"slip-{i}", "", hubs[0].name, 1, url, qr, cfg.auth.service)
+            for i in range(1, len(cfg.users.trainees()) + 1)
+        ]
     slips = []
     for index, (hub, url) in enumerate(zip(hubs, addresses, strict=True), start=1):
         for name in hub.trainees:
@@ -159,6 +168,12 @@ def credentials_sheet(*, config_path: Path, as_csv: bool = False, as_json: bool 
     if as_csv and as_json:
         raise UsageError("--csv and --json: choose one")
     cfg = load_config(config_path)
+    if cfg.auth.oauth:
+        raise UsageError(
+            f"{config_path}: auth.kind {cfg.auth.kind}: there is no login sheet, people log in "
+            f"with {cfg.auth.service} (bakery holds no password); `bakery credentials --slips "
+            "FILE` prints the address and how to log in"
+        )
     accounts = ensure_credentials(cfg, credentials_path(config_path))
     admins = set(cfg.users.admins)
     if as_json:

@@ -87,6 +87,24 @@ def run_json(
         raise BakeryError(f"{target.name}: unexpected answer: {done.stdout[:200]!r}") from None
 
 
+def _provider_owns_logins(cfg: Workshop, config_path: Path, command: str) -> None:
+    """`users add/reset` with a provider's logins: nothing to do here, say what is."""
+    if not cfg.auth.oauth:
+        return
+    kind, service = cfg.auth.kind, cfg.auth.service
+    if command == "add":
+        raise UsageError(
+            f"{config_path}: auth.kind {kind}: people log in with {service} and the hub makes "
+            "each account at its first login; to let someone in, add their username or e-mail "
+            f"to auth.allowed_users (or a group to auth.allowed_groups), then `bakery update "
+            f"{config_path}`"
+        )
+    raise UsageError(
+        f"{config_path}: auth.kind {kind}: passwords belong to {service}; a trainee who lost "
+        "theirs resets it there (bakery holds none)"
+    )
+
+
 def _not_in_config(cfg: Workshop, config_path: Path, names: list[str]) -> None:
     missing = [n for n in names if n not in cfg.users.all_names()]
     if missing:
@@ -153,6 +171,7 @@ def add_users(
     sheet's hash, a private home, and a place in the hub's allowed users (REST API; no restart).
     """
     cfg = load_config(config_path)
+    _provider_owns_logins(cfg, config_path, "add")
     _not_in_config(cfg, config_path, names)
     accounts = ensure_credentials(cfg, credentials_path(config_path))
     chosen = [a for a in accounts if a.username in names]
@@ -171,6 +190,7 @@ def reset_users(
 ) -> UsersResult:
     """New passwords for ``names``: in the sheet first, then on every running server."""
     cfg = load_config(config_path)
+    _provider_owns_logins(cfg, config_path, "reset")
     _not_in_config(cfg, config_path, names)
     servers = targets(cfg, hosts)  # before the sheet changes: no server, no new password
     accounts = reset_passwords(cfg, credentials_path(config_path), names)

@@ -65,6 +65,11 @@ def warm(
         UsageError: a name that is not a trainee of the config, or no server to reach.
     """
     cfg = load_config(config_path)
+    if cfg.auth.oauth:
+        raise UsageError(
+            f"{config_path}: auth.kind {cfg.auth.kind}: nobody has an account before they log "
+            "in, so no server can be started for them ahead"
+        )
     trainees = set(cfg.users.trainees())
     unknown = sorted(set(names or ()) - trainees)
     if unknown:

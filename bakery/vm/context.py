@@ -6,11 +6,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from bakery import versions
+from bakery.config.fields import IMAGE_USERS, SYSTEM_NAMES
 from bakery.config.sections import LETSENCRYPT_DIRECTORY
 from bakery.config.workshop import Workshop
 from bakery.layout import (
     ACME_ROOT,
     API_TOKEN_FILE,
+    AUTH_META_SECRET,
+    AUTH_SECRET_FILE,
     CLUSTER_HOME,
     CLUSTER_META_MANAGER,
     CLUSTER_META_SECRET,
@@ -34,8 +37,10 @@ from bakery.layout import (
     HUB_PREFIX,
     HUB_REQUIREMENTS,
     HUB_TEMPLATES,
+    IDENTITIES_FILE,
     IMAGE_DIR,
     LOGINS_DIR,
+    OIDC_DISCOVERY_CACHE,
     PROXY_API_PORT,
     PROXY_BIN,
     PROXY_DIR,
@@ -63,7 +68,7 @@ from bakery.layout import (
 from bakery.version import __version__
 from bakery.vm import notebook_image
 from bakery.workshop import sizing, software
-from bakery.workshop.accounts import Account
+from bakery.workshop.accounts import Account, account_names
 
 # Processes one trainee's server may run: a fork bomb stays inside it. JupyterLab with a few
 # kernels and terminals uses well under 100.
@@ -81,6 +86,7 @@ def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, A
         _paths_context()
         | _install_context(cfg)
         | _hub_context(cfg, accounts)
+        | _auth_context(cfg)
         | _spawner_context(cfg)
         | _tls_context(cfg)
         | content_context(cfg)
@@ -125,6 +131,37 @@ def _paths_context() -> dict[str, Any]:
     }
 
 
+def _auth_context(cfg: Workshop) -> dict[str, Any]:
+    """auth.kind oidc or github: what bakery_auth.configure gets (``auth``: None for bakery's
+    own accounts); bakery_auth.py's fixed parts (bake stage)."""
+    a = cfg.auth
+    fixed = {
+        "reserved": sorted(SYSTEM_NAMES | IMAGE_USERS | {cfg.login_user}),
+        "identities_file": IDENTITIES_FILE,
+        "auth_meta_secret": AUTH_META_SECRET,
+        "auth_secret_file": AUTH_SECRET_FILE,
+        "discovery_cache": OIDC_DISCOVERY_CACHE,
+        "homes_script": f"{SCRIPT_DIR}/homes.py",
+    }
+    if not a.oauth:
+        return fixed | {"auth": None}
+    return fixed | {
+        "auth": {
+            "kind": a.kind,
+            "issuer": a.issuer,
+            "client_id": a.client_id,
+            "secret_file": AUTH_SECRET_FILE,
+            "service": a.service,
+            "username_claim": a.claim,
+            "groups_claim": a.groups_claim,
+            "allowed_users": sorted(a.allowed_users),
+            "allowed_groups": sorted(a.allowed_groups),
+            "admin_users": sorted(a.admin_users),
+            "admin_groups": sorted(a.admin_groups),
+        },
+    }
+
+
 def _install_context(cfg: Workshop) -> dict[str, Any]:
     """What install-hub.sh and workshop-env.sh install: the hub's environment and the trainees',
     each from its lock (bakery.workshop.software)."""
@@ -159,8 +196,8 @@ def _hub_context(cfg: Workshop, accounts: list[Account] | None) -> dict[str, Any
         # Servers report activity to the hub every 300 s by default: with a shorter idle timeout
         # the culler would stop servers in use. Report at least 4 times per timeout.
         "activity_interval": max(10, min(300, cull // 4)),
-        "allowed_users": [a.username for a in accounts or []] or cfg.users.all_names(),
-        "admin_users": sorted(set(cfg.users.admins)),
+        "allowed_users": [a.username for a in accounts or []] or account_names(cfg),
+        "admin_users": sorted(set(cfg.users.admins)) if not cfg.auth.oauth else [],
         "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
         "warm_when": _warm_when(cfg),
         # Warmed servers' activity, posted as often as the culler looks (or every 5 minutes).

@@ -10,6 +10,7 @@ from bakery import versions
 from bakery.config.workshop import Workshop
 from bakery.errors import RenderError
 from bakery.layout import (
+    AUTH_MODULE,
     CLUSTER_ROLE_FILE,
     CLUSTER_UNITS,
     CONFIG_DIR,
@@ -229,7 +230,8 @@ def homes_files(cfg: Workshop) -> list[VmFile]:
     limit = sizing.home_bytes(cfg)
     if limit is None:
         return []
-    settings = {"limit_bytes": limit, "exempt": sorted({cfg.login_user, *cfg.users.admins})}
+    admins = [] if cfg.auth.oauth else cfg.users.admins  # a provider's admins: named at login
+    settings = {"limit_bytes": limit, "exempt": sorted({cfg.login_user, *admins})}
     return [VmFile(HOMES_FILE, json.dumps(settings, indent=2) + "\n")]
 
 
@@ -257,6 +259,8 @@ def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
         *data_source_files(cfg),
     ]
     files += expiry_files(cfg, ctx)
+    if cfg.auth.oauth:  # the hub imports it (not baked: no image depends on auth.kind)
+        files.append(VmFile(AUTH_MODULE, render("cloudinit/bakery_auth.py.j2", **ctx)))
     files += [
         VmFile(f.path, f.content, f.permissions.rjust(4, "0"), f.owner, defer=True)
         for f in cfg.files

@@ -130,6 +130,7 @@ def record(cfg: Workshop) -> dict[str, Any]:
         "jupyterhub": v.jupyterhub,
         "configurable-http-proxy": v.configurable_http_proxy,
         "jupyterhub-idle-culler": v.idle_culler,
+        "oauthenticator": v.oauthenticator,
     }
     # What the image was installed from: the locks' contents, by digest.
     components["hub-lock"] = _digest(software.hub_lock(cfg).requirements())

@@ -33,7 +33,7 @@ from bakery.vm.context import content_context, context
 from bakery.vm.files import VmFile, bake_files, boot_files, units, worker_boot_files, worker_units
 from bakery.vm.stages import ROLES, STAGES, Role, Stage, final_message
 from bakery.workshop import software
-from bakery.workshop.accounts import Account
+from bakery.workshop.accounts import Account, account_names
 
 # What a swarm node holds back from upgrades during a class (the engine and its runtime).
 SWARM_HELD_PACKAGES = ("docker.io", "containerd", "runc")
@@ -189,7 +189,7 @@ def _boot_settings(
         accounts = []
     elif accounts is None:
         raise RenderError(f"stage {stage} creates accounts: pass the credentials")
-    elif [a.username for a in accounts] != cfg.users.all_names():
+    elif [a.username for a in accounts] != account_names(cfg):
         raise RenderError("the accounts do not match the config's users; reload credentials")
     # Runs before cloud-init's users module: every home it (or a later useradd) makes is
     # private. Debian 12's useradd would make them 0755 and trainees read each other's files.
@@ -403,7 +403,7 @@ def _document(cfg: Workshop, accounts: list[Account] | None, stage: Stage, role:
     mine = None
     if accounts is not None and role == "manager":
         by_name = {a.username: a for a in accounts}
-        mine = [by_name[n] for n in cfg.users.all_names()]
+        mine = [by_name[n] for n in account_names(cfg)]
     return render_user_data(cfg, stage=stage, accounts=mine, role=role).data
 
 

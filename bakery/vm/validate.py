@@ -23,6 +23,7 @@ from bakery.vm.stages import STAGES, Stage
 from bakery.vm.userdata import UserData, baked_folders, render_user_data
 from bakery.workshop import expiry, software
 from bakery.workshop.accounts import Account, credentials_path, ensure_credentials, preview_accounts
+from bakery.workshop.login import check_issuer, hub_metadata
 
 Status = Literal["ok", "failed", "missing"]
 # Tools the checks call, and the Debian package that has each.
@@ -295,7 +296,23 @@ def validate_workshop(*, config_path: Path) -> Report:
         report.checks.insert(1, Check("dates", "failed", f"{ended}; set a later ends to use it"))
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         report.checks += check_builder_scripts(cfg, Path(tmp))
+    report.checks += check_login(cfg)
     return report
+
+
+def check_login(cfg: Workshop) -> list[Check]:
+    """auth.kind oidc, github: the client secret's file, and the issuer's discovery document
+    when it can be read from here (said, not failed, when it cannot)."""
+    if not cfg.auth.oauth:
+        return []
+    hub_metadata(cfg)  # a ConfigError (file, field, how to fix) when the file cannot be used
+    checks = [Check("auth.client_secret_file", "ok", "owner-only, one line")]
+    found = check_issuer(cfg)
+    if found is not None:
+        # Not reaching it from here is said, not failed: the provider may answer the cloud only.
+        name = "auth.issuer" if " answers " in found else "auth.issuer (not reached from here)"
+        checks.append(Check(name, "ok", found))
+    return checks
 
 
 def check_builder_scripts(cfg: Workshop, work: Path) -> list[Check]:

@@ -154,13 +154,33 @@ def sheet_order(path: str | Path) -> list[str]:
     return list(_read(Path(path)))
 
 
+def account_names(cfg: Workshop) -> list[str]:
+    """The accounts bakery makes before the class: trainees, then admins; none when a provider
+    logs people in (auth.kind oidc or github: the hub makes each account at its first login)."""
+    return [] if cfg.auth.oauth else cfg.users.all_names()
+
+
+def login_line(sheet: Path, config_path: Path) -> str:
+    """What `launch` and `try` print about logins: the sheet, or (a provider's logins: no sheet)
+    where the slips come from."""
+    if sheet.exists():
+        return f"credentials: {sheet}  (print them: bakery credentials {config_path})"
+    return (
+        f"logins: through the provider (auth:); slips with the address: bakery credentials "
+        f"{config_path} --slips slips.html"
+    )
+
+
 def ensure_credentials(cfg: Workshop, path: str | Path) -> list[Account]:
     """Load the sheet at ``path``, adding a password for every account the config names.
 
     Existing passwords are never changed; accounts no longer in the config stay in the sheet
-    (they are simply not rendered). The file is (re)written only when something was added.
+    (they are simply not rendered). The file is (re)written only when something was added. With
+    a provider's logins (auth.kind oidc, github) there are no accounts and no sheet.
     """
     path = Path(path)
+    if cfg.auth.oauth:
+        return []
     known = _read(path)
     _tighten(path)
     names = cfg.users.all_names()
@@ -211,9 +231,7 @@ def _tighten(path: Path) -> None:
 def preview_accounts(cfg: Workshop) -> list[Account]:
     """Throwaway accounts for checks that must not write a sheet (`bakery validate`)."""
     password = new_password(cfg.users.password_length)
-    return [
-        Account(n, password, sha512crypt.hash_password(password)) for n in cfg.users.all_names()
-    ]
+    return [Account(n, password, sha512crypt.hash_password(password)) for n in account_names(cfg)]
 
 
 def reset_passwords(cfg: Workshop, path: str | Path, names: list[str]) -> list[Account]:

@@ -60,7 +60,11 @@ def hub_python(cfg: Workshop) -> str:
 def hub_requested(cfg: Workshop) -> list[str]:
     """The hub's environment as requested: its parts at their pinned versions."""
     v = cfg.hub.versions
-    specs = [f"jupyterhub=={v.jupyterhub}", f"jupyterhub-idle-culler=={v.idle_culler}"]
+    specs = [
+        f"jupyterhub=={v.jupyterhub}",
+        f"jupyterhub-idle-culler=={v.idle_culler}",
+        f"oauthenticator=={v.oauthenticator}",
+    ]
     if cfg.spawner.kind == "docker":
         return [*specs, f"dockerspawner=={v.dockerspawner}"]
     # Servers run on the host: JupyterLab and its server beside the hub, and nbgitpuller (small,

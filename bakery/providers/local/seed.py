@@ -100,6 +100,7 @@ def write_seed_iso(
                 joliet_path="/" + name,
             )  # fmt: skip
         iso.write(str(path))
+        path.chmod(0o600)  # meta-data may hold a secret (a cluster's, an OAuth client's)
     except OSError as exc:
         raise LocalVmError(f"cannot write the seed ISO {path}: {exc.strerror or exc}") from None
     finally:

@@ -22,8 +22,14 @@ from bakery.providers.local.cluster import LocalCluster
 from bakery.providers.local.kvm import Accel, Accelerator, choose_accel
 from bakery.topology import Machine, Topology, topology
 from bakery.vm.userdata import machine_documents
-from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
+from bakery.workshop.accounts import (
+    credentials_path,
+    ensure_credentials,
+    login_line,
+    sheet_order,
+)
 from bakery.workshop.expiry import refuse_if_ended
+from bakery.workshop.login import hub_metadata
 
 # A hub VM of its own: the OS, JupyterHub, the proxy, nginx and a few servers. A cluster's VMs
 # share this machine: each gets less (the workers run the servers, the manager the hub).
@@ -57,7 +63,7 @@ class TryResult:
         ssh = self.state.ssh_port
         out = [
             f"hub ready after {self.seconds:.0f} s: {self.url}",
-            f"credentials: {self.credentials}",
+            login_line(self.credentials, config_path),
             f"ssh: ssh -p {ssh} {login}@127.0.0.1    stop: bakery try {config_path} --stop",
         ]
         out += [
@@ -127,6 +133,7 @@ def up(
     for machine in topo.machines:
         vm.check_free(_run_dir(run, machine), _ports(opts, machine))
     docs = machine_documents(cfg, topo.machines, ensure_credentials(cfg, creds), stage)
+    hub_metadata(cfg)  # a client secret's file that cannot be used: before any VM starts
     choice = choose_accel(accel)
     progress(f"accelerator: {choice.reason}")
     state = _boot(cfg, topo, opts, run, docs, choice, progress)
@@ -183,6 +190,11 @@ def _boot(
     return state
 
 
+def _hub_meta(cfg: Workshop, machine: Machine) -> dict[str, str]:
+    """The hub's meta-data for its logins (an OAuth client secret), root-only on the VM."""
+    return hub_metadata(cfg) if machine.serves_hub else {}
+
+
 def _start(
     machine: Machine,
     cfg: Workshop,
@@ -200,7 +212,8 @@ def _start(
         https_port=opts.https_port, ssh_port=opts.ssh(machine), memory=opts.memory,
         cpus=opts.cpus, accel=accel, hostname=machine.name, web=machine.serves_hub,
         cluster_nic=network.nic(machine.number) if network else None,
-        meta=network.meta if network else None, progress=progress,
+        meta={**(network.meta if network else {}), **_hub_meta(cfg, machine)},
+        progress=progress,
     )  # fmt: skip
     progress(
         f"{machine.name}: qemu started (pid {state.pid}), ssh port {opts.ssh(machine)}; serial "

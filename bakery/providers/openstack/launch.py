@@ -33,8 +33,14 @@ from bakery.providers.openstack.steps import (
 )
 from bakery.topology import Topology, topology, workshop_config
 from bakery.vm.stages import Stage
-from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
+from bakery.workshop.accounts import (
+    credentials_path,
+    ensure_credentials,
+    login_line,
+    sheet_order,
+)
 from bakery.workshop.expiry import refuse_if_ended
+from bakery.workshop.login import hub_metadata
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -59,9 +65,7 @@ class LaunchResult:
         if self.workers:
             names = ", ".join(w.name for w in self.workers)
             out.append(f"workers: {names}  (the swarm's nodes: bakery status {config_path})")
-        out.append(
-            f"credentials: {self.credentials}  (print them: bakery credentials {config_path})"
-        )
+        out.append(login_line(self.credentials, config_path))
         return out
 
 
@@ -101,6 +105,7 @@ def launch(
     basis = resolve_basis(conn, cfg, [m.part for m in topo.machines], ref, stage, progress)
     # Every machine's user-data before anything is created: a size error costs nothing.
     recipe = Recipe(basis, {}, payloads(cfg, topo, ensure_credentials(cfg, sheet), basis.stage))
+    recipe.hub_meta = hub_metadata(cfg)
     with cleanup_on_failure(conn, progress) as made:
         recipe.shared = ensure_access(conn, cfg, config_path, made, progress)
         servers = Servers({s.name: s for s in workshop_servers(conn, cfg)})

@@ -122,6 +122,8 @@ class Recipe:
     shared: dict[str, Any]
     payloads: dict[str, str]
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The hub's own (its logins' client secret: bakery.workshop.login), on the hub's server only.
+    hub_meta: dict[str, str] = field(default_factory=dict)
 
     def attrs(self, cfg: Workshop, machine: Machine) -> dict[str, Any]:
         """The create_server attributes of ``machine``'s server."""
@@ -135,6 +137,7 @@ class Recipe:
                 META_WORKSHOP: cfg.name,
                 META_STAGE: basis.stage,
                 **self.metadata.get(machine.name, {}),
+                **(self.hub_meta if machine.serves_hub else {}),
             },
             **self.shared,
         }
