@@ -383,3 +383,17 @@ def test_github_renders_its_own_authenticator(write_config: Callable[[str], Path
     assert "'service': 'GitHub'" in hub and "'issuer': None" in hub
     module = files[f"{SCRIPT_DIR}/bakery_auth.py"]
     assert "GitHubOAuthenticator" in module and "read:org" in module
+
+
+def test_the_starters_auth_block_uncommented_is_a_valid_workshop(tmp_path: Path) -> None:
+    from bakery.config.starter import write_starter
+
+    path = write_starter(tmp_path / "workshop.yaml", name="starter")
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# auth:"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("#"))
+    for i in range(start, end):
+        lines[i] = lines[i][2:]
+    path.write_text("\n".join(lines) + "\n")
+    cfg = load_config(path)
+    assert cfg.auth.kind == "oidc" and cfg.auth.issuer == "https://login.example.edu/realms/main"

@@ -27,6 +27,14 @@ users:
   # Passwords are made once into {sheet} (mode 600);
   # print the sheet to hand out with: bakery credentials {path}
 
+# auth:                        # or log in with the class's own accounts (docs/auth.md):
+#   kind: oidc                 # oidc (a university's single sign-on) | github
+#   issuer: https://login.example.edu/realms/main
+#   client_id: bakery-hub
+#   client_secret_file: client.secret   # chmod 600; never the secret itself here
+#   allowed_groups: [course-101]
+#   admin_users: [you@example.edu]      # (users: then only sets the class's size, count)
+
 spawner:
   kind: docker                 # docker: one container per trainee | systemd: one unit per trainee
   image: {image}

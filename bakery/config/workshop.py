@@ -147,7 +147,8 @@ class Workshop(StrictModel):
             return
         kind = self.auth.kind
         for field in ("names", "admins", "password", "password_length", "prefix"):
-            if field in self.users.model_fields_set:
+            # (A default written out, as `bakery init` and `config show` do, is let through.)
+            if getattr(self.users, field) != Users.model_fields[field].default:
                 raise FieldError(
                     ("users", field),
                     f"with auth.kind {kind} people log in with the provider's accounts, made on "

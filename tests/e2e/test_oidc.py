@@ -33,7 +33,7 @@ from e2e_harness import (
     workshop_for,
     write_config,
 )
-from test_try import base, open_server, root_sh, run_cell, session
+from test_try import base, open_server, quota_report, root_sh, run_cell, server_unit, session
 
 pytestmark = pytest.mark.e2e
 
@@ -156,8 +156,16 @@ def test_b_trainee_logs_in_with_the_provider_and_runs_a_cell(
     assert run_cell(w, s, "ana", "import os; (os.getuid() != 0, os.environ['USER'], 6 * 7)") == (
         "(True, 'ana', 42)"
     )
+    # The isolation of bakery's own trainees: a private home with the homes' quota, the
+    # spawner's memory limit, the metadata service closed to every UID but root's, no password.
     home = root_sh(w, "stat -c '%U %a' /home/ana").split()
     assert home == ["ana", "700"], home
+    uid = int(root_sh(w, "id -u ana"))
+    assert quota_report(w)[uid][1] == 64 * 1024, "ana's home has spawner.disk_limit's quota"
+    memory = root_sh(w, f"systemctl show -p MemoryMax --value {server_unit('ana')}").strip()
+    assert memory == str(512 * 2**20), memory
+    rules = root_sh(w, "iptables -S OUTPUT")
+    assert "-d 169.254.169.254/32 -m owner ! --uid-owner 0 -j REJECT" in rules, rules
     assert root_sh(w, "passwd -S ana").split()[1] in ("L", "NP"), "no password of its own"
 
 
