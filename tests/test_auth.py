@@ -259,6 +259,9 @@ def test_allow_lists_match_usernames_emails_and_names(auth_module: types.ModuleT
     assert auth_module._groups(info, "groups") == {"students"}
     unverified = {**info, "email_verified": False}
     assert "ana@uni.example" not in auth_module._identities(unverified, "preferred_username", "x")
+    # GitHub's e-mail is not one a list may name someone by: only the login.
+    github = {"login": "Octo-Cat", "email": "boss@uni.example", "id": 1}
+    assert auth_module._identities(github, "login", "octo-cat", False) == {"octo-cat"}
 
 
 # --- the day: what bakery does not own says so ---------------------------------------------------
@@ -397,3 +400,11 @@ def test_the_starters_auth_block_uncommented_is_a_valid_workshop(tmp_path: Path)
     path.write_text("\n".join(lines) + "\n")
     cfg = load_config(path)
     assert cfg.auth.kind == "oidc" and cfg.auth.issuer == "https://login.example.edu/realms/main"
+
+
+def test_github_lists_logins_not_emails() -> None:
+    text = (
+        "name: gh\nauth:\n  kind: github\n  client_id: Iv1.abc\n  client_secret_file: s.txt\n"
+        "  allowed_users: [octocat]\n  admin_users: [boss@uni.example]\n"
+    )
+    config_error(text, 7, ["auth.admin_users", "GitHub logins"])

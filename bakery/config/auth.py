@@ -164,6 +164,14 @@ class Auth(StrictModel):
                         f"{field} is for auth.kind oidc; GitHub's logins need only client_id and "
                         "client_secret_file (admins by admin_users)",
                     )
+            for field in ("allowed_users", "admin_users"):
+                emails = [u for u in getattr(self, field) if "@" in u]
+                if emails:
+                    raise FieldError(
+                        (field,),
+                        f"{emails[0]}: with auth.kind github list GitHub logins (GitHub does not "
+                        "vouch for e-mail addresses here)",
+                    )
             if "groups_claim" in self.model_fields_set:
                 raise FieldError(
                     ("groups_claim",),
