@@ -120,6 +120,9 @@ def test_oidc_lets_in_by_group_or_list_and_makes_admins_by_claim(
     assert _login(auth, prof) == ("prof", True, True)
     outsider = {"sub": "5", "preferred_username": "eve", "groups": ["other"]}
     assert _login(auth, outsider) == ("eve", False, False)
+    # The hub's first sight of a user makes its Linux account (bakery_auth.ensure_account).
+    auth.add_user(types.SimpleNamespace(name="ana"))
+    assert seen["made"] == ["ana"]
     # Only those let in are bound to a name: eve is not, so nobody can squat it for her.
     bound = module.Registry(module.IDENTITIES).load()
     assert bound == {"oidc:1": "ana", "oidc:2": "g", "oidc:3": "boss", "oidc:4": "prof"}
