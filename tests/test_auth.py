@@ -159,6 +159,20 @@ def test_a_secret_file_that_cannot_be_used_is_one_clear_error(
         assert word in message, message
 
 
+def test_a_folder_or_a_link_as_the_secret_file_is_one_clear_error(oidc_config: Path) -> None:
+    secret = oidc_config.parent / "client-secret.txt"
+    secret.unlink()
+    secret.mkdir()
+    with pytest.raises(ConfigError, match="is not a file"):
+        login.hub_metadata(load_config(oidc_config))
+    secret.rmdir()
+    (oidc_config.parent / "elsewhere").write_text(SECRET + "\n")
+    secret.symlink_to(oidc_config.parent / "elsewhere")
+    with pytest.raises(ConfigError, match="cannot open") as info:
+        login.hub_metadata(load_config(oidc_config))
+    assert SECRET not in str(info.value)
+
+
 def test_a_missing_secret_file_says_how_to_make_it(oidc_config: Path) -> None:
     (oidc_config.parent / "client-secret.txt").unlink()
     with pytest.raises(ConfigError, match=r"does not exist.*chmod 600"):

@@ -45,7 +45,7 @@ def client_secret(cfg: Workshop) -> str | None:
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no wait
     except FileNotFoundError:
         raise ConfigError(
             f"{_where(cfg)}: {path} does not exist; write the client secret the provider gave "
@@ -53,8 +53,12 @@ def client_secret(cfg: Workshop) -> str | None:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{_where(cfg)}: {path}: cannot open: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ConfigError(f"{_where(cfg)}: {path} is not a file; write the secret into a file")
+    mode = stat.S_IMODE(st.st_mode)
     with os.fdopen(fd, "rb") as fh:
-        mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
         data = fh.read(4096)
     if mode & 0o077:
         raise ConfigError(
