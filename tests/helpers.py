@@ -107,3 +107,19 @@ def send_json(handler: Any, status: int, body: Any = None) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def rendered_auth(cfg: Any, tmp_path: Path) -> tuple[types.ModuleType, dict[str, str]]:
+    """``cfg``'s bakery_auth.py (auth.kind oidc or github) as its boot stage writes it, its
+    registry and discovery cache under ``tmp_path`` (never the host's /srv), and the boot
+    stage's files by path."""
+    from bakery.layout import AUTH_MODULE
+    from bakery.vm.userdata import build_cloud_config
+
+    doc = build_cloud_config(cfg, stage="boot", accounts=[])
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    module = types.ModuleType("bakery_auth")
+    exec(compile(files[AUTH_MODULE], "bakery_auth.py", "exec"), module.__dict__)
+    module.IDENTITIES = str(tmp_path / "identities.json")
+    module.DISCOVERY_CACHE = str(tmp_path / "discovery.json")
+    return module, files

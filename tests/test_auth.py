@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import config_error, rendered_auth
 
 from bakery.config.workshop import load_config
 from bakery.errors import ConfigError, UsageError
 from bakery.layout import AUTH_META_SECRET, SCRIPT_DIR
 from bakery.vm.userdata import build_cloud_config, render_user_data
 from bakery.workshop import login
-from tests.helpers import config_error
 
 SECRET = "s3cr3t-0f-the-oidc-client-4f1d9e"
 
@@ -201,13 +201,7 @@ def test_the_hub_config_asks_the_provider_and_names_no_account(oidc_config: Path
 @pytest.fixture
 def auth_module(oidc_config: Path, tmp_path: Path) -> types.ModuleType:
     """bakery_auth.py as the boot stage writes it, its registry under tmp_path."""
-    cfg = load_config(oidc_config)
-    doc = build_cloud_config(cfg, stage="boot", accounts=[])
-    files = {f["path"]: f["content"] for f in doc["write_files"]}
-    module = types.ModuleType("bakery_auth")
-    exec(compile(files[f"{SCRIPT_DIR}/bakery_auth.py"], "bakery_auth.py", "exec"), module.__dict__)
-    module.IDENTITIES = str(tmp_path / "identities.json")
-    return module
+    return rendered_auth(load_config(oidc_config), tmp_path)[0]
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 import tomllib
+from helpers import rendered_auth
 from tornado import web
 from traitlets.config import Config
 
 from bakery import versions
 from bakery.config.workshop import load_config
-from bakery.layout import SCRIPT_DIR
-from bakery.vm.userdata import build_cloud_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = {
@@ -46,13 +45,7 @@ def _hub_auth(
     files under tmp_path), and an instance of the authenticator class it returns."""
     path = write_config(f"name: cls\nos: debian-12\nauth:\n{auth}")
     (path.parent / "client.secret").write_text("the-secret\n")
-    cfg = load_config(path)
-    doc = build_cloud_config(cfg, stage="boot", accounts=[])
-    files = {f["path"]: f["content"] for f in doc["write_files"]}
-    module = types.ModuleType("bakery_auth")
-    exec(compile(files[f"{SCRIPT_DIR}/bakery_auth.py"], "bakery_auth.py", "exec"), module.__dict__)
-    module.IDENTITIES = str(tmp_path / "identities.json")
-    module.DISCOVERY_CACHE = str(tmp_path / "discovery.json")
+    module, files = rendered_auth(load_config(path), tmp_path)
     made: list[str] = []
     monkeypatch.setattr(module, "ensure_account", lambda name: made.append(name) or True)
     monkeypatch.setattr(module, "discover", lambda issuer: DOC)

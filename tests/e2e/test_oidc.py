@@ -33,7 +33,16 @@ from e2e_harness import (
     workshop_for,
     write_config,
 )
-from test_try import base, open_server, quota_report, root_sh, run_cell, server_unit, session
+from test_try import (
+    _day_args,
+    base,
+    open_server,
+    quota_report,
+    root_sh,
+    run_cell,
+    server_unit,
+    session,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -215,7 +224,7 @@ def test_e_admin_from_the_claim_reaches_the_admin_page(
     # `bakery users list`: who logged in, and only boss is an admin.
     from bakery.day.users import list_users
 
-    day = {"hosts": [f"127.0.0.1:{w.ssh_port}"], "identity": w.ssh_key}
+    day = _day_args(w)
     admin = {u.name: u.admin for u in list_users(config_path=w.config, **day)}
     assert admin == {"ana": False, "boss": True, "mal-lory-rm-rf": False}, admin
 
@@ -227,7 +236,7 @@ def test_f_collect_takes_every_home_of_the_class(
 
     w, _ = sso
     root_sh(w, "printf 'ana was here' > /home/ana/work.txt && chown ana: /home/ana/work.txt")
-    day = {"hosts": [f"127.0.0.1:{w.ssh_port}"], "identity": w.ssh_key}
+    day = _day_args(w)
     result = collect(config_path=w.config, out_dir=tmp_path / "collected", **day)
     assert not result.errors, result.errors
     assert sorted(result.collected) == ["ana", "boss", "mal-lory-rm-rf"], result.collected
@@ -242,7 +251,7 @@ def test_g_a_walk_in_is_let_in_by_update_and_nobody_stops(
     from bakery.day.users import list_users
 
     w, provider = sso
-    day = {"hosts": [f"127.0.0.1:{w.ssh_port}"], "identity": w.ssh_key}
+    day = _day_args(w)
     before = {u.name: u.started for u in list_users(config_path=w.config, **day)}
     assert before["ana"], "ana's server runs (test_b)"
     text = w.config.read_text()
