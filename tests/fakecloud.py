@@ -247,6 +247,7 @@ class FakeCloud:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # Cinder's
     boot_outcome: str = "ACTIVE"  # what a new server becomes after one BUILD poll
     console: str = "bakery: intro boot stage done after 61.2 seconds\n"
     failures: list[Failure] = field(default_factory=list)
@@ -290,6 +291,9 @@ class FakeCloud:
             ("POST", re.compile(r":8774/v2\.1/servers/([^/]+)/action$"), self._server_action),
             ("GET", re.compile(r":8774/v2\.1/limits$"), self._limits),
             ("GET", re.compile(r":8776/v3/[^/]+/limits$"), self._volume_limits),
+            ("GET", re.compile(r":8776/v3/[^/]+/volumes/detail$"), self._list_volumes),
+            ("GET", re.compile(r":8776/v3/[^/]+/volumes/([^/]+)$"), self._get_volume),
+            ("DELETE", re.compile(r":8776/v3/[^/]+/volumes/([^/]+)$"), self._delete_volume),
             # Neutron
             ("GET", re.compile(r":9696/v2\.0/security-groups$"), self._list("groups")),
             ("GET", re.compile(r":9696/v2\.0/security-groups/([^/]+)$"), self._get("groups")),
@@ -320,26 +324,8 @@ class FakeCloud:
         for method, url, body, status in _discovery():
             self.mock.register_uri(method, url, json=body, status_code=status, headers=JSON)
         self.mock.add_matcher(self._route)
-        for name, net_id, external in [
-            ("public", PUBLIC_NET, True),
-            ("private", PRIVATE_NET, False),
-        ]:
-            self.networks[net_id] = {
-                "id": net_id,
-                "name": name,
-                "status": "ACTIVE",
-                "admin_state_up": True,
-                "router:external": external,
-                "shared": False,
-                "mtu": 1450,
-                "subnets": [_id()],
-                "project_id": PROJECT,
-                "tenant_id": PROJECT,
-                "tags": [],
-                "created_at": NOW,
-                "updated_at": NOW,
-                "revision_number": 1,
-            }
+        self.add_network("public", PUBLIC_NET, external=True)
+        self.add_network("private", PRIVATE_NET, router=True)
         for image_id, name, props in [
             (STOCK_IMAGE, "ubuntu-24.04", {"os_distro": "ubuntu"}),
             (
@@ -372,6 +358,56 @@ class FakeCloud:
             ("v1.large", 8192, 4, 0),
         ]:
             self.add_flavor(name, ram, vcpus, disk)
+
+    def server_ports(self) -> list[dict[str, Any]]:
+        """The servers' ports (not the routers')."""
+        return [p for p in self.ports.values() if p["device_owner"] == "compute:nova"]
+
+    def add_network(
+        self,
+        name: str,
+        net_id: str,
+        *,
+        external: bool = False,
+        router: bool = False,
+        shared: bool = False,
+        project: str = PROJECT,
+    ) -> None:
+        """A network; with ``router``, a router's leg on it (a tenant network behind a router, as
+        devstack's ``private``; a provider network has none)."""
+        self.networks[net_id] = {
+            "id": net_id,
+            "name": name,
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "router:external": external,
+            "shared": shared,
+            "mtu": 1450,
+            "subnets": [_id()],
+            "project_id": project,
+            "tenant_id": project,
+            "tags": [],
+            "created_at": NOW,
+            "updated_at": NOW,
+            "revision_number": 1,
+        }
+        if router:
+            port_id = _id()
+            self.ports[port_id] = {
+                "id": port_id,
+                "name": "",
+                "network_id": net_id,
+                "device_id": _id(),
+                "device_owner": "network:router_interface",
+                "mac_address": "fa:16:3e:00:00:01",
+                "fixed_ips": [
+                    {"subnet_id": self.networks[net_id]["subnets"][0], "ip_address": "10.0.0.1"}
+                ],
+                "status": "ACTIVE",
+                "admin_state_up": True,
+                "project_id": PROJECT,
+                "tenant_id": PROJECT,
+            }
 
     def add_flavor(self, name: str, ram: int, vcpus: int, disk: int) -> None:
         """A public flavor as Nova (2.61+) lists it."""
@@ -508,6 +544,35 @@ class FakeCloud:
             return 204, None
 
         return handler
+
+    # -- Cinder --
+
+    def boot_volume(self, server_id: str, status: str = "in-use") -> str:
+        """A boot volume of ``server_id`` (delete_on_termination) that Nova does not delete."""
+        volume_id = _id()
+        self.volumes[volume_id] = {
+            "id": volume_id,
+            "name": "",
+            "status": status,
+            "size": 20,
+            "attachments": [{"server_id": server_id, "volume_id": volume_id}],
+        }
+        attached = {"id": volume_id, "delete_on_termination": True}
+        self.servers[server_id]["os-extended-volumes:volumes_attached"] = [attached]
+        return volume_id
+
+    def _list_volumes(self, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        return 200, {"volumes": list(self.volumes.values())}
+
+    def _get_volume(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if ident not in self.volumes:
+            return 404, {"itemNotFound": {"code": 404, "message": f"Volume {ident} not found."}}
+        return 200, {"volume": self.volumes[ident]}
+
+    def _delete_volume(self, ident: str, *, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if self.volumes.pop(ident, None) is None:
+            return 404, {"itemNotFound": {"code": 404, "message": f"Volume {ident} not found."}}
+        return 202, None
 
     # -- Glance --
 

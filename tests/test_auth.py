@@ -367,8 +367,13 @@ def test_the_client_secret_goes_to_the_hub_server_only(oidc_config: Path) -> Non
     from bakery.topology import Machine
 
     cfg = load_config(oidc_config)
+    from bakery.providers.openstack.boot import RootDisk, UserDataRoute
+
+    disk = RootDisk(None, "the flavor's")
     basis = types.SimpleNamespace(flavor=lambda m: types.SimpleNamespace(id="f"), stage="boot",
-                                  networks=[], image=types.SimpleNamespace(id="i"))  # fmt: skip
+                                  networks=[], image=types.SimpleNamespace(id="i"),
+                                  disks={"hub": disk, "worker": disk},
+                                  route=UserDataRoute(None, "default"))  # fmt: skip
     recipe = Recipe(basis, {}, {"sso": "x", "sso-worker-1": "y"})  # type: ignore[arg-type]
     recipe.hub_meta = login.hub_metadata(cfg)
     hub = recipe.attrs(cfg, Machine("sso", "hub", 1, (), ()))

@@ -143,7 +143,7 @@ def test_first_launch_creates_everything_and_prints_the_url(
     assert names == ["ada", "training01", "training02", "training03", "training04", "teacher"]
 
     fip = only(fake.calls("POST", r"/floatingips$")).json()["floatingip"]
-    port = only(list(fake.ports.values()))
+    port = only(fake.server_ports())
     assert fip == {
         "floating_network_id": PUBLIC_NET,
         "port_id": port["id"],
@@ -603,7 +603,12 @@ def test_destroy_spares_what_bakery_did_not_make(
     launch(path)
     stranger = fake._create_fip(
         query={},
-        body={"floatingip": {"floating_network_id": PUBLIC_NET, "port_id": next(iter(fake.ports))}},
+        body={
+            "floatingip": {
+                "floating_network_id": PUBLIC_NET,
+                "port_id": fake.server_ports()[0]["id"],
+            }
+        },
     )[1]["floatingip"]
 
     plan = destroy_mod.destroy(config_path=path)
@@ -950,7 +955,8 @@ def test_launch_dry_run_prints_the_plan_and_creates_nothing(
         f"image: ubuntu-24.04 ({STOCK_IMAGE})",
         "stage: full (a stock image",
         "flavor: m1.large (4 vCPUs, 8192 MiB, 80 GB): openstack.flavor",
-        "boot: the flavor's disk; user-data by the cloud's default (config drive or metadata",
+        "boot: the flavor's 80 GB disk; user-data by metadata service, the cloud's default (a "
+        "floating IP means a router)",
         f"networks: private ({PRIVATE_NET})",
         f"floating IPs: from public ({PUBLIC_NET}); 1 to allocate",
         "key pair: bakery-intro: will be created from",
@@ -973,7 +979,10 @@ def test_launch_dry_run_shows_the_boot_volume_and_config_drive(
 ) -> None:
     config = write_workshop(tmp_path, boot_volume=True, volume_size=60, config_drive=False)
     out = invoke("launch", str(config), "--dry-run").stdout
-    assert "boot: a new 60 GB volume; user-data by metadata service (no config drive)" in out
+    assert (
+        "boot: a new 60 GB volume (openstack.volume_size; deleted with the server): "
+        "openstack.boot_volume; user-data by metadata service (openstack.config_drive: false)"
+    ) in out
     assert "  volume GB: needs 60, 980 free of 1000: fits" in out
 
 

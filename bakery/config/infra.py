@@ -111,10 +111,12 @@ class OpenStack(StrictModel):
         1, description="Servers (1-50); trainees are split among them, admins are on each."
     )
     boot_volume: bool = Field(
-        False, description="Boot from a new Cinder volume (deleted with the server)."
+        False,
+        description="Boot from a new Cinder volume (deleted with the server); a flavor with no "
+        "root disk (disk 0) always does.",
     )
-    volume_size: Annotated[int, Field(ge=10, le=16384)] = Field(
-        40, description="GB of the boot volume, with boot_volume."
+    volume_size: Annotated[int, Field(ge=10, le=16384)] | None = Field(
+        None, description="GB of a boot volume; default: `bakery size`'s disk estimate."
     )
     metadata: dict[MetadataKey, MetadataValue] = Field(
         {}, description="Extra server metadata (bakery* keys are bakery's own)."

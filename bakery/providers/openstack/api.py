@@ -31,6 +31,7 @@ __all__ = [
     "find_flavor",
     "find_image",
     "find_network",
+    "find_networks",
     "network_ids",
 ]
 
@@ -222,11 +223,16 @@ def find_network(conn: Connection, name: str, field: str = "openstack.networks")
     return net
 
 
-def network_ids(conn: Connection, cfg: Workshop) -> list[str]:
-    """The IDs of the config's networks; none named: the project's own (``default_network``)."""
+def find_networks(conn: Connection, cfg: Workshop) -> list[Any]:
+    """The config's networks; none named: the project's own (``default_network``)."""
     if not cfg.openstack.networks:
-        return [str(default_network(conn).id)]
-    return [str(find_network(conn, name).id) for name in cfg.openstack.networks]
+        return [default_network(conn)]
+    return [find_network(conn, name) for name in cfg.openstack.networks]
+
+
+def network_ids(conn: Connection, cfg: Workshop) -> list[str]:
+    """The IDs of :func:`find_networks`."""
+    return [str(n.id) for n in find_networks(conn, cfg)]
 
 
 def default_network(conn: Connection) -> Any:

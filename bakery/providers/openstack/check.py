@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from bakery.config.workshop import Workshop
 from bakery.errors import BakeryError, PreflightFailed
 from bakery.progress import Reporter
-from bakery.providers.openstack.api import connect, default_network, find_image, find_network
+from bakery.providers.openstack.api import (
+    connect,
+    default_network,
+    find_image,
+    find_network,
+    find_networks,
+)
+from bakery.providers.openstack.boot import root_disk, user_data_route
 from bakery.providers.openstack.flavors import choose_flavor
 from bakery.providers.openstack.quota import headroom, launch_need
 from bakery.providers.openstack.resources import existing_keypair
@@ -152,7 +159,7 @@ def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
     short = []
     if int(flavor.ram) < need.memory_mib:
         short.append(f"{flavor.ram} MiB RAM < {need.memory_mib} MiB")
-    disk = cfg.openstack.volume_size if cfg.openstack.boot_volume else int(flavor.disk)
+    disk = root_disk(cfg, flavor, need.disk_gb).volume_gb or int(flavor.disk)
     small = [f"{flavor.vcpus} vCPUs < {need.vcpus}"] if int(flavor.vcpus) < need.vcpus else []
     small += [f"{disk} GB disk < {need.disk_gb} GB"] if int(disk or 0) < need.disk_gb else []
     what = (
@@ -183,7 +190,9 @@ def check_networks(conn: Connection, cfg: Workshop) -> list[Check]:
             out.append(Check(f"network {name}", "fail", str(exc)))
     pool = cfg.openstack.floating_ip_network
     if pool is None:
-        return out
+        what = "no floating IP (openstack.floating_ip_network unset)"
+        where = "trainees use the server's own address: it must be reachable from theirs"
+        return [*out, Check("address", "ok", f"{what}: {where}")]
     try:
         net = find_network(conn, pool, "openstack.floating_ip_network")
     except BakeryError as exc:
@@ -196,6 +205,19 @@ def check_networks(conn: Connection, cfg: Workshop) -> list[Check]:
             ),
         ]
     return [*out, Check("floating-IP pool", "ok", f"{pool} exists ({net.id})")]
+
+
+def check_boot(conn: Connection, cfg: Workshop, flavor: Any) -> list[Check]:
+    """The hub's root disk (the flavor's, or a volume) and how the user-data reaches cloud-init
+    (bakery.providers.openstack.boot), each with why."""
+    need = estimate(cfg, topology(cfg).hubs[0].part)
+    out = [Check("root disk", "ok", root_disk(cfg, flavor, need.disk_gb).why)]
+    try:
+        net = find_networks(conn, cfg)[0]
+        route = user_data_route(conn, cfg, net, floating=bool(cfg.openstack.floating_ip_network))
+    except BakeryError as exc:
+        return [*out, Check("user-data", "warn", f"cannot tell how it reaches the server: {exc}")]
+    return [*out, Check("user-data", "ok", route.why)]
 
 
 def check_keypair(conn: Connection, cfg: Workshop) -> Check:
@@ -286,6 +308,7 @@ def run_checks(
     report.checks += check_networks(conn, cfg)
     report.checks.append(check_keypair(conn, cfg))
     if flavor is not None:
+        report.checks += check_boot(conn, cfg, flavor)
         report.checks += check_quota(conn, cfg, flavor)
     domain = check_domain(cfg, resolve)
     if domain is not None:

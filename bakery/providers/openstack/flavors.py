@@ -39,11 +39,14 @@ def auto_flavor(conn: Connection, cfg: Workshop, need: Estimate) -> Any:
     """The smallest flavor that holds ``need``."""
     flavors = api("list flavors", lambda: list(conn.compute.flavors(details=True)))
     table = [
-        {"name": f.name, "ram": f.ram, "vcpus": f.vcpus, "disk": f.disk, "obj": f}
-        for f in flavors
-        if cfg.openstack.boot_volume or f.disk
+        {"name": f.name, "ram": f.ram, "vcpus": f.vcpus, "disk": f.disk, "obj": f} for f in flavors
     ]
-    best = smallest_flavor(table, need, boot_volume=cfg.openstack.boot_volume)
+    volume = cfg.openstack.boot_volume
+    # A flavor with a root disk first; one without (it boots from a volume) when none fits,
+    # as on a cloud whose flavors all have disk 0.
+    best = smallest_flavor(
+        [f for f in table if volume or f["disk"]], need, boot_volume=volume
+    ) or smallest_flavor([f for f in table if not f["disk"]], need, boot_volume=True)
     if best is None:
         raise NotFoundError(
             f"no flavor fits {need.memory_mib} MiB, {need.vcpus} vCPUs, {need.disk_gb} GB; "

@@ -102,7 +102,8 @@ def launch(
     conn = connect(cfg)
     if check:
         refuse_failed_checks(conn, cfg, ref, progress)
-    basis = resolve_basis(conn, cfg, [m.part for m in topo.machines], ref, stage, progress)
+    parts = [m.part for m in topo.machines]
+    basis = resolve_basis(conn, cfg, parts, ref, stage, progress, Path(config_path).parent)
     # Every machine's user-data before anything is created: a size error costs nothing.
     recipe = Recipe(basis, {}, payloads(cfg, topo, ensure_credentials(cfg, sheet), basis.stage))
     recipe.hub_meta = hub_metadata(cfg)

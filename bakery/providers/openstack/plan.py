@@ -8,14 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
-from bakery.providers.openstack.api import connect, default_network, find_image, find_network
+from bakery.providers.openstack.api import (
+    connect,
+    default_network,
+    find_image,
+    find_network,
+    find_networks,
+)
+from bakery.providers.openstack.boot import root_disk, user_data_route
 from bakery.providers.openstack.check import CheckReport, run_checks
 from bakery.providers.openstack.flavors import explain_flavor, worker_flavor_lines
 from bakery.providers.openstack.quota import floating_ips, launch_need, quota_lines
 from bakery.providers.openstack.resources import existing_keypair, workshop_servers
 from bakery.providers.openstack.rules import plan_group
 from bakery.providers.openstack.steps import image_ref, payloads
-from bakery.topology import Topology, topology, workshop_config
+from bakery.topology import Part, Topology, estimate, topology, workshop_config
 from bakery.vm.image import image_stage
 from bakery.vm.stages import Stage
 from bakery.workshop.accounts import credentials_path, preview_accounts, sheet_order
@@ -89,16 +96,12 @@ class LaunchPlan:
         return out
 
 
-def _boot(cfg: Workshop) -> str:
-    """The boot disk and how the user-data reaches cloud-init."""
-    o = cfg.openstack
-    disk = f"a new {o.volume_size} GB volume" if o.boot_volume else "the flavor's disk"
-    drive = {
-        None: "the cloud's default (config drive or metadata service)",
-        True: "config drive",
-        False: "metadata service (no config drive)",
-    }[o.config_drive]
-    return f"{disk}; user-data by {drive}"
+def _boot(conn: Connection, cfg: Workshop, flavor: Any, part: Part, config_dir: Path) -> str:
+    """The boot disk and how the user-data reaches cloud-init (bakery.providers.openstack.boot)."""
+    disk = root_disk(cfg, flavor, estimate(cfg, part, config_dir).disk_gb)
+    net = find_networks(conn, cfg)[0]
+    route = user_data_route(conn, cfg, net, floating=bool(cfg.openstack.floating_ip_network))
+    return f"{disk.why}; user-data by {route.why}"
 
 
 def _stage(img: Any, stage: Stage | None) -> tuple[Stage, str]:
@@ -168,7 +171,9 @@ def plan_launch(
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
     fip_text, _ = floating_ips(conn, cfg, topo, existing)
     group = plan_group(conn, cfg)
-    need = launch_need(conn, cfg, topo, flavors, rules=group.to_add, new_group=group.created)
+    need = launch_need(
+        conn, cfg, topo, flavors, rules=group.to_add, new_group=group.created, config_dir=config_dir
+    )
     return LaunchPlan(
         workshop=cfg.name,
         image=f"{img.name} ({img.id})",
@@ -181,7 +186,7 @@ def plan_launch(
         rules=group.rules,
         servers=_servers(cfg, topo, existing, chosen),
         quota=quota_lines(conn, need),
-        boot=_boot(cfg),
+        boot=_boot(conn, cfg, flavor, hub.part, config_dir),
         cluster=cluster,
     )
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bakery.config.workshop import Workshop
 from bakery.errors import BakeryError
 from bakery.providers.openstack.api import api, find_network
+from bakery.providers.openstack.boot import root_disk
 from bakery.providers.openstack.resources import (
     existing_keypair,
     workshop_floating_ips,
     workshop_servers,
 )
-from bakery.topology import Part, Topology
+from bakery.topology import Part, Topology, estimate
 from bakery.workshop.names import key_name
 
 if TYPE_CHECKING:
@@ -139,6 +141,7 @@ def launch_need(
     *,
     rules: int,
     new_group: bool,
+    config_dir: Path | None = None,
 ) -> Need:
     """What a launch of ``topo`` adds to the project (what exists is reused): each new
     machine with its part's flavor, the floating IPs, the group and its ``rules``, the key."""
@@ -147,7 +150,11 @@ def launch_need(
     _, fip_need = floating_ips(conn, cfg, topo, existing)
     name = key_name(cfg)
     new_key = name is not None and cfg.openstack.public_key is not None
-    volumes = len(new) if cfg.openstack.boot_volume else 0
+    disks = [
+        root_disk(cfg, flavors[m.part], estimate(cfg, m.part, config_dir).disk_gb).volume_gb
+        for m in new
+    ]
+    volumes = [gb for gb in disks if gb is not None]
     return Need(
         servers=len(new),
         vcpus=sum(int(flavors[m.part].vcpus) for m in new),
@@ -156,6 +163,6 @@ def launch_need(
         security_groups=int(new_group),
         rules=rules,
         keypairs=int(new_key and existing_keypair(conn, cfg) is None),
-        volumes=volumes,
-        volume_gb=volumes * cfg.openstack.volume_size,
+        volumes=len(volumes),
+        volume_gb=sum(volumes),
     )

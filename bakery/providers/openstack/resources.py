@@ -303,8 +303,10 @@ def delete_all(conn: Connection, items: list[Tracked], progress: Reporter = quie
 
     errors: list[str] = []
     going = []
+    volumes: list[str] = []
     for item in (i for i in items if i.kind == "server"):
         try:
+            volumes += boot_volumes(conn, item)
             api(f"delete {item}", conn.compute.delete_server, item.id, ignore_missing=True)
             going.append(item)  # only these are awaited: a failed delete never completes
         except BakeryError as exc:
@@ -316,6 +318,7 @@ def delete_all(conn: Connection, items: list[Tracked], progress: Reporter = quie
             progress(f"{item}: deleted")
         except BakeryError as exc:
             errors.append(str(exc))
+    errors += sweep_volumes(conn, volumes, progress)
     deleters: dict[str, Callable[..., Any]] = {
         "floating_ip": conn.network.delete_ip,
         "security_group": conn.network.delete_security_group,
@@ -325,6 +328,36 @@ def delete_all(conn: Connection, items: list[Tracked], progress: Reporter = quie
         try:
             api(f"delete {item}", deleters[item.kind], item.id, ignore_missing=True)
             progress(f"{item}: deleted")
+        except BakeryError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def boot_volumes(conn: Connection, item: Tracked) -> list[str]:
+    """The IDs of the volumes Nova is to delete with server ``item`` (its boot volume)."""
+    try:
+        server = api(f"look up {item}", conn.compute.get_server, item.id)
+    except NotFoundError:
+        return []
+    attached = server.attached_volumes or []
+    return [str(v["id"]) for v in attached if v.get("delete_on_termination")]
+
+
+def sweep_volumes(conn: Connection, ids: list[str], progress: Reporter = quiet) -> list[str]:
+    """Once their servers are gone: wait for Nova's deletion of the boot volumes ``ids`` and
+    delete any it left (a volume that cost quota and money for nothing); the failures."""
+    errors = []
+    for vid in ids:
+        try:
+            volume = api("look up volume", conn.block_storage.find_volume, vid, ignore_missing=True)
+            if volume is None:
+                continue
+            if volume.status != "deleting":
+                progress(f"volume {vid}: left by its server ({volume.status}), deleting")
+                api(f"delete volume {vid}", conn.block_storage.delete_volume, vid)
+            wait = conn.block_storage.wait_for_delete
+            api(f"wait for volume {vid} to go", wait, volume, wait=300)
+            progress(f"boot volume {vid}: deleted")
         except BakeryError as exc:
             errors.append(str(exc))
     return errors

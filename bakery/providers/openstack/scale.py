@@ -13,18 +13,19 @@ from bakery.errors import BakeryError, CloudError, UsageError
 from bakery.layout import META_STAGE
 from bakery.progress import Reporter, quiet
 from bakery.providers.openstack import swarm
-from bakery.providers.openstack.api import connect, find_image, network_ids
+from bakery.providers.openstack.api import connect, find_image
 from bakery.providers.openstack.flavors import choose_flavor
 from bakery.providers.openstack.resources import Tracked, cleanup_on_failure, delete_all
 from bakery.providers.openstack.steps import (
     Basis,
     Recipe,
     Servers,
+    boot_basis,
     bring_up,
     ensure_access,
     ensure_servers,
 )
-from bakery.topology import Topology, machine_config, refuse_unless_swarm, topology
+from bakery.topology import Part, Topology, machine_config, refuse_unless_swarm, topology
 from bakery.vm.stages import Stage
 from bakery.vm.userdata import user_data_b64
 from bakery.workshop.names import manager_name
@@ -139,8 +140,8 @@ def _scale_basis(conn: Connection, cfg: Workshop, manager: Any, image: str | Non
         )
     img = find_image(conn, str(ref))
     stage: Stage = "boot" if (manager.metadata or {}).get(META_STAGE) == "boot" else "full"
-    flavors = {"worker": choose_flavor(conn, cfg, "worker")}
-    return Basis(img, stage, flavors, network_ids(conn, cfg), None)  # type: ignore[arg-type]
+    flavors: dict[Part, Any] = {"worker": choose_flavor(conn, cfg, "worker")}
+    return boot_basis(conn, cfg, img, stage, flavors, None)
 
 
 def _add_workers(

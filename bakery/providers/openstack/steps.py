@@ -16,7 +16,14 @@ from bakery.config.workshop import Workshop
 from bakery.errors import UsageError
 from bakery.layout import META_STAGE, META_WORKSHOP
 from bakery.progress import Reporter
-from bakery.providers.openstack.api import find_image, find_network, network_ids
+from bakery.providers.openstack.api import find_image, find_network, find_networks
+from bakery.providers.openstack.boot import (
+    RootDisk,
+    UserDataRoute,
+    boot_mapping,
+    root_disk,
+    user_data_route,
+)
 from bakery.providers.openstack.flavors import choose_flavor
 from bakery.providers.openstack.resources import (
     Tracked,
@@ -34,7 +41,7 @@ from bakery.providers.openstack.servers import (
     wait_active,
     wait_fixed_ip,
 )
-from bakery.topology import Machine, Part, Topology
+from bakery.topology import Machine, Part, Topology, estimate
 from bakery.vm.image import image_stage
 from bakery.vm.stages import Stage
 from bakery.vm.userdata import machine_documents
@@ -80,10 +87,39 @@ class Basis:
     flavors: dict[Part, Any]  # each part's (a hub, a manager, a worker)
     networks: list[str]
     floating_network: Any | None  # for the machines trainees log in to
+    disks: dict[Part, RootDisk]  # each part's root disk (the flavor's, or a volume)
+    route: UserDataRoute  # config drive or metadata service, the same for every machine
 
     def flavor(self, machine: Machine) -> Any:
         """The flavor ``machine`` gets."""
         return self.flavors[machine.part]
+
+
+def boot_basis(
+    conn: Connection,
+    cfg: Workshop,
+    img: Any,
+    stage: Stage,
+    flavors: dict[Part, Any],
+    pool: str | None,
+    config_dir: Path | None = None,
+) -> Basis:
+    """The basis of ``flavors`` on the config's networks (floating IPs from ``pool``): each
+    part's root disk and the user-data's way in (bakery.providers.openstack.boot)."""
+    nets = find_networks(conn, cfg)
+    floating = find_network(conn, pool, "openstack.floating_ip_network") if pool else None
+    return Basis(
+        img,
+        stage,
+        flavors,
+        [str(n.id) for n in nets],
+        floating,
+        {
+            part: root_disk(cfg, flavor, estimate(cfg, part, config_dir).disk_gb)
+            for part, flavor in flavors.items()
+        },
+        user_data_route(conn, cfg, nets[0], floating=floating is not None),
+    )
 
 
 def resolve_basis(
@@ -93,9 +129,10 @@ def resolve_basis(
     image: str,
     stage: Stage | None,
     progress: Reporter,
+    config_dir: Path | None = None,
 ) -> Basis:
-    """Image (and so the stage), each part's flavor and the networks: the look-ups a typo
-    fails, before anything is created."""
+    """Image (and so the stage), each part's flavor, the networks, the root disks and the
+    user-data's way in: the look-ups a typo fails, before anything is created."""
     img = find_image(conn, image)
     if stage is not None:
         progress(f"image {img.name}: {stage} stage user-data (as asked)")
@@ -103,14 +140,13 @@ def resolve_basis(
         stage = image_stage(img)
         kind = "baked by bakery: boot" if stage == "boot" else "stock: full"
         progress(f"image {img.name}: {kind} stage user-data")
+    flavors = {part: choose_flavor(conn, cfg, part, config_dir) for part in dict.fromkeys(parts)}
     pool = cfg.openstack.floating_ip_network
-    return Basis(
-        img,
-        stage,
-        {part: choose_flavor(conn, cfg, part) for part in dict.fromkeys(parts)},
-        network_ids(conn, cfg),
-        find_network(conn, pool, "openstack.floating_ip_network") if pool else None,
-    )
+    basis = boot_basis(conn, cfg, img, stage, flavors, pool, config_dir)
+    for part, disk in basis.disks.items():
+        progress(f"{part} root disk: {disk.why}")
+    progress(f"user-data by {basis.route.why}")
+    return basis
 
 
 @dataclass
@@ -141,24 +177,11 @@ class Recipe:
             },
             **self.shared,
         }
-        if cfg.openstack.config_drive is not None:
-            attrs["config_drive"] = cfg.openstack.config_drive
+        if basis.route.config_drive is not None:
+            attrs["config_drive"] = basis.route.config_drive
         if basis.networks:
             attrs["networks"] = [{"uuid": n} for n in basis.networks]
-        if cfg.openstack.boot_volume:
-            attrs["block_device_mapping"] = [
-                {
-                    "boot_index": 0,
-                    "uuid": basis.image.id,
-                    "source_type": "image",
-                    "destination_type": "volume",
-                    "volume_size": cfg.openstack.volume_size,
-                    "delete_on_termination": True,
-                }
-            ]
-        else:
-            attrs["image_id"] = basis.image.id
-        return attrs
+        return {**attrs, **boot_mapping(basis.image.id, basis.disks[machine.part])}
 
 
 def remember_keypair(config_path: Path, key: Tracked) -> None:
