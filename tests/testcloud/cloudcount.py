@@ -64,3 +64,15 @@ def tinyguest_workshop(folder: Path, name: str, cloud: str) -> Path:
         )
     )
     return config
+
+
+def ports_of(conn: Any, server_ids: list[str]) -> int:
+    """Neutron ports still bound to any of ``server_ids`` (a deleted server's should be gone)."""
+    return sum(1 for p in conn.network.ports() if p.device_id in server_ids)
+
+
+def project_volumes(conn: Any) -> int:
+    """The project's Cinder volumes (0 on a cloud without block storage)."""
+    if not conn.has_service("block-storage"):
+        return 0
+    return sum(1 for _ in conn.block_storage.volumes())

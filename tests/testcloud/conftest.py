@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 STATE = Path(os.environ.get("TESTCLOUD_STATE", "/var/tmp/testcloud"))
 CLOUDS = STATE / "clouds.yaml"
@@ -36,3 +37,38 @@ def cloud_connect() -> Iterator[Callable[[str], Any]]:
     yield connect
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def appcred_cloud(
+    cloud_connect: Callable[[str], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Any]]:
+    """A clouds.yaml whose one cloud is a fresh application credential of the demo user; its
+    name, and the demo user's own connection (to count with)."""
+    conn = cloud_connect("testcloud")
+    base = yaml.safe_load(Path(os.environ["OS_CLIENT_CONFIG_FILE"]).read_text())["clouds"]
+    demo = base["testcloud"]
+    cred = conn.identity.create_application_credential(
+        user=conn.current_user_id,
+        name=f"bakery-test-{os.getpid()}",
+        description="bakery's tests: a workshop run without a password",
+        unrestricted=False,
+    )
+    clouds = tmp_path / "clouds.yaml"
+    entry = {
+        "auth_type": "v3applicationcredential",
+        "auth": {
+            "auth_url": demo["auth"]["auth_url"],
+            "application_credential_id": cred.id,
+            "application_credential_secret": cred.secret,
+        },
+        "region_name": demo.get("region_name", "RegionOne"),
+        "identity_api_version": 3,
+    }
+    clouds.write_text(yaml.safe_dump({"clouds": {"appcred": entry}}))
+    clouds.chmod(0o600)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    try:
+        yield "appcred", conn
+    finally:
+        conn.identity.delete_application_credential(conn.current_user_id, cred.id)

@@ -8,14 +8,11 @@ other credential or trust) and writes a clouds.yaml entry of its own with
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cloudcount import counts, tinyguest_workshop
 
 from bakery.errors import BakeryError
@@ -30,41 +27,6 @@ pytestmark = pytest.mark.testcloud
 say = ConsoleReporter(sys.stderr, live=False, prefix="[bakery] ")
 NAME = "bakery-ci-appcred"
 NOTHING = dict.fromkeys(("servers", "floating_ips", "security_groups", "keypairs"), 0)
-
-
-@pytest.fixture
-def appcred_cloud(
-    cloud_connect: Callable[[str], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, Any]]:
-    """A clouds.yaml whose one cloud is a fresh application credential of the demo user; its
-    name, and the demo user's own connection (to count with)."""
-    conn = cloud_connect("testcloud")
-    base = yaml.safe_load(Path(os.environ["OS_CLIENT_CONFIG_FILE"]).read_text())["clouds"]
-    demo = base["testcloud"]
-    cred = conn.identity.create_application_credential(
-        user=conn.current_user_id,
-        name=f"{NAME}-{os.getpid()}",
-        description="bakery's test: launch, status, destroy without a password",
-        unrestricted=False,
-    )
-    clouds = tmp_path / "clouds.yaml"
-    entry = {
-        "auth_type": "v3applicationcredential",
-        "auth": {
-            "auth_url": demo["auth"]["auth_url"],
-            "application_credential_id": cred.id,
-            "application_credential_secret": cred.secret,
-        },
-        "region_name": demo.get("region_name", "RegionOne"),
-        "identity_api_version": 3,
-    }
-    clouds.write_text(yaml.safe_dump({"clouds": {"appcred": entry}}))
-    clouds.chmod(0o600)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
-    try:
-        yield "appcred", conn
-    finally:
-        conn.identity.delete_application_credential(conn.current_user_id, cred.id)
 
 
 def test_launch_status_destroy_with_an_application_credential(

@@ -1,0 +1,125 @@
+"""Issue 30, on demand (`make test-cloud-shapes`): the e2e golden image on clouds shaped unlike
+devstack, each run with an application credential instead of a password, from bakery's own upload
+to `destroy`, with a trainee's cell through the URL `launch` printed.
+
+- A provider network (shapes/provider-net.sh): shared, no router, no floating IP, no DHCP and so
+  no metadata service. bakery sees no router leg on it and puts the user-data on a config drive
+  (which also carries the static address); the URL is the server's own address.
+
+The counts after `destroy` are taken through the API as the demo user: servers, floating IPs,
+security groups, key pairs, the servers' ports and the project's volumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cloudcount import HUB_FLAVOR, counts, ensure_flavor, ports_of, project_volumes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+from e2e_harness import Workshop, record, require, workshop_for
+from test_golden_hub import NAME, NOTHING, archive_files, bakery, golden, workshop  # noqa: F401
+from test_try import login, open_server, run_cell
+
+from bakery.config.workshop import load_config
+from bakery.workshop.accounts import credentials_path, ensure_credentials
+
+pytestmark = [pytest.mark.testcloud, pytest.mark.slow]
+
+SHAPES = Path(__file__).resolve().parent / "shapes"
+
+
+@pytest.fixture(scope="module")
+def provider_net(cloud_connect: Any) -> Iterator[None]:
+    """The test cloud's provider network (made once; kept for the next run)."""
+    require(os.geteuid() == 0, "needs root: the provider network's bridge is the host's")
+    subprocess.run(["bash", str(SHAPES / "provider-net.sh")], check=True, timeout=600)
+    ensure_flavor(cloud_connect("testcloud-admin"), HUB_FLAVOR)
+    yield
+
+
+def on_cloud(w: Workshop, cloud: str, **openstack: Any) -> Workshop:
+    """``w``'s workshop on ``cloud`` with ``openstack`` settings replacing the e2e ones."""
+    settings = yaml.safe_load(w.config.read_text())
+    settings["openstack"] = {**settings["openstack"], "cloud": cloud, **openstack}
+    settings["openstack"] = {k: v for k, v in settings["openstack"].items() if v is not None}
+    w.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return workshop_for(w.config, key=w.ssh_key, https_port=443, ssh_port=22)
+
+
+def test_a_provider_network_without_metadata_service_through_an_application_credential(
+    provider_net: None,
+    appcred_cloud: tuple[str, Any],
+    workshop: Workshop,  # noqa: F811
+    golden: Path,  # noqa: F811
+) -> None:
+    cloud, demo = appcred_cloud
+    w = on_cloud(workshop, cloud, networks=["provider"], floating_ip_network=None)
+    assert counts(demo, NAME) == NOTHING, "leftovers of an earlier run"
+    volumes = project_volumes(demo)
+    image_id = None
+    server_ids: list[str] = []
+    try:
+        checked = bakery("check", str(w.config))
+        assert "config drive: provider has no router this project can see" in checked.stdout
+        assert "no floating IP (openstack.floating_ip_network unset)" in checked.stdout
+
+        up = bakery("image", "upload", str(w.config), str(golden))
+        assert up.returncode == 0
+        name, image_id = up.stdout.split()
+
+        start = time.monotonic()
+        out = bakery("launch", str(w.config), "--image", name)
+        assert out.returncode == 0
+        record("testcloud provider net: launch -> hub health", time.monotonic() - start)
+        line = out.stdout.splitlines()[0]
+        address = line.split("https://", 1)[1].split("/", 1)[0]
+        assert address.startswith("172.25.0."), line  # its own address: no floating IP
+        (server,) = [s for s in demo.compute.servers() if s.name == f"{NAME}-1"]
+        server_ids.append(server.id)
+        assert server.has_config_drive in (True, "True")
+        assert counts(demo, NAME) == {**NOTHING, "servers": 1, "security_groups": 1, "keypairs": 1}
+
+        w = dataclasses.replace(w, host=address, http_port=80)
+        trainee = w.trainees[0]
+        start = time.monotonic()
+        s, resp = login(w, trainee, w.passwords[trainee])
+        assert resp.status_code == 302, f"login: {resp.status_code} {resp.text[:300]}"
+        open_server(w, s, trainee, timeout=900)
+        assert run_cell(w, s, trainee, "6 * 7", 300) == "42"
+        record("testcloud provider net: login -> cell answer", time.monotonic() - start)
+
+        # The day's commands on the application credential: users, status, collect.
+        other = w.trainees[1]
+        assert bakery("users", "reset", str(w.config), other).returncode == 0
+        sheet = {a.username: a.password for a in ensure_credentials_of(w)}
+        assert sheet[other] != w.passwords[other]
+        _, resp = login(w, other, sheet[other])
+        assert resp.status_code == 302, "the new password does not log in"
+        status = bakery("status", str(w.config), "--json")
+        assert status.returncode == 0 and address in status.stdout
+        work = w.config.parent / "work"
+        assert bakery("collect", str(w.config), "-o", str(work)).returncode == 0
+        assert archive_files(work / f"{trainee}.tar.gz") is not None
+    finally:
+        destroyed = bakery("destroy", str(w.config), "--yes")
+        if image_id:
+            demo.image.delete_image(image_id, ignore_missing=True)
+    assert destroyed.returncode == 0
+    assert counts(demo, NAME) == NOTHING
+    assert ports_of(demo, server_ids) == 0
+    assert project_volumes(demo) == volumes
+
+
+def ensure_credentials_of(w: Workshop) -> Any:
+    """The sheet's accounts as they are now (after `users reset`)."""
+    return ensure_credentials(load_config(w.config), credentials_path(w.config))
