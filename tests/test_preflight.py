@@ -142,7 +142,29 @@ def test_a_matching_bake_record_is_ok(fake: FakeCloud, tmp_path: Path) -> None:
     config = write_workshop(tmp_path, image="bakery-intro-20240501-0900")
     bake_into_fake(fake, config)
     status, detail = statuses(config)["image"]
-    assert (status, detail) == ("ok", "bakery-intro-20240501-0900: baked by bakery, record matches")
+    assert (status, detail) == (
+        "ok",
+        "bakery-intro-20240501-0900: baked by bakery, record matches; disk format qcow2",
+    )
+
+
+def test_the_image_s_disk_format_against_a_raw_only_glance(
+    fake: FakeCloud, tmp_path: Path
+) -> None:
+    """The bake record is the file's (qcow2); what counts is the image's format in Glance."""
+    config = write_workshop(tmp_path, image="bakery-intro-20240501-0900")
+    bake_into_fake(fake, config)
+    fake.disk_formats = ["raw"]  # the cloud moved to Ceph after the upload
+    status, detail = statuses(config)["image"]
+    assert status == "warn", detail
+    assert "record matches; disk format qcow2, which this Glance no longer takes (raw)" in detail
+    assert "`bakery image upload` sends the golden image as raw" in detail
+
+    image = next(i for i in fake.images.values() if i["name"] == "bakery-intro-20240501-0900")
+    image["disk_format"] = "raw"  # as `image upload` sends it there
+    status, detail = statuses(config)["image"]
+    assert status == "ok", detail
+    assert detail.endswith("record matches; disk format raw (this Glance takes raw)")
 
 
 @pytest.mark.parametrize(

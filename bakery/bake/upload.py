@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from bakery.config.workshop import Workshop, load_config
 from bakery.errors import BakeryError, BuildError, CloudError, UsageError
 from bakery.progress import Reporter, quiet
-from bakery.providers.openstack.api import api, connect, find_image
+from bakery.providers.openstack.api import api, connect, find_image, glance_formats
 from bakery.providers.openstack.resources import create_once
 from bakery.vm import image
 from bakery.vm.image import image_properties
@@ -147,16 +147,6 @@ def _send(conn: Connection, img: Any, path: Path, size: int, progress: Reporter)
 # The formats a bake writes or converts to, in bakery's order of preference: qcow2 sends only
 # the blocks in use; raw is what a Ceph-backed Glance boots copy-on-write.
 DISK_FORMATS = ("qcow2", "raw")
-
-
-def glance_formats(conn: Connection) -> list[str] | None:
-    """The disk formats this Glance takes (its image schema's list; None: it does not say)."""
-    resp = api("read Glance's image schema", conn.image.get, "/schemas/image")
-    if resp.status_code != 200:
-        return None
-    prop = (resp.json().get("properties") or {}).get("disk_format") or {}
-    formats = [f for f in prop.get("enum") or [] if isinstance(f, str)]
-    return formats or None
 
 
 def choose_format(have: str, allowed: list[str] | None, asked: str | None) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "find_image",
     "find_network",
     "find_networks",
+    "glance_formats",
     "network_ids",
 ]
 
@@ -265,3 +266,13 @@ def default_network(conn: Connection) -> Any:
 
 
 # --- servers --------------------------------------------------------------------------------------
+
+
+def glance_formats(conn: Connection) -> list[str] | None:
+    """The disk formats this Glance takes (its image schema's list; None: it does not say)."""
+    resp = api("read Glance's image schema", conn.image.get, "/schemas/image")
+    if resp.status_code != 200:
+        return None
+    prop = (resp.json().get("properties") or {}).get("disk_format") or {}
+    formats = [f for f in prop.get("enum") or [] if isinstance(f, str)]
+    return formats or None

@@ -18,6 +18,7 @@ from bakery.providers.openstack.api import (
     find_image,
     find_network,
     find_networks,
+    glance_formats,
 )
 from bakery.providers.openstack.boot import root_disk, user_data_route
 from bakery.providers.openstack.flavors import choose_flavor
@@ -142,7 +143,34 @@ def check_image(conn: Connection, cfg: Workshop, ref: str | None) -> Check:
             "image", "fail", f"{img.name}: its bake record does not match: " + "; ".join(fails)
         )
     text = f"{img.name}: baked by bakery, record matches"
-    return Check("image", "warn" if warns else "ok", "; ".join([text, *warns]))
+    fmt, fmt_warn = disk_format_note(conn, img)
+    warns += [fmt] if fmt_warn else []
+    parts = [text, *([] if fmt_warn else [fmt]), *warns]
+    return Check("image", "warn" if warns else "ok", "; ".join(parts))
+
+
+def disk_format_note(conn: Connection, img: Any) -> tuple[str, bool]:
+    """(what the image's disk format is against what this Glance takes, whether to warn).
+
+    The bake record is the file's (a bake writes qcow2); `image upload` sends the format Glance
+    takes (raw to a Ceph-backed one), so the image's own disk_format is the one that counts. A
+    format Glance no longer takes (an image uploaded before the cloud moved to Ceph, or made by
+    another tool) still boots, but is converted or copied at every boot.
+    """
+    have = str(img.disk_format or "unknown")
+    try:
+        allowed = glance_formats(conn)
+    except BakeryError:
+        allowed = None
+    if allowed is None or have in allowed:
+        only = allowed is not None and "qcow2" not in allowed  # a Ceph-backed Glance, typically
+        return f"disk format {have}" + (f" (this Glance takes {', '.join(allowed)})" * only), False
+    return (
+        f"disk format {have}, which this Glance no longer takes ({', '.join(allowed)}): each "
+        "boot may convert or copy it; `bakery image upload` sends the golden image as "
+        f"{allowed[0] if len(allowed) == 1 else 'one it takes'}",
+        True,
+    )
 
 
 def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
