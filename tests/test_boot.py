@@ -214,3 +214,19 @@ def test_destroy_waits_for_the_volume_nova_is_deleting(fake: FakeCloud, tmp_path
     assert result.exit_code == 0, result.output
     assert not any(c.method == "DELETE" for c in fake.calls("DELETE", "/volumes/"))
     assert fake.volumes == {} and "left by its server" not in result.output
+
+
+def test_check_and_launch_size_the_volume_alike_with_a_content_folder(
+    fake: FakeCloud, tmp_path: Path
+) -> None:
+    """The content folders count in the disk estimate: for check as for launch."""
+    config = write_workshop(tmp_path, flavor="v1.large", image="bakery-intro-20240501-0900")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data.csv").write_text("a,b\n1,2\n")
+    config.write_text(config.read_text() + "shared_data:\n  from: ./shared\n")
+    checked = invoke("check", str(config)).stdout
+    said = checked.split("root disk: a new ", 1)[1].split()[0]
+    launch(config)
+    assert created(fake)["block_device_mapping_v2"][0]["volume_size"] == int(said)
+    assert int(said) == estimate(load_config(config), "hub", tmp_path).disk_gb
+    assert int(said) > estimate(load_config(config), "hub").disk_gb  # the folder's share

@@ -1,4 +1,5 @@
-"""Application credentials (issue 30): what a careful site hands out instead of a password.
+"""Application credentials (issue 30): what a careful site hands out instead of a password; and,
+on that credential, a flavor with no root disk booting from a Cinder volume.
 
 The demo user makes a restricted application credential (its project role only; it can make no
 other credential or trust) and writes a clouds.yaml entry of its own with
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import counts, tinyguest_workshop
+from cloudcount import counts, ensure_flavor, project_volumes, tinyguest_workshop
 
 from bakery.errors import BakeryError
 from bakery.progress import ConsoleReporter
@@ -54,3 +55,48 @@ def test_launch_status_destroy_with_an_application_credential(
         except BakeryError as exc:
             print(f"cleanup: {exc}")
     assert counts(demo, NAME) == NOTHING
+
+
+TINY_VOLUME_FLAVOR = ("bakery.tiny.volume", 128, 1, 0)  # m1.tiny without a root disk
+
+
+@pytest.fixture(scope="module")
+def tiny_volume_flavor(cinder: None, cloud_connect: Any) -> str:
+    """A disk-0 flavor, made as the admin (before the clouds.yaml holds only the credential)."""
+    ensure_flavor(cloud_connect("testcloud-admin"), TINY_VOLUME_FLAVOR)
+    return TINY_VOLUME_FLAVOR[0]
+
+
+def test_a_flavor_without_a_root_disk_boots_from_a_volume(
+    tiny_volume_flavor: str, appcred_cloud: tuple[str, Any], tmp_path: Path
+) -> None:
+    """Nova refuses an image boot on a disk-0 flavor; bakery asks for a volume by itself (made
+    from the image, sized by `bakery size`, deleted with the server), and destroy leaves none."""
+    cloud, demo = appcred_cloud
+    name = f"{NAME}-volume"
+    config = tinyguest_workshop(tmp_path, name, cloud)
+    config.write_text(config.read_text().replace("m1.tiny", tiny_volume_flavor))
+    assert counts(demo, name) == NOTHING
+    volumes = project_volumes(demo)
+    checks = {c.name: c for c in bakery_check.check(config_path=config).checks}
+    assert "has no root disk: Nova boots it only from a volume" in checks["root disk"].detail
+    assert checks["quota volumes"].status == "ok", checks["quota volumes"]
+    try:
+        result = bakery_launch.launch(config_path=config, wait=False, progress=say, stage="boot")
+        (server,) = result.servers
+        assert server.status == "ACTIVE"
+        found = demo.compute.get_server(server.id)
+        assert not (found.image or {}).get("id"), found.image  # booted from a volume
+        (attached,) = found.attached_volumes
+        volume = demo.block_storage.get_volume(attached["id"])
+        assert volume.is_bootable and volume.status == "in-use"
+        sized = checks["root disk"].detail.split("a new ", 1)[1].split()[0]  # "a new 21 GB volume"
+        assert volume.size == int(sized)
+        assert project_volumes(demo) == volumes + 1
+    finally:
+        try:
+            bakery_destroy.destroy(config_path=config, progress=say)
+        except BakeryError as exc:
+            print(f"cleanup: {exc}")
+    assert counts(demo, name) == NOTHING
+    assert project_volumes(demo) == volumes

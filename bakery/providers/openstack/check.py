@@ -162,9 +162,12 @@ def disk_format_note(conn: Connection, img: Any) -> tuple[str, bool]:
         allowed = glance_formats(conn)
     except BakeryError:
         allowed = None
-    if allowed is None or have in allowed:
-        only = allowed is not None and "qcow2" not in allowed  # a Ceph-backed Glance, typically
-        return f"disk format {have}" + (f" (this Glance takes {', '.join(allowed)})" * only), False
+    if allowed is None:
+        return f"disk format {have}", False
+    if have in allowed:
+        # Said where Glance takes no qcow2: a Ceph-backed one, typically.
+        takes = "" if "qcow2" in allowed else f" (this Glance takes {', '.join(allowed)})"
+        return f"disk format {have}{takes}", False
     return (
         f"disk format {have}, which this Glance no longer takes ({', '.join(allowed)}): each "
         "boot may convert or copy it; `bakery image upload` sends the golden image as "
@@ -173,15 +176,17 @@ def disk_format_note(conn: Connection, img: Any) -> tuple[str, bool]:
     )
 
 
-def check_flavor(conn: Connection, cfg: Workshop) -> tuple[Check, Any]:
+def check_flavor(
+    conn: Connection, cfg: Workshop, config_dir: Path | None = None
+) -> tuple[Check, Any]:
     """The flavor exists and holds `bakery size`'s estimate; (the check, the flavor or None).
 
     The flavor of the machine trainees log in to (a hub, or a swarm's manager).
     """
     part = topology(cfg).hubs[0].part
-    need = estimate(cfg, part)
+    need = estimate(cfg, part, config_dir)
     try:
-        flavor = choose_flavor(conn, cfg, part)
+        flavor = choose_flavor(conn, cfg, part, config_dir)
     except BakeryError as exc:
         return Check("flavor", "fail", str(exc)), None
     short = []
@@ -235,10 +240,12 @@ def check_networks(conn: Connection, cfg: Workshop) -> list[Check]:
     return [*out, Check("floating-IP pool", "ok", f"{pool} exists ({net.id})")]
 
 
-def check_boot(conn: Connection, cfg: Workshop, flavor: Any) -> list[Check]:
+def check_boot(
+    conn: Connection, cfg: Workshop, flavor: Any, config_dir: Path | None = None
+) -> list[Check]:
     """The hub's root disk (the flavor's, or a volume) and how the user-data reaches cloud-init
     (bakery.providers.openstack.boot), each with why."""
-    need = estimate(cfg, topology(cfg).hubs[0].part)
+    need = estimate(cfg, topology(cfg).hubs[0].part, config_dir)
     out = [Check("root disk", "ok", root_disk(cfg, flavor, need.disk_gb).why)]
     try:
         net = find_networks(conn, cfg)[0]
@@ -265,16 +272,26 @@ def check_keypair(conn: Connection, cfg: Workshop) -> Check:
     return Check("key pair", "ok", f"{name}: will be created from {cfg.openstack.public_key}")
 
 
-def check_quota(conn: Connection, cfg: Workshop, flavor: Any) -> list[Check]:
+def check_quota(
+    conn: Connection, cfg: Workshop, flavor: Any, config_dir: Path | None = None
+) -> list[Check]:
     """Quota headroom for exactly this launch (what exists is reused and needs nothing)."""
     topo = topology(cfg)
     try:
         flavors = {
-            m.part: flavor if m.serves_hub else choose_flavor(conn, cfg, m.part)
+            m.part: flavor if m.serves_hub else choose_flavor(conn, cfg, m.part, config_dir)
             for m in topo.machines
         }
         group = plan_group(conn, cfg)
-        need = launch_need(conn, cfg, topo, flavors, rules=group.to_add, new_group=group.created)
+        need = launch_need(
+            conn,
+            cfg,
+            topo,
+            flavors,
+            rules=group.to_add,
+            new_group=group.created,
+            config_dir=config_dir,
+        )
     except BakeryError as exc:
         return [Check("quota", "warn", f"cannot work out what the launch needs: {exc}")]
     out = []
@@ -317,9 +334,10 @@ def run_checks(
     *,
     resolve: Resolver = _resolve,
     conn: Connection | None = None,
+    config_dir: Path | None = None,
 ) -> CheckReport:
     """Every check of ``cfg`` against its cloud (``conn``, else a new connection); creates
-    nothing."""
+    nothing. ``config_dir``: the config's folder (its content folders count in the disk)."""
     report = CheckReport(cfg.name, [check_dates(cfg)])
     try:
         conn = conn or connect(cfg)
@@ -331,13 +349,13 @@ def run_checks(
         Check("credentials", "ok", f"cloud {cloud}: project {conn.current_project_id}")
     )
     report.checks.append(check_image(conn, cfg, image_ref))
-    flavor_check, flavor = check_flavor(conn, cfg)
+    flavor_check, flavor = check_flavor(conn, cfg, config_dir)
     report.checks.append(flavor_check)
     report.checks += check_networks(conn, cfg)
     report.checks.append(check_keypair(conn, cfg))
     if flavor is not None:
-        report.checks += check_boot(conn, cfg, flavor)
-        report.checks += check_quota(conn, cfg, flavor)
+        report.checks += check_boot(conn, cfg, flavor, config_dir)
+        report.checks += check_quota(conn, cfg, flavor, config_dir)
     domain = check_domain(cfg, resolve)
     if domain is not None:
         report.checks.append(domain)
@@ -347,16 +365,22 @@ def run_checks(
 def check(*, config_path: Path, image: str | None = None, count: int | None = None) -> CheckReport:
     """`bakery check`: the pre-flight checks of the workshop at ``config_path``."""
     cfg = workshop_config(config_path, count)
-    return run_checks(cfg, image or cfg.openstack.image)
+    return run_checks(cfg, image or cfg.openstack.image, config_dir=Path(config_path).parent)
 
 
-def refuse_failed_checks(conn: Connection, cfg: Workshop, image: str, progress: Reporter) -> None:
+def refuse_failed_checks(
+    conn: Connection,
+    cfg: Workshop,
+    image: str,
+    progress: Reporter,
+    config_dir: Path | None = None,
+) -> None:
     """`bakery launch`'s first step: the pre-flight checks, each that is not ok reported.
 
     Raises:
         PreflightFailed: listing the failed checks; nothing was created.
     """
-    report = run_checks(cfg, image, conn=conn)
+    report = run_checks(cfg, image, conn=conn, config_dir=config_dir)
     for c in report.checks:
         if c.status != "ok":
             progress(f"check: {c.line()}")

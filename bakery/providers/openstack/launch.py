@@ -101,7 +101,7 @@ def launch(
     topo = topology(cfg, sheet_order(sheet))  # a count it cannot fill: before the cloud is read
     conn = connect(cfg)
     if check:
-        refuse_failed_checks(conn, cfg, ref, progress)
+        refuse_failed_checks(conn, cfg, ref, progress, Path(config_path).parent)
     parts = [m.part for m in topo.machines]
     basis = resolve_basis(conn, cfg, parts, ref, stage, progress, Path(config_path).parent)
     # Every machine's user-data before anything is created: a size error costs nothing.

@@ -202,6 +202,8 @@ def dry_run(
     cfg = workshop_config(config_path, count)
     refuse_if_ended(cfg)  # before the cloud: launch would refuse it too
     conn = connect(cfg)  # no cloud, no plan: its own message says how to configure one
-    report = run_checks(cfg, image or cfg.openstack.image, conn=conn)
+    report = run_checks(
+        cfg, image or cfg.openstack.image, conn=conn, config_dir=Path(config_path).parent
+    )
     plan = plan_launch(config_path=config_path, image=image, count=count, stage=stage, conn=conn)
     return report, plan

@@ -56,7 +56,7 @@ if [ "$(crudini --get $AGENT linux_bridge bridge_mappings)" != public:br-ex ]; t
   crudini --set $AGENT linux_bridge bridge_mappings public:br-ex; changed=1
 fi
 case "$(crudini --get $AGENT linux_bridge physical_interface_mappings 2>/dev/null)" in
-  provider:$WIRE) ;;
+  "provider:$WIRE") ;;
   *) crudini --set $AGENT linux_bridge physical_interface_mappings provider:$WIRE; changed=1 ;;
 esac
 if [ -n "$changed" ]; then
