@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudcount import HUB_FLAVOR, counts, ensure_flavor, ports_of, project_volumes
+from cloudcount import (
+    HUB_FLAVOR,
+    counts,
+    ensure_flavor,
+    ports_of,
+    project_volumes,
+    tinyguest_workshop,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 from e2e_harness import Workshop, record, require, workshop_for
@@ -42,6 +49,8 @@ from test_golden_hub import (  # noqa: F401
 from test_try import login
 
 from bakery.config.workshop import load_config
+from bakery.errors import CloudError
+from bakery.providers.openstack import launch as bakery_launch
 from bakery.workshop.accounts import credentials_path, ensure_credentials
 
 pytestmark = [pytest.mark.testcloud, pytest.mark.slow]
@@ -169,3 +178,29 @@ def test_a_volume_only_flavor_boots_from_a_volume_through_an_application_credent
         assert volume.is_bootable and volume.status == "in-use"
         print(f"boot volume: {volume.size} GB ({volume.volume_type})")
         assert project_volumes(demo) == volumes + 1
+
+
+def test_a_failed_launch_on_a_volume_leaves_no_volume(
+    volume_flavor: None, appcred_cloud: tuple[str, Any], tmp_path: Path
+) -> None:
+    """tinyguest never answers /hub/health: the launch fails after its server went ACTIVE on a
+    volume, and removes the server, its volume and everything else it made."""
+    cloud, demo = appcred_cloud
+    name = "bakery-failed-volume"
+    config = tinyguest_workshop(tmp_path, name, cloud)
+    config.write_text(config.read_text().replace("m1.tiny", VOLUME_FLAVOR[0]))
+    volumes = project_volumes(demo)
+    seen: list[str] = []
+
+    def watch(message: str, *, transient: bool = False) -> None:
+        print(f"[bakery] {message}")
+        if "ACTIVE after" in message:  # the volume exists now: note it
+            (server,) = [s for s in demo.compute.servers() if s.name == f"{name}-1"]
+            seen.extend(v["id"] for v in server.attached_volumes)
+
+    with pytest.raises(CloudError, match="did not answer within"):
+        bakery_launch.launch(config_path=config, stage="boot", progress=watch)
+    assert len(seen) == 1, seen
+    assert demo.block_storage.find_volume(seen[0], ignore_missing=True) is None
+    assert counts(demo, name) == NOTHING
+    assert project_volumes(demo) == volumes

@@ -118,7 +118,8 @@ def boot_basis(
             part: root_disk(cfg, flavor, estimate(cfg, part, config_dir).disk_gb)
             for part, flavor in flavors.items()
         },
-        user_data_route(conn, cfg, nets[0], floating=floating is not None),
+        # The file's floating_ip_network, not ``pool``: new workers (no pool) boot as the rest did.
+        user_data_route(conn, cfg, nets[0], floating=bool(cfg.openstack.floating_ip_network)),
     )
 
 
