@@ -148,9 +148,7 @@ def test_a_matching_bake_record_is_ok(fake: FakeCloud, tmp_path: Path) -> None:
     )
 
 
-def test_the_image_s_disk_format_against_a_raw_only_glance(
-    fake: FakeCloud, tmp_path: Path
-) -> None:
+def test_the_image_s_disk_format_against_a_raw_only_glance(fake: FakeCloud, tmp_path: Path) -> None:
     """The bake record is the file's (qcow2); what counts is the image's format in Glance."""
     config = write_workshop(tmp_path, image="bakery-intro-20240501-0900")
     bake_into_fake(fake, config)
