@@ -265,7 +265,7 @@ def default_network(conn: Connection) -> Any:
     )
 
 
-# --- servers --------------------------------------------------------------------------------------
+# --- Glance ---------------------------------------------------------------------------------------
 
 
 def glance_formats(conn: Connection) -> list[str] | None:
@@ -276,3 +276,6 @@ def glance_formats(conn: Connection) -> list[str] | None:
     prop = (resp.json().get("properties") or {}).get("disk_format") or {}
     formats = [f for f in prop.get("enum") or [] if isinstance(f, str)]
     return formats or None
+
+
+# --- servers --------------------------------------------------------------------------------------
