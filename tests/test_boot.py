@@ -230,3 +230,14 @@ def test_check_and_launch_size_the_volume_alike_with_a_content_folder(
     assert created(fake)["block_device_mapping_v2"][0]["volume_size"] == int(said)
     assert int(said) == estimate(load_config(config), "hub", tmp_path).disk_gb
     assert int(said) > estimate(load_config(config), "hub").disk_gb  # the folder's share
+
+
+def test_floating_ip_network_none_means_no_floating_ip(fake: FakeCloud, tmp_path: Path) -> None:
+    """`floating_ip_network: none` as people write it (YAML reads a string, not null)."""
+    config = write_workshop(tmp_path, networks=["provider"], floating_ip_network="none")
+    assert load_config(config).openstack.floating_ip_network is None
+    out = invoke("launch", str(config), "--dry-run").stdout
+    assert "config drive: provider has no router" in out
+    launch(config)
+    assert fake.calls("POST", r"/floatingips$") == []
+    assert created(fake)["config_drive"] is True

@@ -95,7 +95,9 @@ class OpenStack(StrictModel):
         ),
     )
     floating_ip_network: CloudName | None = Field(
-        None, description="External network for a floating IP; none: no floating IP."
+        None,
+        description="External network for a floating IP; unset or `none`: no floating IP (the "
+        "URL is the server's own address, as on a provider network).",
     )
     key_name: CloudName | None = Field(
         None, description="Key pair; default bakery-NAME, made from public_key if missing."
@@ -144,6 +146,15 @@ class OpenStack(StrictModel):
     concurrency: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0, description="Sizing: share of trainees active at once (0-1]."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_floating_ip(cls, data: object) -> object:
+        # `floating_ip_network: none` reads as no floating IP (YAML's null is `null` or `~`;
+        # a network called "none" is not a thing to expect).
+        if isinstance(data, dict) and str(data.get("floating_ip_network", "")).lower() == "none":
+            return {**data, "floating_ip_network": None}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> OpenStack:
