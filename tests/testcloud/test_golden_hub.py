@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudcount import HUB_FLAVOR, counts, ensure_flavor
+from cloudcount import HUB_FLAVOR, counts, ensure_flavor, ports_of, project_volumes
 
 from bakery.config.workshop import load_config
 from bakery.errors import BakeryError
@@ -319,6 +319,7 @@ def test_a_raw_only_glance_gets_a_raw_image_that_boots_a_working_hub(
     that takes raw only, Nova boots it, a trainee runs a cell, destroy leaves nothing."""
     demo, _ = clouds
     assert counts(demo, NAME) == NOTHING, "leftovers of an earlier run"
+    volumes = project_volumes(demo)
     converted = golden.with_name(golden.name + ".raw")
     try:
         start = time.monotonic()
@@ -335,10 +336,12 @@ def test_a_raw_only_glance_gets_a_raw_image_that_boots_a_working_hub(
         assert out.returncode == 0
         record("testcloud raw: launch -> hub health through the FIP", time.monotonic() - start)
         fip = out.stdout.splitlines()[0].split("https://", 1)[1].split("/", 1)[0]
+        (server,) = [s for s in demo.compute.servers() if s.name == f"{NAME}-1"]
         w = dataclasses.replace(workshop, host=fip, http_port=80)
         trainee_cell(w, "testcloud raw")
         assert bakery("destroy", str(w.config), "--yes").returncode == 0
         assert counts(demo, NAME) == NOTHING
+        assert ports_of(demo, [server.id]) == 0 and project_volumes(demo) == volumes
     finally:
         converted.unlink(missing_ok=True)  # 6 GiB (sparse) beside the cached golden image
 
