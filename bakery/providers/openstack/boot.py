@@ -88,13 +88,13 @@ def routed(conn: Connection, network_id: str) -> bool:
     return False
 
 
-def user_data_route(
-    conn: Connection, cfg: Workshop, network: Any, *, floating: bool
-) -> UserDataRoute:
-    """The way in for a server whose first NIC is on ``network`` (a Neutron network).
+def user_data_route(conn: Connection, cfg: Workshop, network: Any) -> UserDataRoute:
+    """The way in for the workshop's servers, whose first NIC is on ``network`` (a Neutron
+    network).
 
     ``openstack.config_drive`` decides when set. Otherwise the metadata service is reached
-    through a router (Neutron's metadata proxy), so a server with a floating IP, or on a network
+    through a router (Neutron's metadata proxy), so a workshop with floating IPs (any of its
+    servers: a swarm's workers have none but sit on the manager's network), or on a network
     with a router leg, uses it (the cloud's default; a config drive is fixed at the create and,
     on some clouds, pins the server to its host). A network without one (a provider network:
     its gateway is a physical router) may have no metadata service at all (Neutron serves it
@@ -107,7 +107,7 @@ def user_data_route(
         if asked:
             return UserDataRoute(True, "config drive (openstack.config_drive)")
         return UserDataRoute(False, "metadata service (openstack.config_drive: false)")
-    if floating:
+    if cfg.openstack.floating_ip_network:
         return UserDataRoute(
             None, "metadata service, the cloud's default (a floating IP means a router)"
         )

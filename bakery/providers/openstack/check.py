@@ -249,7 +249,7 @@ def check_boot(
     out = [Check("root disk", "ok", root_disk(cfg, flavor, need.disk_gb).why)]
     try:
         net = find_networks(conn, cfg)[0]
-        route = user_data_route(conn, cfg, net, floating=bool(cfg.openstack.floating_ip_network))
+        route = user_data_route(conn, cfg, net)
     except BakeryError as exc:
         return [*out, Check("user-data", "warn", f"cannot tell how it reaches the server: {exc}")]
     return [*out, Check("user-data", "ok", route.why)]

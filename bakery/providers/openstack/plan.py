@@ -10,9 +10,7 @@ from bakery.config.infra import NOVA_USER_DATA_LIMIT
 from bakery.config.workshop import Workshop
 from bakery.providers.openstack.api import (
     connect,
-    default_network,
     find_image,
-    find_network,
     find_networks,
 )
 from bakery.providers.openstack.boot import root_disk, user_data_route
@@ -96,12 +94,13 @@ class LaunchPlan:
         return out
 
 
-def _boot(conn: Connection, cfg: Workshop, flavor: Any, part: Part, config_dir: Path) -> str:
-    """The boot disk and how the user-data reaches cloud-init (bakery.providers.openstack.boot)."""
+def _boot(
+    conn: Connection, cfg: Workshop, flavor: Any, part: Part, config_dir: Path, network: Any
+) -> str:
+    """The boot disk and how the user-data reaches cloud-init on ``network`` (the first of the
+    workshop's; bakery.providers.openstack.boot)."""
     disk = root_disk(cfg, flavor, estimate(cfg, part, config_dir).disk_gb)
-    net = find_networks(conn, cfg)[0]
-    route = user_data_route(conn, cfg, net, floating=bool(cfg.openstack.floating_ip_network))
-    return f"{disk.why}; user-data by {route.why}"
+    return f"{disk.why}; user-data by {user_data_route(conn, cfg, network).why}"
 
 
 def _stage(img: Any, stage: Stage | None) -> tuple[Stage, str]:
@@ -163,11 +162,9 @@ def plan_launch(
     cluster: list[str] = []
     if topo.workers:
         flavors["worker"], cluster = worker_flavor_lines(conn, cfg, config_dir)
-    named = [find_network(conn, n) for n in cfg.openstack.networks]
-    networks = [f"{net.name} ({net.id})" for net in named] or [
-        f"{net.name} ({net.id}): the project's own, openstack.networks being empty"
-        for net in [default_network(conn)]
-    ]
+    nets = find_networks(conn, cfg)
+    own = "" if cfg.openstack.networks else ": the project's own, openstack.networks being empty"
+    networks = [f"{net.name} ({net.id}){own}" for net in nets]
     existing = {s.name: s for s in workshop_servers(conn, cfg)}
     fip_text, _ = floating_ips(conn, cfg, topo, existing)
     group = plan_group(conn, cfg)
@@ -186,7 +183,7 @@ def plan_launch(
         rules=group.rules,
         servers=_servers(cfg, topo, existing, chosen),
         quota=quota_lines(conn, need),
-        boot=_boot(conn, cfg, flavor, hub.part, config_dir),
+        boot=_boot(conn, cfg, flavor, hub.part, config_dir, nets[0]),
         cluster=cluster,
     )
 

@@ -118,8 +118,7 @@ def boot_basis(
             part: root_disk(cfg, flavor, estimate(cfg, part, config_dir).disk_gb)
             for part, flavor in flavors.items()
         },
-        # The file's floating_ip_network, not ``pool``: new workers (no pool) boot as the rest did.
-        user_data_route(conn, cfg, nets[0], floating=bool(cfg.openstack.floating_ip_network)),
+        user_data_route(conn, cfg, nets[0]),
     )
 
 
