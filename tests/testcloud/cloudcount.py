@@ -1,4 +1,5 @@
-"""A workshop's resources counted through the cloud's API; the flavors the test-cloud tests use."""
+"""A workshop's resources counted through the cloud's API, and removed after a test; the flavors
+the test-cloud tests use."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from bakery.errors import BakeryError
+from bakery.progress import Reporter, quiet
+from bakery.providers.openstack import destroy as bakery_destroy
 
 # name, MiB, vCPUs, GB
 HUB_FLAVOR = ("bakery.hub", 3072, 2, 10)  # a hub and two trainee servers
@@ -76,3 +81,12 @@ def project_volumes(conn: Any) -> int:
     if not conn.has_service("block-storage"):
         return 0
     return sum(1 for _ in conn.block_storage.volumes())
+
+
+def destroy_leftovers(config: Path, progress: Reporter = quiet) -> None:
+    """`bakery destroy` of whatever a test left of ``config``'s workshop, so the next run starts
+    clean; a failure is printed, not raised (the test's own error is the one that counts)."""
+    try:
+        bakery_destroy.destroy(config_path=config, progress=progress)
+    except BakeryError as exc:
+        print(f"cleanup: {exc}")

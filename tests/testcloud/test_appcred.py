@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import counts, ensure_flavor, project_volumes, tinyguest_workshop
+from cloudcount import counts, destroy_leftovers, ensure_flavor, project_volumes, tinyguest_workshop
 
-from bakery.errors import BakeryError
 from bakery.progress import ConsoleReporter
 from bakery.providers.openstack import check as bakery_check
-from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.providers.openstack import launch as bakery_launch
 from bakery.providers.openstack import status as bakery_status
 
@@ -50,10 +48,7 @@ def test_launch_status_destroy_with_an_application_credential(
         infos = bakery_status.status(config_path=config).servers
         assert [(i.name, i.floating_ip) for i in infos] == [(f"{NAME}-1", server.floating_ip)]
     finally:
-        try:
-            bakery_destroy.destroy(config_path=config, progress=say)
-        except BakeryError as exc:
-            print(f"cleanup: {exc}")
+        destroy_leftovers(config, say)
     assert counts(demo, NAME) == NOTHING
 
 
@@ -94,9 +89,6 @@ def test_a_flavor_without_a_root_disk_boots_from_a_volume(
         assert volume.size == int(sized)
         assert project_volumes(demo) == volumes + 1
     finally:
-        try:
-            bakery_destroy.destroy(config_path=config, progress=say)
-        except BakeryError as exc:
-            print(f"cleanup: {exc}")
+        destroy_leftovers(config, say)
     assert counts(demo, name) == NOTHING
     assert project_volumes(demo) == volumes

@@ -25,16 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import HUB_FLAVOR, ensure_flavor
-from test_golden_hub import NOTHING, bakery, counts
-
-from bakery.errors import BakeryError
-from bakery.providers.openstack import destroy as bakery_destroy
+from cloudcount import HUB_FLAVOR, destroy_leftovers, ensure_flavor
+from test_golden_hub import NOTHING, bakery, counts, trainee_cell
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import baseimage
 from e2e_harness import e2e_ssh_key, record, require, workshop_for, write_config
-from test_try import login, open_server, run_cell
 
 pytestmark = pytest.mark.slow
 
@@ -171,19 +167,9 @@ def launch_and_log_in(config: Path, image_name: str, label: str) -> None:
         assert out.returncode == 0
         record(f"cloud bake: {label}: launch -> hub health", time.monotonic() - start)
         fip = out.stdout.split("https://", 1)[1].split("/", 1)[0]
-        w = dataclasses.replace(w, host=fip, http_port=80)
-        trainee = w.trainees[0]
-        start = time.monotonic()
-        s, resp = login(w, trainee, w.passwords[trainee])
-        assert resp.status_code == 302, resp.status_code
-        open_server(w, s, trainee, timeout=900)
-        assert run_cell(w, s, trainee, "6 * 7", 300) == "42"
-        record(f"cloud bake: {label}: login -> cell answer", time.monotonic() - start)
+        trainee_cell(dataclasses.replace(w, host=fip, http_port=80), f"cloud bake: {label}")
     finally:
-        try:
-            bakery_destroy.destroy(config_path=config)
-        except BakeryError as exc:
-            print(f"cleanup: {exc}")
+        destroy_leftovers(config)
 
 
 @pytest.mark.parametrize(

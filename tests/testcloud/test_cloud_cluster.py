@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudcount import counts, ensure_flavor
+from cloudcount import counts, destroy_leftovers, ensure_flavor
 
-from bakery.errors import BakeryError
 from bakery.layout import CLUSTER_PORTS
-from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.vm import image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
@@ -133,10 +131,7 @@ def cleanup(clouds: tuple[Any, Any], workshop: Workshop) -> Iterator[list[str]]:
     demo, _ = clouds
     images: list[str] = []
     yield images
-    try:
-        bakery_destroy.destroy(config_path=workshop.config)
-    except BakeryError as exc:
-        print(f"cleanup: {exc}")
+    destroy_leftovers(workshop.config)
     for ref in images:
         demo.image.delete_image(ref, ignore_missing=True)
 

@@ -21,10 +21,16 @@ from typing import Any
 
 import pytest
 import yaml
-from cloudcount import HUB_FLAVOR, counts, ensure_flavor, ports_of, project_volumes
+from cloudcount import (
+    HUB_FLAVOR,
+    counts,
+    destroy_leftovers,
+    ensure_flavor,
+    ports_of,
+    project_volumes,
+)
 
 from bakery.config.workshop import load_config
-from bakery.errors import BakeryError
 from bakery.providers.openstack import destroy as bakery_destroy
 from bakery.providers.openstack import launch as bakery_launch
 from bakery.vm import image
@@ -130,10 +136,7 @@ def cleanup(clouds: tuple[Any, Any], workshop: Workshop) -> Iterator[list[str]]:
     demo, _ = clouds
     images: list[str] = []
     yield images
-    try:
-        bakery_destroy.destroy(config_path=workshop.config)
-    except BakeryError as exc:
-        print(f"cleanup: {exc}")
+    destroy_leftovers(workshop.config)
     for ref in images:
         demo.image.delete_image(ref, ignore_missing=True)
 

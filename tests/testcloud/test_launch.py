@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from cloudcount import counts, tinyguest_workshop
+from cloudcount import counts, destroy_leftovers, tinyguest_workshop
 
 from bakery.config.workshop import load_config
 from bakery.day.collect import collect_before_destroy
@@ -48,10 +48,7 @@ def workshop(tmp_path: Path, conn: Any) -> Iterator[Path]:
     config = tinyguest_workshop(tmp_path, NAME, "testcloud")
     yield config
     # Whatever a test left behind goes, so the next run starts clean.
-    try:
-        bakery_destroy.destroy(config_path=config)
-    except BakeryError as exc:
-        print(f"cleanup: {exc}")
+    destroy_leftovers(config)
 
 
 def console(conn: Any, server_id: str, needle: str, timeout: float = 240) -> str:
