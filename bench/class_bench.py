@@ -127,16 +127,21 @@ RECONNECTS = 3
 
 
 def cell(tg: Target, s: requests.Session, user: str, timeout: float) -> int:
-    """Start a kernel (left running: the idle memory counts it) and run one cell over its socket;
-    the number of reconnects it took (a socket closed before any kernel message)."""
+    """Open a notebook as JupyterLab does (a session, whose kernel is left running: the idle
+    memory counts it) and run one cell over its kernel's socket; the number of reconnects it took
+    (a socket closed before any kernel message)."""
     xsrf = _xsrf(s, f"/user/{user}/")
     api = f"{tg.url}/user/{user}/api"
+    notebook = {"path": "first.ipynb", "name": "first.ipynb", "type": "notebook"}
     r = s.post(
-        f"{api}/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
+        f"{api}/sessions",
+        json={**notebook, "kernel": {"name": "python3"}},
+        headers={"X-XSRFToken": xsrf},
+        timeout=120,
     )
     if r.status_code != 201:
-        raise RuntimeError(f"kernel: {r.status_code} {r.text[:200]!r}")
-    ws_url = re.sub(r"^http", "ws", api) + f"/kernels/{r.json()['id']}/channels"
+        raise RuntimeError(f"notebook: {r.status_code} {r.text[:200]!r}")
+    ws_url = re.sub(r"^http", "ws", api) + f"/kernels/{r.json()['kernel']['id']}/channels"
     deadline = time.monotonic() + timeout
     for attempt in range(RECONNECTS + 1):
         states: list[str] = []

@@ -100,7 +100,9 @@ def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> Non
 
 
 def test_full_is_bake_then_boot(make_workshop: MakeWorkshop) -> None:
-    cfg, accounts = make_workshop("name: intro\nusers: {count: 2}\n")
+    # With warm: without it the full stage leaves out the kernel started ahead, which every
+    # golden image carries (test_kernel_ahead).
+    cfg, accounts = make_workshop("name: intro\nusers: {count: 2}\nwarm: boot\n")
     full = build_cloud_config(cfg, stage="full", accounts=accounts)
     bake = build_cloud_config(cfg, stage="bake")
     boot = build_cloud_config(cfg, stage="boot", accounts=accounts)

@@ -75,6 +75,7 @@ class HubState:
     refuse_first: int = 0  # answer 429 to this many starts first
     pending: dict[str, int] = field(default_factory=dict)  # name -> polls left
     max_pending: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # name -> the start's body (user_options)
     activity: list[tuple[str, str]] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
     pages: list[str] = field(default_factory=list)
@@ -133,6 +134,7 @@ def handler_for(state: HubState) -> type[BaseHTTPRequestHandler]:
                 state.refuse_first -= 1
                 self._answer(429, {"message": "Too many users trying to log in right now."})
                 return
+            state.options[name] = body
             state.users[name]["servers"] = {"": {"ready": False, "started": None}}
             state.pending[name] = state.polls_to_ready
             state.max_pending = max(state.max_pending, len(state.pending))
@@ -195,6 +197,8 @@ def test_warm_starts_trainees_who_have_no_server_never_more_than_the_slots_at_on
     assert result["running"] == ["fay"]
     assert result["cold"] == {"dee": "its start failed (the hub's log says why)"}
     assert state.max_pending == 2  # the hub's concurrent_spawn_limit
+    # Each start says it is the warm service's: the server starts its first kernel at once.
+    assert state.options == {n: {"bakery_warm": True} for n in ("ada", "bob", "cy", "dee", "eve")}
     assert state.users["teacher"]["servers"] == {}  # admins start their own
     saved = json.loads((tmp_path / "warm-state.json").read_text())
     assert saved["warmed"] == ["ada", "bob", "cy", "eve"] and saved["cold"] == result["cold"]
@@ -583,6 +587,29 @@ def test_every_spawn_waits_for_the_homes_unit_started_once(
     bare = Config()  # no course: the homes' wait alone
     warm.configure(bare, "boot", 30, 4, 7, 300)
     asyncio.run(bare.Spawner.pre_spawn_hook("eve"))
+
+
+def test_a_server_the_service_started_is_told_to_start_its_kernel_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spawn hook turns the warm start's user_options (which the hub keeps for the trainee's
+    later starts) into BAKERY_WARM_KERNEL for the server (jupyter_server_config.py reads it), on a
+    copy: the configured environment is shared by every spawner."""
+    import asyncio
+
+    from traitlets.config import Config
+
+    fake_systemctl(tmp_path, monkeypatch, rc=0)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+    c = Config()
+    warm.configure(c, "boot", 30, 4, 7, 300)
+    shared = {"JUPYTER_CONFIG_PATH": "/etc/bakery/jupyter"}
+    warmed = types.SimpleNamespace(user_options={"bakery_warm": True}, environment=shared)
+    own = types.SimpleNamespace(user_options={}, environment=shared)
+    asyncio.run(c.Spawner.pre_spawn_hook(warmed))
+    asyncio.run(c.Spawner.pre_spawn_hook(own))
+    assert warmed.environment == {**shared, "BAKERY_WARM_KERNEL": "1"}
+    assert own.environment == shared == {"JUPYTER_CONFIG_PATH": "/etc/bakery/jupyter"}
 
 
 def test_a_failed_homes_unit_is_said_once_and_servers_still_start(

@@ -200,6 +200,9 @@ def _hub_context(cfg: Workshop, accounts: list[Account] | None) -> dict[str, Any
         "admin_users": sorted(set(cfg.users.admins)) if not cfg.auth.oauth else [],
         "expiry_file": EXPIRY_FILE if cfg.ends is not None else None,
         "warm_when": _warm_when(cfg),
+        # A warmed server's first kernel, started with it (jupyter_server_config.py): in every
+        # golden image (warm is the boot stage's); the full stage leaves it out without warm.
+        "kernel_ahead": True,
         # Warmed servers' activity, posted as often as the culler looks (or every 5 minutes).
         "warm_keep_every": max(30, min(300, cull // 4)) if cull else 300,
     }

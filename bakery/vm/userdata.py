@@ -269,7 +269,10 @@ def build_cloud_config(
     files: list[VmFile] = []
     if with_bake:
         doc |= _bake_settings(cfg)
-        files += bake_files(cfg, context(cfg))
+        ctx = context(cfg)
+        if stage == "full":  # one workshop's own options (Nova's 64 KiB at 300 accounts)
+            ctx["kernel_ahead"] = ctx["warm_when"] != "none"
+        files += bake_files(cfg, ctx)
         # The one bake record (bakery.vm.image), written into every golden image.
         files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     if with_boot:

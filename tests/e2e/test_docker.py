@@ -744,7 +744,8 @@ def test_6b_a_warm_server_waits_for_its_trainee_and_the_culler_leaves_it(dvm: Wo
     """warm: boot started the third trainee's server once the hub was up; they have not logged
     in since, and the server has outlived the idle timeout (2 min) many times over, kept by the
     hub's warm service; `users list` says "server warm", `bakery warm` has nothing to start.
-    Then the trainee arrives and lands in that same server: no spawn, a cell answers."""
+    Then the trainee arrives and lands in that same server: no spawn, and their first cell runs
+    in the kernel the server started ahead."""
     from bakery.day.users import list_users
     from bakery.day.warm import warm
     from bakery.layout import LOGINS_DIR
@@ -773,11 +774,16 @@ def test_6b_a_warm_server_waits_for_its_trainee_and_the_culler_leaves_it(dvm: Wo
     again = warm(config_path=dvm.config, **day)
     (hub,) = again.hubs.values()
     assert hub.started == [] and user in hub.running and not again.errors, again
+    # Its first kernel is running too (started with the server: jupyter_server_config.py).
+    probe = "grep -ls '[i]pykernel_launcher' /proc/[0-9]*/cmdline; true"
+    ahead = root_sh(dvm, f'docker exec {container} sh -c "{probe}"')
+    assert len(ahead.split()) == 1, f"not one kernel started ahead in {container}: {ahead!r}"
+    ahead_pid = ahead.split("/")[2]
     s, resp = login(dvm, user, dvm.passwords[user])
     assert resp.status_code == 302
     start = time.monotonic()
     open_server(dvm, s, user)
-    assert run_cell(dvm, s, user, "6 * 7") == "42"
+    assert run_cell(dvm, s, user, "import os\nos.getpid(), 6 * 7") == f"({ahead_pid}, 42)"
     record("docker: login to first cell, server warm", time.monotonic() - start)
     assert servers(dvm, user, admin)[""]["started"] == server["started"]  # the same server
     assert root_sh(dvm, f"docker inspect -f '{{{{.Id}}}}' {container}").strip() == container_id
