@@ -36,7 +36,7 @@ demo: install
 	@echo "trainee passwords: $(BUILD)/workshop.credentials.csv (bakery credentials $(BUILD)/workshop.yaml)"
 
 test: $(VENV)/.deps
-	$(BIN)/pytest -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto -m "not e2e and not slow and not testcloud" $(PYTEST_ARGS)
 
 # Boots real VMs under qemu (root: chroot bake, loop devices); ~47 min under TCG (CI figure).
 test-e2e: $(VENV)/.deps
