@@ -101,6 +101,11 @@ if args[:2] == ["image", "inspect"]:
     sys.exit(0 if args[-1] in have else 1)
 if args[:1] == ["ps"]:
     sys.exit(0)
+if args[:2] == ["service", "ls"]:  # a swarm manager's trainee services, else not a manager
+    if not os.path.exists(images + ".services"):
+        sys.exit("Error response from daemon: This node is not a swarm manager.")
+    print(open(images + ".services").read(), end="")
+    sys.exit(0)
 with open({log!r}, "a") as log:
     log.write("docker " + " ".join(args) + "\\n")
 if args[:1] == ["build"]:
@@ -655,6 +660,29 @@ def test_a_host_that_is_a_swarm_worker_gets_nothing(
     assert "a swarm worker: leave out --host" in result.output
     assert server.read("/etc/jupyterhub/jupyterhub_config.py") == before
     assert server.users_added == []
+
+
+def test_a_swarm_managers_running_servers_are_its_services(
+    server: Server, config: Callable[[str], Path]
+) -> None:
+    """On a swarm the trainees' servers are services whose tasks run on the workers: the manager
+    counts them (a new memory limit reaches them at a restart; course files reach their homes,
+    which are the manager's)."""
+    base = BASE.replace(
+        "spawner: {kind: systemd", "cluster: {engine: swarm}\nspawner: {kind: docker"
+    )
+    path = config(base)
+    server.launch(path)
+    (server.root / "etc/bakery/cluster-manager").write_text("manager\n")
+    Path(f"{server.images}.services").write_text("jupyter-training01\njupyter-training02\n")
+    cfg = load_config(path)
+    machine = topology(cfg, sheet_order(credentials_path(path)), trial=True).hubs[0]
+    state = server.call(None, Target("s", "h"), drift.state_request(cfg, machine, path.parent))
+    assert state["servers"] == {
+        "units": [], "containers": [], "services": ["jupyter-training01", "jupyter-training02"]
+    }  # fmt: skip
+    result = run_update(config(base.replace("mem_limit: 1G", "mem_limit: 2G")), "--dry-run")
+    assert "memory/CPU limits (2G, 1 CPU) of the 2 running server(s)" in result.output
 
 
 def test_content_is_never_written_through_a_planted_symlink(

@@ -387,7 +387,7 @@ def _limits(cfg: Workshop, state: dict[str, Any], plan: ServerPlan) -> None:
         return
     changed = [d for d in _diff(old, new) if "mem_limit" in d or "cpu_limit" in d]
     running = state.get("servers") or {}
-    count = len(running.get("units") or []) + len(running.get("containers") or [])
+    count = sum(len(running.get(kind) or []) for kind in ("units", "containers", "services"))
     if not changed or not count:
         return
     limits = f"{cfg.spawner.mem_limit}, {cfg.spawner.cpu_limit:g} CPU"
