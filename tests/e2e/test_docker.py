@@ -545,26 +545,6 @@ def test_4_mem_limit_kills_the_kernel_not_the_vm(dvm: Workshop, t1: tuple[str, A
     assert run_cell(dvm, s, user, "6 * 7") == "42"
 
 
-def test_4c_a_full_home_is_the_trainees_alone(dvm: Workshop, t1: tuple[str, Any]) -> None:
-    """In a container (every trainee the same UID inside) the quota is the home's project: the
-    trainee who fills theirs gets ENOSPC (XFS's answer for a project quota) at disk_limit (64M);
-    meanwhile the other trainee logs in, saves a notebook and runs a cell in a container of
-    their own (left idle: test_6 waits for the culler to stop it)."""
-    user, s = t1
-    other = next(t for t in dvm.trainees if t != user)
-    answer = run_cell(dvm, s, user, FILL_HOME)
-    assert_filled_to_quota(answer, 64)
-    try:
-        start = time.monotonic()
-        others_go_on(dvm, other)
-        record(
-            "docker: other trainee's login to cell answer, one home full", time.monotonic() - start
-        )
-        IDLE_SINCE[other] = int(root_sh(dvm, "date +%s"))  # the VM's clock
-    finally:
-        root_sh(dvm, f"rm -f /home/{user}/fill.bin /home/{other}/saved.ipynb /home/{other}/ok.bin")
-
-
 def test_4b_docker_restart_keeps_the_container_and_the_firewall(
     dvm: Workshop, t1: tuple[str, Any]
 ) -> None:
@@ -622,6 +602,26 @@ def test_4b_docker_restart_keeps_the_container_and_the_firewall(
 
 
 HANDOUT = "pushed by bakery update during the class\n"
+
+
+def test_4c_a_full_home_is_the_trainees_alone(dvm: Workshop, t1: tuple[str, Any]) -> None:
+    """In a container (every trainee the same UID inside) the quota is the home's project: the
+    trainee who fills theirs gets ENOSPC (XFS's answer for a project quota) at disk_limit (64M);
+    meanwhile the other trainee logs in, saves a notebook and runs a cell in a container of
+    their own (left idle: test_6 waits for the culler to stop it)."""
+    user, s = t1
+    other = next(t for t in dvm.trainees if t != user)
+    answer = run_cell(dvm, s, user, FILL_HOME)
+    assert_filled_to_quota(answer, 64)
+    try:
+        start = time.monotonic()
+        others_go_on(dvm, other)
+        record(
+            "docker: other trainee's login to cell answer, one home full", time.monotonic() - start
+        )
+        IDLE_SINCE[other] = int(root_sh(dvm, "date +%s"))  # the VM's clock
+    finally:
+        root_sh(dvm, f"rm -f /home/{user}/fill.bin /home/{other}/saved.ipynb /home/{other}/ok.bin")
 
 
 def test_4d_update_reaches_the_running_container_in_place(
