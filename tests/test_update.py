@@ -42,12 +42,13 @@ from bakery.vm.context import context
 from bakery.vm.files import tls_files
 from bakery.workshop.accounts import credentials_path, ensure_credentials, sheet_order
 
+# ends far ahead: a workshop whose end has passed refuses to launch, and the tests run any day.
 BASE = """\
 name: upd
 os: debian-12
 users: {count: 2, admins: [teacher]}
 spawner: {kind: systemd, mem_limit: 1G, idle_cull_minutes: 60}
-ends: 2026-12-07 18:00 Europe/Berlin
+ends: 2099-12-07 18:00 Europe/Berlin
 """
 
 
@@ -274,7 +275,7 @@ def test_live_changes_are_planned_applied_and_a_rerun_changes_nothing(
     done = run_update(path)
     assert done.exit_code == 0, done.output
     assert server.users_added == [["ta"]]  # before the hub restarts with ta among its users
-    assert "2026-12-07 18:30 +0100 (17:30 UTC)" in server.read(EXPIRY_FILE)
+    assert "2099-12-07 18:30 +0100 (17:30 UTC)" in server.read(EXPIRY_FILE)
     assert "'ta'" in server.read("/etc/jupyterhub/jupyterhub_config.py")
     steps = server.commands()
     assert steps[0] == "systemctl enable --now bakery-expiry.timer"
@@ -311,7 +312,7 @@ def test_ends_removed_stops_the_timer_and_removes_the_times(
 ) -> None:
     path = config(BASE)
     server.launch(path)
-    path = config(BASE.replace("ends: 2026-12-07 18:00 Europe/Berlin\n", ""))
+    path = config(BASE.replace("ends: 2099-12-07 18:00 Europe/Berlin\n", ""))
     result = run_update(path)
     assert result.exit_code == 0, result.output
     assert f"removed {EXPIRY_FILE}" in result.output
