@@ -103,6 +103,8 @@ if args[:2] == ["image", "inspect"]:
 if args[:1] == ["ps"]:
     sys.exit(0)
 if args[:2] == ["service", "ls"]:  # a swarm manager's trainee services, else not a manager
+    if args[-2:] != ["--format", "{{{{.Name}}}}"]:  # a service has no .Names
+        sys.exit("template parsing error: can't evaluate field Names")
     if not os.path.exists(images + ".services"):
         sys.exit("Error response from daemon: This node is not a swarm manager.")
     print(open(images + ".services").read(), end="")

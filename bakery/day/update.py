@@ -303,6 +303,9 @@ def _apply(
     limits = answer.get("limits") or {}
     if limits.get("changed"):
         did.append(f"limits set on {len(limits['changed'])} running server(s)")
+    copied = (answer.get("content") or {}).get("copied_to") or []
+    if copied:
+        did.append(f"course files copied where ~/course lacked them: {', '.join(copied)}")
     if answer.get("image"):
         did.append(f"the trainees' image: {answer['image']}")
     if answer.get("certificate"):
