@@ -38,6 +38,7 @@ from e2e_harness import (
     tagged,
     with_stop,
     workshop_for,
+    write_folder,
 )
 from test_try import (
     base,
@@ -68,6 +69,8 @@ KERNEL_TEXT = f"written in a container on the worker {uuid.uuid4()}"
 MANAGER_ADDRESS = "10.77.0.10"
 WORKER_ADDRESS = "10.77.0.11"
 CLUSTER_MTU = 1450
+# The course (baked): test_4b changes one file and adds another with `bakery update`.
+COURSE_FILE, COURSE_TEXT = "intro.md", "# Intro\n"
 # How long a node may take to be Ready: the worker joins after the manager's swarm is up and after
 # its import of the trainees' image at first boot (TCG, two VMs on two host cores; the manager
 # runs no server and imports none).
@@ -96,6 +99,8 @@ ssh:
 cluster:
   engine: swarm
   workers: {workers}
+course:
+  from: ./course
 """
 
 
@@ -110,6 +115,7 @@ def cws(tmp_path_factory: pytest.TempPathFactory, user_image: Path) -> Workshop:
     config = d / "workshop.yaml"
     archive = {"path": str(user_image), "format": "rootfs", **userimage.IMPORT_SETTINGS}
     if not attach:
+        write_folder(d / "course", {COURSE_FILE: COURSE_TEXT})
         config.write_text(
             CONFIG.format(
                 name=NAME,
@@ -423,6 +429,48 @@ def test_4_container_reaches_the_hub_api_not_metadata_token_or_nfs(
     # The server on the worker reaches the hub's API on the manager (its activity, its auth).
     assert api.startswith("http") and api.endswith("/hub/api"), api
     assert hub[0] == 200 and '"version"' in hub[1], hub
+
+
+def test_4b_update_pushes_course_files_to_the_server_running_on_the_worker(
+    cvm: Workshop, worker_nodes: dict[str, Workshop], t1: tuple[str, Any]
+) -> None:
+    """`bakery update` on a swarm (issue 29): a changed and a new course file reach the manager's
+    course folder, and the trainee whose server runs on a worker finds the new one in ~/course
+    at once (their home is the manager's, over NFS); the file they edited stays theirs; a second
+    run has nothing to do."""
+    from bakery.day.update import update
+    from bakery.layout import COURSE_DIR
+
+    user, s = t1
+    open_server(cvm, s, user, timeout=900)
+    on_a_worker(cvm, f"jupyter-{user}", worker_nodes)
+    mine = "# Intro, with my notes\n"
+    path = f"os.path.expanduser('~/course/{COURSE_FILE}')"
+    code = f"import os\nopen({path}).read(), open({path}, 'w').write({mine!r})"
+    assert run_cell(cvm, s, user, code, timeout=300) == repr((COURSE_TEXT, len(mine)))
+    write_folder(cvm.dir / "course", {COURSE_FILE: "# Intro, fixed\n", "after-break.md": "# 2\n"})
+    hosts = [f"127.0.0.1:{cvm.ssh_port}"]
+    start = time.monotonic()
+    result = update(config_path=cvm.config, hosts=hosts, identity=cvm.ssh_key)
+    record("cluster: update (course files to a server on the worker)", time.monotonic() - start)
+    assert not result.errors, result.errors
+    lines = "\n".join(result.plan.lines())
+    assert "course.from: 2 new or changed file(s)" in lines, lines
+    assert root_sh(cvm, f"cat {COURSE_DIR}/{COURSE_FILE}") == "# Intro, fixed\n"
+    done = "\n".join(result.lines())
+    assert f"course files copied where ~/course lacked them: {user}" in done, done
+    # In the home (the manager's filesystem); the worker's NFS client sees it within its
+    # attribute cache's minute.
+    assert root_sh(cvm, f"cat /home/{user}/course/after-break.md") == "# 2\n"
+    code = (
+        "import os, time\nc, t = os.path.expanduser('~/course'), time.monotonic()\n"
+        "while not os.path.exists(f'{c}/after-break.md') and time.monotonic() - t < 90:\n"
+        "    time.sleep(2)\n"
+        f"open(f'{{c}}/after-break.md').read(), open(f'{{c}}/{COURSE_FILE}').read()"
+    )
+    assert run_cell(cvm, s, user, code, timeout=300) == repr(("# 2\n", mine))
+    again = update(config_path=cvm.config, hosts=hosts, identity=cvm.ssh_key)
+    assert [p.items for p in again.plan.servers] == [[]], again.plan.lines()
 
 
 def test_5_overlay_mtu_fits_the_cluster_networks(cvm: Workshop) -> None:
