@@ -245,9 +245,22 @@ for iface in ('public', 'internal', 'admin'):
 print('cinder keystone ok')
 EOF
 }
+# A pid file from before the machine restarted (or was restored from a snapshot) may name a pid that
+# now belongs to another process: the init scripts' start-stop-daemon checks only that the pid lives,
+# so "start" would do nothing and "restart" would kill that other process. Drop such a pid file.
+# (The CI run of 635a55c failed so: cinder-scheduler and cinder-volume never started, "not up after 180 s".)
+drop_stale_pidfile() {
+  local f=/run/cinder/$1.pid p
+  p=$(cat "$f" 2>/dev/null) || return 0
+  if ! tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$1"; then
+    echo "stale $f (pid $p is not $1): removed"
+    rm -f "$f"
+  fi
+}
 cinder_start() {
   local s
   for s in cinder-api cinder-scheduler cinder-volume; do
+    drop_stale_pidfile $s
     # the init scripts' "start" is a no-op for a running daemon (start-stop-daemon --oknodo)
     if [ "${CINDER_CONF_CHANGED:-}" ]; then /etc/init.d/$s restart; else /etc/init.d/$s start; fi
   done
