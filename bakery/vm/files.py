@@ -244,16 +244,19 @@ def data_source_files(cfg: Workshop) -> list[VmFile]:
     return [VmFile(SHARED_DATA_SOURCE, json.dumps(source, indent=2, sort_keys=True) + "\n")]
 
 
-def boot_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
+def boot_files(cfg: Workshop, ctx: dict[str, Any], stock_image: bool = False) -> list[VmFile]:
     """Files of the boot stage (``ctx``: bakery.vm.context's, with the accounts): the hub's and
-    nginx's config, sshd policy, the user's files."""
+    nginx's config, sshd policy, the user's files. ``stock_image``: the full stage's (the
+    packages are installed in the same boot)."""
     files = [
         VmFile(
             f"{CONFIG_DIR}/jupyterhub_config.py", render("cloudinit/jupyterhub_config.py.j2", **ctx)
         ),
-        # Deferred (written after packages): on a stock image nginx must install and start with
-        # its own default site, before this one (whose certificate comes later) exists.
-        VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=True),
+        # On a stock image deferred (written after packages): nginx must install and start with
+        # its own default site, before this one (whose certificate comes later) exists. On a
+        # golden image written at once: nginx (after cloud-init's first stage and bakery-tls)
+        # then starts with it, instead of waiting for cloud-init's last stage to restart it.
+        VmFile(NGINX_SITE, render("cloudinit/nginx.conf.j2", **ctx), defer=stock_image),
         VmFile(SSHD_DROPIN, render("cloudinit/sshd.conf.j2", **ctx)),
         *homes_files(cfg),
         *data_source_files(cfg),

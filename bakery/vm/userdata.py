@@ -51,6 +51,7 @@ APT_CONFIG = {"preserve_sources_list": True, "conf": APT_CONF}
 # `kernels:` (spawner.kind systemd): each kernel's distro packages and the kernelspec folder they
 # ship, registered as NAME in the hub's environment, where its Jupyter looks first (Debian 12 also
 # ships it in /usr/share/jupyter/kernels; registering it does not rely on a distro's packaging).
+NGINX_NO_DEFAULT = ["rm", "-f", "/etc/nginx/sites-enabled/default"]
 KERNEL_PACKAGES = {"r": ("r-base-core", "r-cran-irkernel")}
 KERNEL_SPECS = {"r": ("ir", "/usr/lib/R/site-library/IRkernel/kernelspec")}
 
@@ -114,6 +115,9 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
         # A swarm has no live-restore: a docker restart (an unattended upgrade) would stop every
         # trainee's server on that node. Held in the image: upgraded between classes, by hand.
         cmds.append(["apt-mark", "hold", *SWARM_HELD_PACKAGES])
+    # Debian's default site would clash with the hub's (both the default server on port 80)
+    # when nginx starts on a golden image's first boot with the hub's site already written.
+    cmds.append(NGINX_NO_DEFAULT)
     # `enable` only makes symlinks (no daemon-reload: it also has to work in a chroot bake).
     cmds.append(["systemctl", "enable", *units(cfg)])
     return cmds
@@ -130,9 +134,9 @@ def _worker_runcmd(cfg: Workshop) -> list[list[str]]:
     return cmds
 
 
-def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
+def _boot_runcmd(cfg: Workshop, stock_image: bool) -> list[list[str]]:
     cmds = [
-        ["rm", "-f", "/etc/nginx/sites-enabled/default"],
+        NGINX_NO_DEFAULT,  # again: an image baked before the bake removed it
         ["systemctl", "daemon-reload"],
         ["systemctl", "try-reload-or-restart", "ssh"],
     ]
@@ -141,7 +145,10 @@ def _boot_runcmd(cfg: Workshop) -> list[list[str]]:
         cmds.append(["/usr/bin/python3", f"{SCRIPT_DIR}/fetch-data.py"])
     cmds += [
         ["systemctl", "enable", "--now", *units(cfg)],
-        ["systemctl", "restart", "nginx"],
+        # A stock image's nginx started with its default site: restarted with the hub's. On a
+        # golden image it already serves the hub's (a reload drops no trainee's connection),
+        # unless an older image's default site stopped it: then this starts it.
+        ["systemctl", "restart" if stock_image else "reload-or-restart", "nginx"],
     ]
     if cfg.ends is not None:
         cmds.append(["systemctl", "enable", "--now", EXPIRY_UNITS[1]])
@@ -277,7 +284,9 @@ def build_cloud_config(
         files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     if with_boot:
         ctx = context(cfg, accounts)
-        files += worker_boot_files(cfg, ctx) if worker else boot_files(cfg, ctx)
+        files += (
+            worker_boot_files(cfg, ctx) if worker else boot_files(cfg, ctx, stage == "full")
+        )
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
@@ -288,7 +297,7 @@ def build_cloud_config(
     if with_bake:
         runcmd += _bake_runcmd(cfg)
     if with_boot:
-        runcmd += _worker_runcmd(cfg) if worker else _boot_runcmd(cfg)
+        runcmd += _worker_runcmd(cfg) if worker else _boot_runcmd(cfg, stage == "full")
     doc["runcmd"] = runcmd
     doc["final_message"] = final_message(cfg.name, stage)
     return doc
