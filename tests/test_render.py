@@ -115,7 +115,8 @@ def test_full_is_bake_then_boot(make_workshop: MakeWorkshop) -> None:
     assert next(f for f in boot["write_files"] if f["path"] == site).get("defer") is None
     reload = ["systemctl", "reload-or-restart", "nginx"]
     assert reload in boot["runcmd"]
-    on_stock_cmds = [["systemctl", "restart", "nginx"] if c == reload else c for c in boot["runcmd"]]
+    restart = ["systemctl", "restart", "nginx"]
+    on_stock_cmds = [restart if c == reload else c for c in boot["runcmd"]]
     assert full["runcmd"] == bake["runcmd"] + on_stock_cmds
     # The image has no default site (it would be nginx's default server on port 80 too).
     assert ["rm", "-f", "/etc/nginx/sites-enabled/default"] in bake["runcmd"]

@@ -284,9 +284,7 @@ def build_cloud_config(
         files.append(VmFile(image.RECORD_PATH, image.record_json(image.record(cfg))))
     if with_boot:
         ctx = context(cfg, accounts)
-        files += (
-            worker_boot_files(cfg, ctx) if worker else boot_files(cfg, ctx, stage == "full")
-        )
+        files += worker_boot_files(cfg, ctx) if worker else boot_files(cfg, ctx, stage == "full")
     paths = [f.path for f in files]
     twice = sorted({p for p in paths if paths.count(p) > 1})
     if twice:
