@@ -75,6 +75,8 @@ UNITS = (
     "bakery-tls.service",
     "jupyterhub-secrets.service",
     "configurable-http-proxy.service",
+    # What the hub needs; jupyterhub.service starts early and waits for it (hub-start.py).
+    "jupyterhub-ready.target",
     "jupyterhub.service",
 )
 # Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).

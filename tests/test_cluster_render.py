@@ -132,8 +132,12 @@ def test_the_manager_runs_the_hub_with_the_swarm_spawner(
     assert 'c.BakerySwarmSpawner.host_ip = _cluster["address"]' in hub
     compile(hub, "jupyterhub_config.py", "exec")
     full = files(build_cloud_config(cfg, stage="full", accounts=accounts))
+    # The hub waits for its requirements' target (hub-start.py), which requires the cluster.
     unit = full["/etc/systemd/system/jupyterhub.service"]
-    assert "Requires=" in unit and "bakery-cluster.service" in unit.split("Requires=")[1]
+    assert "\nRequires=jupyterhub-ready.target\n" in unit
+    ready = full["/etc/systemd/system/jupyterhub-ready.target"]
+    assert "bakery-cluster.service" in ready.split("\nRequires=")[1].splitlines()[0]
+    assert "cluster-worker" in full["/usr/local/lib/bakery/hub-start.py"]
 
 
 def test_a_worker_role_without_a_cluster_is_refused(tmp_path: Path) -> None:

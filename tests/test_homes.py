@@ -96,10 +96,13 @@ def test_a_worker_gets_no_homes_of_its_own() -> None:
     assert "ConditionPathExists=!/etc/bakery/cluster-worker" in unit
     assert "Before=cloud-final.service nfs-server.service bakery-cluster.service" in unit
     # The hub does not wait for the homes (its servers do: bakery_warm.homes_first); it waits
-    # for cloud-init's init stage, which writes its config and the accounts.
-    assert "jupyterhub.service" not in unit
+    # (hub-start.py, through its requirements' target) for cloud-init's init stage, which writes
+    # its config and the accounts.
+    assert "jupyterhub.service" not in unit and "jupyterhub-ready" not in unit
     hub = render("cloudinit/jupyterhub.service.j2", **context(cfg_of()))
-    assert "\nAfter=cloud-init.service\n" in hub and HOMES_UNIT not in hub
+    ready = render("cloudinit/jupyterhub-ready.target.j2", **context(cfg_of()))
+    assert "\nRequires=jupyterhub-ready.target\n" in hub and HOMES_UNIT not in hub
+    assert "\nAfter=cloud-init.service " in ready and HOMES_UNIT not in ready
 
 
 # --- homes.py, against a folder standing in for /home ---------------------------------------------

@@ -228,10 +228,12 @@ def test_image_archive_loads_instead_of_pulling(make_workshop: MakeWorkshop) -> 
     assert 'rm -f "$ARCHIVE"' in script
     unit = files["/etc/systemd/system/bakery-user-image.service"]
     assert "ConditionPathExists=/var/lib/bakery/user-image.tar" in unit
-    assert "Before=jupyterhub.service" in unit and "Requires=docker.service" in unit
+    # Before the hub's requirements (the hub itself starts early and waits for them).
+    assert "Before=jupyterhub-ready.target" in unit and "Requires=docker.service" in unit
     enable = doc["runcmd"][-1]
     assert enable[:2] == ["systemctl", "enable"]
-    assert enable.index("bakery-user-image.service") < enable.index("jupyterhub.service")
+    assert enable.index("bakery-user-image.service") < enable.index("jupyterhub-ready.target")
+    assert enable.index("jupyterhub-ready.target") < enable.index("jupyterhub.service")
     boot = build_cloud_config(cfg, stage="boot", accounts=accounts)
     assert "bakery-user-image.service" in boot["runcmd"][3]
     hub = files_of(boot)["/etc/jupyterhub/jupyterhub_config.py"]

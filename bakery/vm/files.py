@@ -97,13 +97,13 @@ def _unit(name: str, ctx: dict[str, Any]) -> VmFile:
 
 def units(cfg: Workshop) -> tuple[str, ...]:
     """The units of ``cfg``: :data:`UNITS`, plus the image loader with an image archive and the
-    cluster's units with a swarm (all before the hub, the last)."""
+    cluster's units with a swarm (all before the hub's requirements and the hub, the last)."""
     extra: tuple[str, ...] = ()
     if cfg.spawner.kind == "docker" and cfg.spawner.image_archive is not None:
         extra += (USER_IMAGE_UNIT,)
     if cfg.cluster.swarm:
         extra += CLUSTER_UNITS
-    return (*UNITS[:-1], *extra, UNITS[-1])
+    return (*UNITS[:-2], *extra, *UNITS[-2:])
 
 
 def worker_units(cfg: Workshop) -> tuple[str, ...]:
@@ -120,6 +120,7 @@ def bake_files(cfg: Workshop, ctx: dict[str, Any]) -> list[VmFile]:
     files.append(VmFile(HUB_REQUIREMENTS, software.hub_lock(cfg).requirements()))
     files += _workshop_env_files(cfg, ctx)
     files += [_script("make-secrets.sh", ctx), _script("homes.py", ctx)]
+    files.append(_script("hub-start.py", ctx))  # jupyterhub.service's
     files.append(_script("bakery_warm.py", ctx))  # the hub imports it, and runs it
     files.append(VmFile(f"{HUB_TEMPLATES}/error.html", read_text("cloudinit/hub-error.html")))
     tls = tls_files(cfg, ctx)

@@ -244,7 +244,7 @@ def check_user_data(ud: UserData, work: Path, name: str | None = None) -> list[C
             checks += check_shell(local)
         elif path == NGINX_SITE:
             checks.append(check_nginx(content, work / f"nginx-{name}"))
-        elif path.startswith(UNIT_DIR + "/") and path.endswith((".service", ".timer")):
+        elif path.startswith(UNIT_DIR + "/") and path.endswith((".service", ".timer", ".target")):
             units[Path(path).name] = content
     if units:
         checks.append(check_units(units, work / f"systemd-{name}"))
