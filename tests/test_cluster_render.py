@@ -134,7 +134,7 @@ def test_the_manager_runs_the_hub_with_the_swarm_spawner(
     full = files(build_cloud_config(cfg, stage="full", accounts=accounts))
     # The hub waits for its requirements' target (hub-start.py), which requires the cluster.
     unit = full["/etc/systemd/system/jupyterhub.service"]
-    assert "\nRequires=jupyterhub-ready.target\n" in unit
+    assert "\nRequires=jupyterhub-ready.target " in unit
     ready = full["/etc/systemd/system/jupyterhub-ready.target"]
     assert "bakery-cluster.service" in ready.split("\nRequires=")[1].splitlines()[0]
     assert "cluster-worker" in full["/usr/local/lib/bakery/hub-start.py"]

@@ -101,7 +101,7 @@ def test_a_worker_gets_no_homes_of_its_own() -> None:
     assert "jupyterhub.service" not in unit and "jupyterhub-ready" not in unit
     hub = render("cloudinit/jupyterhub.service.j2", **context(cfg_of()))
     ready = render("cloudinit/jupyterhub-ready.target.j2", **context(cfg_of()))
-    assert "\nRequires=jupyterhub-ready.target\n" in hub and HOMES_UNIT not in hub
+    assert "\nRequires=jupyterhub-ready.target " in hub and HOMES_UNIT not in hub
     assert "\nAfter=cloud-init.service " in ready and HOMES_UNIT not in ready
 
 
