@@ -79,6 +79,7 @@ UNITS = (
     "jupyterhub-ready.target",
     "jupyterhub.service",
 )
+HUB_READY = UNITS[-2]
 # Loads spawner.image_archive at boot when the bake had no Docker daemon (the chroot builder).
 USER_IMAGE_UNIT = "bakery-user-image.service"
 

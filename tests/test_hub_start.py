@@ -120,3 +120,18 @@ def test_the_main_program_stops_when_the_requirements_fail(
     cfg = parse_config("name: qz\n", Path("w.yaml"))
     unit = render("cloudinit/jupyterhub.service.j2", **context(cfg))
     assert "\nRestartPreventExitStatus=3\n" in unit
+
+
+def test_the_boot_stage_starts_the_hub_not_its_target() -> None:
+    """The hub's unit requires the target (nothing to enable for it at boot), so the boot stage
+    also still boots an image baked before the target existed."""
+    from bakery.layout import HUB_READY
+    from bakery.vm.userdata import build_cloud_config
+    from bakery.workshop.accounts import preview_accounts
+
+    cfg = parse_config("name: qz\nusers: {names: [ada]}\n", Path("w.yaml"))
+    boot = build_cloud_config(cfg, stage="boot", accounts=preview_accounts(cfg))
+    (enable,) = [c for c in boot["runcmd"] if c[:3] == ["systemctl", "enable", "--now"]]
+    assert "jupyterhub.service" in enable and HUB_READY not in enable
+    bake = build_cloud_config(cfg, stage="bake")
+    assert HUB_READY in bake["runcmd"][-1]  # enabled, with the hub, in the image

@@ -24,6 +24,7 @@ from bakery.errors import ConfigError, RenderError
 from bakery.layout import (
     EXPIRY_UNITS,
     HUB_PREFIX,
+    HUB_READY,
     LOGIN_DEFS,
     SCRIPT_DIR,
 )
@@ -144,7 +145,9 @@ def _boot_runcmd(cfg: Workshop, stock_image: bool) -> list[list[str]]:
         # Before the hub starts: a trainee never sees the folder half unpacked.
         cmds.append(["/usr/bin/python3", f"{SCRIPT_DIR}/fetch-data.py"])
     cmds += [
-        ["systemctl", "enable", "--now", *units(cfg)],
+        # Not the hub's requirements' target: the hub's unit requires it (and an image baked
+        # before it existed still boots with this stage).
+        ["systemctl", "enable", "--now", *(u for u in units(cfg) if u != HUB_READY)],
         # A stock image's nginx started with its default site: restarted with the hub's. On a
         # golden image it already serves the hub's (a reload drops no trainee's connection),
         # unless an older image's default site stopped it: then this starts it.
