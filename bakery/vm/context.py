@@ -20,6 +20,7 @@ from bakery.layout import (
     CLUSTER_PORTS,
     CLUSTER_ROLE_FILE,
     CLUSTER_STATE,
+    CLUSTER_UNITS,
     CONDA_PREFIX,
     CONFIG_DIR,
     CONTENT_DIR,
@@ -35,6 +36,7 @@ from bakery.layout import (
     HUB_API_LOCAL,
     HUB_PORT,
     HUB_PREFIX,
+    HUB_READY,
     HUB_REQUIREMENTS,
     HUB_TEMPLATES,
     IDENTITIES_FILE,
@@ -91,7 +93,23 @@ def context(cfg: Workshop, accounts: list[Account] | None = None) -> dict[str, A
         | _tls_context(cfg)
         | content_context(cfg)
         | _cluster_context(cfg)
+        | _hub_requires_context(cfg)
     )
+
+
+def _hub_requires_context(cfg: Workshop) -> dict[str, Any]:
+    """What the hub needs running: jupyterhub-ready.target waits for these, and the hub's unit
+    requires each too (a restart of one restarts the hub)."""
+    units = [
+        "bakery-firewall.service",
+        "jupyterhub-secrets.service",
+        "configurable-http-proxy.service",
+    ]
+    if cfg.spawner.kind == "docker":
+        units.append("docker.service")
+    if cfg.cluster.swarm:
+        units.append(CLUSTER_UNITS[0])
+    return {"hub_ready": HUB_READY, "hub_requires": units}
 
 
 def _paths_context() -> dict[str, Any]:
