@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from bakery.config.workshop import Workshop
 from bakery.errors import BakeryError, UsageError
 
 CONNECT_TIMEOUT = 20
+# ssh's messages when the connection never reached the key exchange: sshd is not listening yet
+# or is restarting (a VM that just booted). The command did not run; trying again is safe.
+NOT_LISTENING = ("kex_exchange_identification", "Connection refused")
+RETRIES = 3  # tries after the first, RETRY_WAIT apart
+RETRY_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,19 +88,24 @@ class Ssh:
     def run(
         self, target: Target, command: list[str], *, stdin: bytes = b"", timeout: float = 300
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run ``command`` on ``target``; raise with ssh's message when ssh itself fails."""
-        try:
-            done = subprocess.run(
-                self.argv(target, command), input=stdin, capture_output=True, timeout=timeout,
-                check=False,
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise UsageError("ssh not found: install openssh-client") from None
-        except subprocess.TimeoutExpired:
-            raise BakeryError(f"{target.name}: ssh timed out after {timeout:.0f} s") from None
-        if done.returncode == 255:
-            raise BakeryError(self.failure(target, done.stderr))
-        return done
+        """Run ``command`` on ``target``; raise with ssh's message when ssh itself fails. A
+        connection sshd did not take (not listening yet, restarting) is tried again."""
+        for retry in range(RETRIES + 1):
+            try:
+                done = subprocess.run(
+                    self.argv(target, command), input=stdin, capture_output=True,
+                    timeout=timeout, check=False,
+                )  # fmt: skip
+            except FileNotFoundError:
+                raise UsageError("ssh not found: install openssh-client") from None
+            except subprocess.TimeoutExpired:
+                raise BakeryError(f"{target.name}: ssh timed out after {timeout:.0f} s") from None
+            if done.returncode != 255:
+                return done
+            if retry == RETRIES or not any(m.encode() in done.stderr for m in NOT_LISTENING):
+                break
+            time.sleep(RETRY_WAIT)
+        raise BakeryError(self.failure(target, done.stderr))
 
     def failure(self, target: Target, stderr: bytes) -> str:
         """ssh's own error, with the way out for the usual causes."""

@@ -49,10 +49,12 @@ def test_full_stage_carries_the_whole_recipe(make_workshop: MakeWorkshop) -> Non
         assert user["passwd"] == account.hash and user["passwd"].startswith("$6$")
         assert user["lock_passwd"] is False
     assert doc["chpasswd"] == {"expire": False}
-    assert doc["ssh_pwauth"] is False
+    # Passwords are refused by sshd's drop-in; no ssh_pwauth, whose edit restarts sshd mid-boot.
+    assert "ssh_pwauth" not in doc
     assert doc["ssh_genkeytypes"] == ["ed25519", "ecdsa"]  # no RSA keygen at first boot
 
     files = files_of(doc)
+    assert "\nPasswordAuthentication no\n" in files["/etc/ssh/sshd_config.d/10-bakery.conf"]
     hub = files["/etc/jupyterhub/jupyterhub_config.py"]
     for needle in [
         'c.JupyterHub.spawner_class = "dockerspawner.SystemUserSpawner"',
@@ -235,7 +237,8 @@ def test_image_archive_loads_instead_of_pulling(make_workshop: MakeWorkshop) -> 
     assert enable.index("bakery-user-image.service") < enable.index("jupyterhub-ready.target")
     assert enable.index("jupyterhub-ready.target") < enable.index("jupyterhub.service")
     boot = build_cloud_config(cfg, stage="boot", accounts=accounts)
-    assert "bakery-user-image.service" in boot["runcmd"][3]
+    (enable_now,) = [c for c in boot["runcmd"] if c[:3] == ["systemctl", "enable", "--now"]]
+    assert "bakery-user-image.service" in enable_now
     hub = files_of(boot)["/etc/jupyterhub/jupyterhub_config.py"]
     assert "c.SystemUserSpawner.image = 'bakery/nb:1'" in hub
 

@@ -125,9 +125,10 @@ def _bake_runcmd(cfg: Workshop) -> list[list[str]]:
 
 
 def _worker_runcmd(cfg: Workshop) -> list[list[str]]:
+    # No sshd reload: its policy (write_files) is in place before sshd first starts (it waits for
+    # cloud-init's init stage and its host keys), and a reload is a moment of refused logins.
     cmds = [
         ["systemctl", "daemon-reload"],
-        ["systemctl", "try-reload-or-restart", "ssh"],
         ["systemctl", "enable", "--now", *worker_units(cfg)],
     ]
     if cfg.ends is not None:
@@ -138,8 +139,7 @@ def _worker_runcmd(cfg: Workshop) -> list[list[str]]:
 def _boot_runcmd(cfg: Workshop, stock_image: bool) -> list[list[str]]:
     cmds = [
         NGINX_NO_DEFAULT,  # again: an image baked before the bake removed it
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "try-reload-or-restart", "ssh"],
+        ["systemctl", "daemon-reload"],  # no sshd reload: as in the worker's (above)
     ]
     if cfg.shared_data is not None and cfg.shared_data.url is not None:
         # Before the hub starts: a trainee never sees the folder half unpacked.
@@ -211,7 +211,10 @@ def _boot_settings(
             doc["fqdn"] = cfg.fqdn
     doc["users"] = _users(cfg, accounts)
     doc["chpasswd"] = {"expire": False}
-    doc["ssh_pwauth"] = False
+    # No ssh_pwauth: sshd's own drop-in (cloudinit/sshd.conf.j2, read first) already says
+    # PasswordAuthentication no. cloud-init's set_passwords would write the same into
+    # sshd_config and restart sshd in its config stage, when the hub may already answer: an ssh
+    # right after the login page came up met the restart (connection reset).
     # No RSA host key: its key search is the slowest step of a first boot under emulation
     # (seconds); every ssh client since 2014 takes ed25519 or ECDSA.
     doc["ssh_genkeytypes"] = ["ed25519", "ecdsa"]

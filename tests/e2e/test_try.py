@@ -661,6 +661,11 @@ def test_d_ssh_only_for_the_admin_login_user(vm: Workshop) -> None:
     # An admin of the hub is a hub admin, not an ssh user.
     refused_admin = ssh(vm, vm.admin, "true", password=vm.passwords[vm.admin])
     assert refused_admin.returncode == 255
+    # sshd started once this boot and was never restarted under a client (cloud-init's
+    # ssh_pwauth edit restarted it as the hub came up: an ssh then met a reset connection).
+    starts = root_sh(vm, "journalctl -b -q -u ssh -t sshd -g 'Server listening on 0.0.0.0' | wc -l")
+    stops = root_sh(vm, "journalctl -b -q -u ssh -t sshd -g 'Received signal 15' | wc -l")
+    assert (starts.strip(), stops.strip()) == ("1", "0"), (starts, stops)
 
 
 def test_d2_vm_posture(vm: Workshop) -> None:
