@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import html
 import itertools
 import json
 import re
@@ -33,8 +34,9 @@ from bakery.progress import ConsoleReporter
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "tests" / "e2e"
 PHASES = ("login", "spawn", "cell")
-# Over the hub's concurrent_spawn_limit / active_server_limit it answers 429 with Retry-After:
-# a trainee reloads, so a client does too; only other errors count as failures.
+# Over the hub's active_server_limit (or a concurrent_spawn_limit, were one set: bakery queues
+# the starts instead) it answers 429: a trainee's page reloads, so a client does too; only other
+# errors count as failures.
 MAX_TRIES = 60
 
 
@@ -92,8 +94,14 @@ def login(tg: Target, user: str, password: str, t: Trainee) -> requests.Session:
     return s
 
 
+# The hub's waiting page (spawn_pending.html) follows the start on this event stream and reloads
+# itself once the server is ready, as a trainee's browser does.
+PROGRESS = re.compile(r'new EventSource\("([^"]+)"\)')
+
+
 def spawn(tg: Target, s: requests.Session, user: str, t: Trainee, timeout: float) -> None:
-    """Start the server and open the lab until its page answers (the OAuth hand-off included)."""
+    """Start the server and open the lab until its page answers (the OAuth hand-off included).
+    On the hub's waiting page, wait as its script does: on the start's event stream."""
     r = _get(s, f"{tg.url}/hub/spawn/{user}", t)
     if r.status_code >= 400:
         raise RuntimeError(f"spawn: {r.status_code} {r.url} {r.text[:200]!r}")
@@ -110,8 +118,36 @@ def spawn(tg: Target, s: requests.Session, user: str, t: Trainee, timeout: float
         if r.status_code >= 500 or r.status_code == 424:  # 424: the hub's "not running" page
             raise RuntimeError(f"spawn: {r.status_code} {r.url} {r.text[:200]!r}")
         last = f"{r.status_code} {r.url}"
-        time.sleep(2)
+        found = PROGRESS.search(r.text) if r.status_code == 200 else None
+        if found is None:
+            time.sleep(2)
+            continue
+        last = _wait_progress(s, tg.url + html.unescape(found.group(1)), deadline) or last
     raise RuntimeError(f"server not open within {timeout:.0f} s; last: {last}")
+
+
+def _wait_progress(s: requests.Session, url: str, deadline: float) -> str:
+    """Read the start's event stream until it says ready (or ends); raise if it says failed.
+    Returns the last message."""
+    message = ""
+    try:
+        with s.get(url, stream=True, timeout=(30, 60)) as r:
+            if r.status_code != 200:
+                time.sleep(2)
+                return f"progress: {r.status_code}"
+            for raw in r.iter_lines(decode_unicode=True):
+                line = raw.decode() if isinstance(raw, bytes) else raw
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[len("data:") :])
+                message = str(event.get("message", message))
+                if event.get("failed"):
+                    raise RuntimeError(f"spawn failed: {message}")
+                if event.get("ready") or time.monotonic() > deadline:
+                    break
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        return f"progress: {exc}"
+    return message
 
 
 def _xsrf(s: requests.Session, prefix: str) -> str:
