@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import importable_warm, send_json
+from helpers import send_json
 from typer.testing import CliRunner
 
 from bakery.cli.main import app
@@ -526,8 +526,9 @@ def test_a_429_page_tries_again_by_itself_other_errors_do_not() -> None:
 
 
 def test_a_throttled_page_waits_what_the_hub_suggested() -> None:
-    """The hub's 429 for its spawn limit carries Retry-After (from RetryRange): the page waits
-    that long, at least 5 s (a page that reloads at once would hammer the hub it waits for)."""
+    """A 429 with Retry-After (JupyterHub's spawn limit, were one set: bakery queues the starts
+    instead): the page waits that long, at least 5 s (a page that reloads at once would hammer
+    the hub it waits for)."""
     from tornado import web
 
     throttled = web.HTTPError(429, "Too many users trying to log in right now.")
@@ -633,48 +634,98 @@ def test_a_failed_homes_unit_is_said_once_and_servers_still_start(
     assert err.count("bakery-homes.service failed: homes without quotas") == 1
 
 
-def test_the_429_wait_follows_the_hubs_own_spawn_times(
+def test_servers_start_a_few_at_a_time_the_others_wait_their_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RetryRange reads JupyterHub's spawn histogram (the real prometheus metric) at each use:
-    JupyterHub's 30-60 s before a first spawn, then half to one and a half times the median of
-    the successful ones (throttled and failed starts do not count), within 5..300 s; and
-    configure() hands it to the hub the way JupyterHub reads it."""
-    import random
+    """No 429 "try again" for too many starts at once: the hub takes every start (no spawn limit)
+    and its pre-spawn hook lets ``slots`` through at a time; the next one goes when a started
+    server answers (its spawn no longer pending), or, a server that never answers, after twice
+    the start timeout."""
+    import asyncio
 
-    from jupyterhub.metrics import spawn_duration_buckets
-    from prometheus_client import Histogram
     from traitlets.config import Config
 
-    warm = importable_warm(parse_config(CONFIG, Path("w.yaml")), tmp_path, monkeypatch)
-    fresh = Histogram(
-        "bakery_test_spawn_seconds",
-        "a stand-in registry's copy of the hub's spawn histogram",
-        ["status"],
-        buckets=spawn_duration_buckets,
-        registry=None,
-    )
-    monkeypatch.setattr("jupyterhub.metrics.SERVER_SPAWN_DURATION_SECONDS", fresh)
-    assert tuple(warm.RetryRange()) == (30, 60)
-    for seconds in (5, 70, 20):  # not successes: no say in the range
-        fresh.labels(status="throttled").observe(seconds)
-    assert tuple(warm.RetryRange()) == (30, 60)
-    for seconds in (38, 41, 44, 52, 90):  # median in the 30-60 bucket: 30 + 30 * 2.5 / 4
-        fresh.labels(status="success").observe(seconds)
-    low, high = warm.RetryRange()
-    assert (low, high) == pytest.approx((24.375, 73.125))
-    assert low <= random.uniform(*warm.RetryRange()) <= high  # how the hub uses it
-    for _ in range(20):  # a class of slow starts: the range grows, up to 300 s
-        fresh.labels(status="success").observe(900)
-    assert tuple(warm.RetryRange()) == (300, 300)
-    fast = Histogram("bakery_test_fast", "fast starts", ["status"], registry=None)
-    monkeypatch.setattr("jupyterhub.metrics.SERVER_SPAWN_DURATION_SECONDS", fast)
-    fast.labels(status="success").observe(2)
-    assert tuple(warm.RetryRange()) == (5, 10)  # never sooner than 5 s (median 1.75 s)
-
+    fake_systemctl(tmp_path, monkeypatch, rc=0)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
     c = Config()
-    c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
-    warm.configure(c, "boot", 300, 4, 10, 600)
-    settings = c.JupyterHub.tornado_settings
-    assert settings["cookie_options"] == {"secure": True}  # what was there stays
-    assert isinstance(settings["spawn_throttle_retry_range"], warm.RetryRange)
+    c.JupyterHub.concurrent_spawn_limit = 4
+    warm.configure(c, "boot", 30, 2, 7, 0.5)  # 2 slots, start_timeout 0.5 s: held at most 1 s
+    assert c.JupyterHub.concurrent_spawn_limit == 0
+    through: list[str] = []
+
+    async def course_copy(spawner: Any) -> None:
+        through.append(spawner.name)
+
+    hook = warm.SpawnQueue(2, 2.0).hook(course_copy)
+    spawners = {n: types.SimpleNamespace(name=n, pending="spawn") for n in ("ada", "bob", "cy")}
+
+    async def class_arrives() -> None:
+        starts = [asyncio.ensure_future(hook(s)) for s in spawners.values()]
+        await asyncio.sleep(0.3)
+        assert through == ["ada", "bob"]  # cy waits: both slots are starting servers
+        spawners["bob"].pending = None  # bob's server answers: cy's turn
+        await asyncio.sleep(0.7)
+        assert through == ["ada", "bob", "cy"]
+        dee = asyncio.ensure_future(hook(types.SimpleNamespace(name="dee", pending="spawn")))
+        await asyncio.sleep(0.1)
+        assert "dee" not in through  # ada's and cy's servers still starting
+        await asyncio.wait_for(dee, 3)  # ada's never answered: its slot freed after 2 s
+        assert through[-1] == "dee"
+        await asyncio.gather(*starts)
+
+    asyncio.run(class_arrives())
+
+
+def test_a_waiting_trainee_sees_their_place_then_the_spawners_own_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting page's messages (the spawner's progress, which the hub streams to it): the
+    place in the queue as it changes, then what the spawner itself says."""
+    import asyncio
+
+    fake_systemctl(tmp_path, monkeypatch, rc=0)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+
+    class Spawner:
+        def __init__(self, name: str) -> None:
+            self.name, self.pending = name, "spawn"
+
+        async def progress(self) -> Any:
+            yield {"message": f"{self.name}: container created"}
+
+    async def nothing(spawner: Any) -> None:
+        return None
+
+    queue = warm.SpawnQueue(1, 60)
+    hook = queue.hook(nothing)
+    ada, bob, cy = Spawner("ada"), Spawner("bob"), Spawner("cy")
+
+    async def read(spawner: Spawner) -> list[str]:
+        return [event["message"] async for event in spawner.progress()]
+
+    async def class_arrives() -> list[str]:
+        starts = [asyncio.ensure_future(hook(s)) for s in (ada, bob, cy)]
+        await asyncio.sleep(0.1)
+        said = asyncio.ensure_future(read(cy))
+        await asyncio.sleep(0.1)
+        ada.pending = None  # ada's server answers: bob starts, cy is next
+        await asyncio.sleep(1.5)
+        bob.pending = None
+        await asyncio.gather(*starts)
+        return await said
+
+    assert asyncio.run(class_arrives()) == [
+        "Waiting to start: 1 ahead of you (1 start at a time)",
+        "Waiting to start: next (1 start at a time)",
+        "cy: container created",
+    ]
+    assert [m["message"] for m in _collect(ada.progress())] == ["ada: container created"]
+
+
+def _collect(gen: Any) -> list[Any]:
+    import asyncio
+
+    async def run() -> list[Any]:
+        return [event async for event in gen]
+
+    return asyncio.run(run())
