@@ -729,3 +729,53 @@ def _collect(gen: Any) -> list[Any]:
         return [event async for event in gen]
 
     return asyncio.run(run())
+
+
+def test_the_hubs_own_spawner_streams_the_place_in_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With JupyterHub's own Spawner (a traitlets object) and the generator its progress API
+    streams (`_generate_progress`): "Server requested", the place in line, then the spawner's
+    own; its pending state (what frees the slot) is the hub's."""
+    import asyncio
+
+    from jupyterhub.spawner import Spawner
+
+    class Local(Spawner):  # type: ignore[misc]
+        async def start(self) -> tuple[str, int]:
+            return ("127.0.0.1", 1)
+
+        async def stop(self, now: bool = False) -> None:
+            return None
+
+        async def poll(self) -> None:
+            return None
+
+    fake_systemctl(tmp_path, monkeypatch, rc=0)
+    warm = load_warm(tmp_path, "http://127.0.0.1:9/hub/api")
+
+    async def nothing(spawner: Any) -> None:
+        return None
+
+    hook = warm.SpawnQueue(1, 60).hook(nothing)
+    first, second = Local(), Local()
+    first._spawn_pending = second._spawn_pending = True
+
+    async def two_arrive() -> list[str]:
+        starts = [asyncio.ensure_future(hook(s)) for s in (first, second)]
+        await asyncio.sleep(0.1)
+        stream = asyncio.ensure_future(asyncio.wait_for(_messages(second._generate_progress()), 5))
+        await asyncio.sleep(0.2)
+        first._spawn_pending = False  # the hub's own flag: first's start is done
+        await asyncio.gather(*starts)
+        return await stream
+
+    assert asyncio.run(two_arrive()) == [
+        "Server requested",
+        "Waiting to start: next (1 start at a time)",
+        "Spawning server...",  # JupyterHub's Spawner.progress: the spawner's own
+    ]
+
+
+async def _messages(events: Any) -> list[str]:
+    return [event.get("message", "") async for event in events]
