@@ -700,13 +700,10 @@ def test_a_waiting_trainee_sees_their_place_then_the_spawners_own_messages(
     hook = queue.hook(nothing)
     ada, bob, cy = Spawner("ada"), Spawner("bob"), Spawner("cy")
 
-    async def read(spawner: Spawner) -> list[str]:
-        return [event["message"] async for event in spawner.progress()]
-
     async def class_arrives() -> list[str]:
         starts = [asyncio.ensure_future(hook(s)) for s in (ada, bob, cy)]
         await asyncio.sleep(0.1)
-        said = asyncio.ensure_future(read(cy))
+        said = asyncio.ensure_future(_messages(cy.progress()))
         await asyncio.sleep(0.1)
         ada.pending = None  # ada's server answers: bob starts, cy is next
         await asyncio.sleep(1.5)
@@ -719,16 +716,7 @@ def test_a_waiting_trainee_sees_their_place_then_the_spawners_own_messages(
         "Waiting to start: next (1 start at a time)",
         "cy: container created",
     ]
-    assert [m["message"] for m in _collect(ada.progress())] == ["ada: container created"]
-
-
-def _collect(gen: Any) -> list[Any]:
-    import asyncio
-
-    async def run() -> list[Any]:
-        return [event async for event in gen]
-
-    return asyncio.run(run())
+    assert asyncio.run(_messages(ada.progress())) == ["ada: container created"]
 
 
 def test_the_hubs_own_spawner_streams_the_place_in_line(
